@@ -1,0 +1,38 @@
+#include "status.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+int qk_err_set(qk_err *err, int code, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+void qk_err_prefix(qk_err *err, const char *prefix)
+{
+    if (!err || !prefix)
+        return;
+    char tmp[QK_ERR_MSG_MAX];
+    snprintf(tmp, sizeof tmp, "%s: %s", prefix, err->msg);
+    memcpy(err->msg, tmp, sizeof tmp);
+}
+
+const char *qk_status_str(int code)
+{
+    switch (code) {
+    case QK_OK: return "ok";
+    case QK_EIO: return "I/O error";
+    case QK_ENOMEM: return "out of memory";
+    case QK_EFORMAT: return "malformed input";
+    case QK_EUNSUPPORTED: return "unsupported";
+    case QK_ERANGE: return "value out of range";
+    default: return "internal error";
+    }
+}

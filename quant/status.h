@@ -1,0 +1,39 @@
+/* status.h — status codes and error messages shared by every qkit module.
+ *
+ * Contract: functions that can fail return a qk_status (0 ok, negative on failure) and, when given
+ * a non-NULL qk_err, leave a one-line message naming the file, the object and the problem.
+ * It lives in quant/ because quant/ is the lowest module (formats/ and everything above include it). */
+#ifndef QKIT_STATUS_H
+#define QKIT_STATUS_H
+
+typedef enum {
+    QK_OK = 0,
+    QK_EIO = -1,          /* the operating system refused: open, read, write, rename */
+    QK_ENOMEM = -2,       /* an allocation failed */
+    QK_EFORMAT = -3,      /* bytes on disk or arguments are malformed */
+    QK_EUNSUPPORTED = -4, /* well-formed but not something qkit handles */
+    QK_ERANGE = -5,       /* a value is out of its allowed range (NaN/Inf, sizes, counts) */
+    QK_EINTERNAL = -6,    /* a bug in qkit */
+} qk_status;
+
+#define QK_ERR_MSG_MAX 512
+
+typedef struct {
+    char msg[QK_ERR_MSG_MAX];
+} qk_err;
+
+/* Formats the message into err (if non-NULL) and returns code, so callers can write
+ * `return qk_err_set(err, QK_EFORMAT, "%s: ...", path);`. */
+int qk_err_set(qk_err *err, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* Prepends "prefix: " to an existing message (e.g. the file name added by a caller). */
+void qk_err_prefix(qk_err *err, const char *prefix);
+
+/* Short name of a status code ("I/O error", "malformed input" ...). */
+const char *qk_status_str(int code);
+
+#endif

@@ -1,0 +1,88 @@
+#include "tu.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+const char *tu_shared(const char *rel)
+{
+    static char buf[8][4096];
+    static int slot;
+    const char *root = getenv("QKIT_SHARED");
+    if (!root)
+        root = "../shared";
+    char *p = buf[slot++ & 7];
+    snprintf(p, sizeof buf[0], "%s/%s", root, rel);
+    struct stat st;
+    return stat(p, &st) == 0 ? p : NULL;
+}
+
+static char tmpdir[256];
+
+static void remove_tmpdir(void)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", tmpdir);
+}
+
+const char *tu_tmp(const char *name)
+{
+    static char buf[8][4096];
+    static int slot;
+    if (!tmpdir[0]) {
+        snprintf(tmpdir, sizeof tmpdir, "/tmp/qkit-test-XXXXXX");
+        if (!mkdtemp(tmpdir))
+            fail_msg("mkdtemp failed");
+        atexit(remove_tmpdir);
+    }
+    char *p = buf[slot++ & 7];
+    snprintf(p, sizeof buf[0], "%s/%s", tmpdir, name);
+    return p;
+}
+
+void *tu_read(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        fail_msg("cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *p = malloc(n > 0 ? (size_t)n : 1);
+    if (!p || fread(p, 1, (size_t)n, f) != (size_t)n)
+        fail_msg("cannot read %s", path);
+    fclose(f);
+    *size = (size_t)n;
+    return p;
+}
+
+void tu_write(const char *path, const void *data, size_t size)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(data, 1, size, f) != size || fclose(f) != 0)
+        fail_msg("cannot write %s", path);
+}
+
+int tu_exists(const char *path) { return access(path, F_OK) == 0; }
+
+void tu_assert_near_impl(double a, double b, double tol, const char *file, int line)
+{
+    if (!(a - b <= tol && b - a <= tol)) {
+        print_error("%.9g != %.9g (tolerance %.3g)\n", a, b, tol);
+        _fail(file, line);
+    }
+}
+
+uint64_t tu_rand(uint64_t *s)
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ull;
+}
+
+float tu_randf(uint64_t *s) { return (float)((tu_rand(s) >> 40) * (1.0 / (1ull << 24))) * 2.0f - 1.0f; }
