@@ -4,7 +4,7 @@
 BUILD   ?= build
 PREFIX  ?= /usr/local
 CC      ?= cc
-PKGS    := libcjson zlib libzstd
+PKGS    := libcjson zlib libzstd libcrypto libpcre2-8
 
 CPPFLAGS += -D_DEFAULT_SOURCE -D_FILE_OFFSET_BITS=64 $(shell pkg-config --cflags $(PKGS))
 CFLAGS   ?= -O2 -g
@@ -65,8 +65,8 @@ $(BUILD)/bench/bench_%: $(BUILD)/tests/bench/bench_%.o $(LIB)
 
 deps:
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential pkg-config clang \
-	    libcjson-dev zlib1g-dev libzstd-dev libcmocka-dev
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential pkg-config clang libomp-dev \
+	    libcjson-dev zlib1g-dev libzstd-dev libcmocka-dev libssl-dev libpcre2-dev
 
 # Fast tier: unit tests, then every fuzz target replays its corpus, then the end-to-end script.
 test: $(QKIT) $(TESTS) $(FUZZERS)

@@ -20,7 +20,14 @@ void qk_err_prefix(qk_err *err, const char *prefix)
     if (!err || !prefix)
         return;
     char tmp[QK_ERR_MSG_MAX];
-    snprintf(tmp, sizeof tmp, "%s: %s", prefix, err->msg);
+    size_t n = strlen(prefix);
+    if (n > QK_ERR_MSG_MAX - 3)
+        n = QK_ERR_MSG_MAX - 3;
+    memcpy(tmp, prefix, n);
+    memcpy(tmp + n, ": ", 2);
+    size_t room = QK_ERR_MSG_MAX - n - 3, m = strnlen(err->msg, room);
+    memcpy(tmp + n + 2, err->msg, m);
+    tmp[n + 2 + m] = 0;
     memcpy(err->msg, tmp, sizeof tmp);
 }
 

@@ -1,0 +1,57 @@
+/* main.c — subcommand dispatch, signal handling and exit codes. */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../formats/outfile.h"
+#include "cli.h"
+
+#ifndef QKIT_VERSION
+#define QKIT_VERSION "0.1.0"
+#endif
+
+static const cli_command COMMANDS[] = {
+    {"info", cmd_info, "show version, build and the kernels in use"},
+};
+
+/* A half-written temporary must not outlive an interrupted run. */
+static void on_signal(int sig)
+{
+    of_remove_all_temporaries();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "qkit %s — convert, quantize and verify LLM weights\n\nusage: qkit COMMAND [ARGS]\n\n",
+            QKIT_VERSION);
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        fprintf(f, "  %-12s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+    fprintf(f, "\nRun 'qkit COMMAND --help' for a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGHUP, on_signal);
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_USAGE;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return CLI_OK;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("qkit %s\n", QKIT_VERSION);
+        return CLI_OK;
+    }
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        if (!strcmp(argv[1], COMMANDS[i].name))
+            return COMMANDS[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "qkit: unknown command '%s' (run 'qkit --help')\n", argv[1]);
+    return CLI_USAGE;
+}
