@@ -1,0 +1,634 @@
+/* legacy.c — q4_0 q4_1 q5_0 q5_1 q8_0 q8_1: the block-32 formats, as ggml's scalar C defines them.
+ *
+ * Bit-exactness notes (read before "simplifying" an expression):
+ * - Every float expression keeps ggml's operation order and types: `w*x*l` is (w*x)*l with l
+ *   converted to float, d is computed in float and rounded to half only when stored, the
+ *   codes are computed from the unrounded d.
+ * - ggml turns floats into small ints with C casts. See cast_u8() for what that means on x86-64.
+ * - Without importance weights, ggml uses the simple min/max quantizers; with them, a search. */
+#include "legacy.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "blocks.h"
+#include "fp16.h"
+
+/* Blocks whose largest |x| is below this are stored as zeros (ggml's GROUP_MAX_EPS). */
+#define LG_EPS 1e-15f
+
+/* ---- float -> small int as ggml's casts compile on x86-64 ---------------------------------- */
+
+/* ggml writes (int8_t)f and (uint8_t)f. On x86-64 the compiler converts to a 32-bit int
+ * (cvttss2si, truncation) and keeps the low byte; NaN and out-of-range values give 0x80000000,
+ * whose low byte is 0. That case is real: a block of subnormals has d subnormal and 1/d = inf, so
+ * x*id is ±inf or NaN. C leaves such casts undefined, so spell the hardware result out. */
+static uint8_t cast_u8(float v)
+{
+    const int32_t i = (v >= -2147483648.0f && v < 2147483648.0f) ? (int32_t)v : INT32_MIN;
+    return (uint8_t)((uint32_t)i & 0xFFu);
+}
+
+static int cast_i8(float v)
+{
+    const int u = cast_u8(v);
+    return u < 128 ? u : u - 256;
+}
+
+/* ---- packing ------------------------------------------------------------------------------- */
+
+/* 5-bit codes: low nibbles as q4, bit 4 of code j into bit j of a little-endian uint32. */
+static void pack_q5(const uint8_t *L, uint8_t *qs, uint8_t *qh)
+{
+    uint32_t h = 0;
+    for (int j = 0; j < 32; j++)
+        h |= (uint32_t)((L[j] >> 4) & 1) << j;
+    q_lg_pack_nibbles(L, qs);
+    memcpy(qh, &h, sizeof h);
+}
+
+static void unpack_q4(const uint8_t *qs, uint8_t *L)
+{
+    for (int j = 0; j < 16; j++) {
+        L[j] = qs[j] & 0x0F;
+        L[j + 16] = qs[j] >> 4;
+    }
+}
+
+static void unpack_q5(const uint8_t *qs, const uint8_t *qh, uint8_t *L)
+{
+    uint32_t h;
+    memcpy(&h, qh, sizeof h);
+    unpack_q4(qs, L);
+    for (int j = 0; j < 32; j++)
+        L[j] |= (uint8_t)(((h >> j) & 1) << 4);
+}
+
+static void store_q4_0(void *blk, float d, const uint8_t *L)
+{
+    block_q4_0 *b = blk;
+    b->d = q_fp32_to_fp16(d);
+    q_lg_pack_nibbles(L, b->qs);
+}
+
+static void store_q4_1(void *blk, float d, float m, const uint8_t *L)
+{
+    block_q4_1 *b = blk;
+    b->d = q_fp32_to_fp16(d);
+    b->m = q_fp32_to_fp16(m);
+    q_lg_pack_nibbles(L, b->qs);
+}
+
+static void store_q5_0(void *blk, float d, const uint8_t *L)
+{
+    block_q5_0 *b = blk;
+    b->d = q_fp32_to_fp16(d);
+    pack_q5(L, b->qs, b->qh);
+}
+
+static void store_q5_1(void *blk, float d, float m, const uint8_t *L)
+{
+    block_q5_1 *b = blk;
+    b->d = q_fp32_to_fp16(d);
+    b->m = q_fp32_to_fp16(m);
+    pack_q5(L, b->qs, b->qh);
+}
+
+/* ---- unweighted block quantizers (ggml's quantize_row_*_ref) ------------------------------- */
+
+/* Symmetric, 2*nmax levels: the value of largest magnitude maps to code 0 (level -nmax), so
+ * d = max / -nmax; x*id + nmax + 0.5 truncated is round-to-nearest of the level. The clamp
+ * catches the opposite extreme, which would land on level +nmax. */
+static float codes_sym_ref(const float *x, int nmax, uint8_t *L)
+{
+    const float max = q_lg_signed_absmax(x, 32);
+    const float d = max / (float)-nmax;
+    const float id = d ? 1.0f / d : 0.0f;
+    const float bias = (float)nmax + 0.5f;
+    for (int j = 0; j < 32; j++) {
+        const int q = cast_i8(x[j] * id + bias);
+        L[j] = (uint8_t)(q < 2 * nmax - 1 ? q : 2 * nmax - 1);
+    }
+    return d;
+}
+
+/* Asymmetric, codes 0..nmax over [min, max]: x ≈ d*L + min. ggml clamps the q4_1 codes to 15
+ * and not the q5_1 ones; (max-min)*id never exceeds nmax by more than rounding, so the clamp is
+ * inert for both and one routine serves them. */
+static float codes_asym_ref(const float *x, int nmax, uint8_t *L, float *min_out)
+{
+    float min = x[0], max = x[0]; /* ggml starts from ±FLT_MAX: the same for finite x */
+    for (int j = 1; j < 32; j++) {
+        if (x[j] < min)
+            min = x[j];
+        if (x[j] > max)
+            max = x[j];
+    }
+    const float d = (max - min) / (float)nmax;
+    const float id = d ? 1.0f / d : 0.0f;
+    for (int j = 0; j < 32; j++) {
+        const int q = cast_i8((x[j] - min) * id + 0.5f);
+        L[j] = (uint8_t)(q < nmax ? q : nmax);
+    }
+    *min_out = min;
+    return d;
+}
+
+static void enc_q4_0_ref(const float *x, void *blk)
+{
+    uint8_t L[32];
+    const float d = codes_sym_ref(x, 8, L);
+    store_q4_0(blk, d, L);
+}
+
+static void enc_q5_0_ref(const float *x, void *blk)
+{
+    uint8_t L[32];
+    const float d = codes_sym_ref(x, 16, L);
+    store_q5_0(blk, d, L);
+}
+
+static void enc_q4_1_ref(const float *x, void *blk)
+{
+    uint8_t L[32];
+    float min;
+    const float d = codes_asym_ref(x, 15, L, &min);
+    store_q4_1(blk, d, min, L);
+}
+
+static void enc_q5_1_ref(const float *x, void *blk)
+{
+    uint8_t L[32];
+    float min;
+    const float d = codes_asym_ref(x, 31, L, &min);
+    store_q5_1(blk, d, min, L);
+}
+
+/* q8: d = amax/127, codes roundf(x/d) (ties away from zero, unlike the k-quants' nearest_int).
+ * Returns d; the codes are signed. */
+static float codes_q8(const float *x, int8_t *qs)
+{
+    float amax = 0.0f;
+    for (int j = 0; j < 32; j++)
+        amax = amax > fabsf(x[j]) ? amax : fabsf(x[j]);
+    const float d = amax / 127.0f;
+    const float id = d ? 1.0f / d : 0.0f;
+    for (int j = 0; j < 32; j++)
+        qs[j] = (int8_t)cast_i8(roundf(x[j] * id));
+    return d;
+}
+
+static void enc_q8_0(const float *x, void *blk)
+{
+    block_q8_0 *b = blk;
+    b->d = q_fp32_to_fp16(codes_q8(x, b->qs));
+}
+
+/* s caches d * sum(q) so that the q4_1/q5_1 dot products can add the offset term per block. */
+static void enc_q8_1(const float *x, void *blk)
+{
+    block_q8_1 *b = blk;
+    const float d = codes_q8(x, b->qs);
+    int sum = 0;
+    for (int j = 0; j < 32; j++)
+        sum += b->qs[j];
+    b->d = q_fp32_to_fp16(d);
+    b->s = q_fp32_to_fp16((float)sum * d);
+}
+
+typedef void (*enc_ref_fn)(const float *x, void *blk);
+
+static void each_block(const float *x, void *y, int64_t k, size_t blk_size, enc_ref_fn enc)
+{
+    uint8_t *out = y;
+    for (int64_t i = 0; i < k / 32; i++)
+        enc(x + 32 * i, out + (size_t)i * blk_size);
+}
+
+void q_quantize_row_q4_0_ref(const float *x, void *y, int64_t k)
+{
+    each_block(x, y, k, sizeof(block_q4_0), enc_q4_0_ref);
+}
+
+void q_quantize_row_q4_1_ref(const float *x, void *y, int64_t k)
+{
+    each_block(x, y, k, sizeof(block_q4_1), enc_q4_1_ref);
+}
+
+void q_quantize_row_q5_0_ref(const float *x, void *y, int64_t k)
+{
+    each_block(x, y, k, sizeof(block_q5_0), enc_q5_0_ref);
+}
+
+void q_quantize_row_q5_1_ref(const float *x, void *y, int64_t k)
+{
+    each_block(x, y, k, sizeof(block_q5_1), enc_q5_1_ref);
+}
+
+void q_quantize_row_q8_0_ref(const float *x, void *y, int64_t k)
+{
+    each_block(x, y, k, sizeof(block_q8_0), enc_q8_0);
+}
+
+void q_quantize_row_q8_1_ref(const float *x, void *y, int64_t k)
+{
+    each_block(x, y, k, sizeof(block_q8_1), enc_q8_1);
+}
+
+/* ---- importance-weighted searches ---------------------------------------------------------- */
+
+/* Symmetric codes for one candidate inverse scale, and the weighted sums the candidates are
+ * ranked by: sumlx = Σ w·x·l, suml2 = Σ w·l² with l in [-nmax, nmax-1]; L = l + nmax. */
+static void sym_candidate(const float *x, const float *w, int nmax, float iscale, uint8_t *L,
+                          float *sumlx, float *suml2)
+{
+    float slx = 0, sl2 = 0;
+    for (int i = 0; i < 32; i++) {
+        int l = q_lg_nearest_int(iscale * x[i]);
+        l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
+        L[i] = (uint8_t)(l + nmax);
+        slx += w[i] * x[i] * (float)l;
+        sl2 += w[i] * (float)l * (float)l;
+    }
+    *sumlx = slx;
+    *suml2 = sl2;
+}
+
+/* q4_0/q5_0 with weights (ggml's make_qx_quants, rmse_type 1): for a given set of levels the best
+ * d is sumlx/suml2 and the weighted squared error drops by sumlx²/suml2, so that is the score.
+ * Tries 1/iscale = max/-nmax and 18 nearby grid widths (nmax ± 0.1·k). Returns d, fills L. */
+static float search_sym(const float *x, const float *w, int nmax, uint8_t *L)
+{
+    const float max = q_lg_signed_absmax(x, 32);
+    if (fabsf(max) < LG_EPS) {
+        memset(L, 0, 32);
+        return 0.0f;
+    }
+    float sumlx, suml2;
+    sym_candidate(x, w, nmax, (float)-nmax / max, L, &sumlx, &suml2);
+    float scale = suml2 ? sumlx / suml2 : 0.0f;
+    float best = scale * sumlx;
+    for (int is = -9; is <= 9; ++is) {
+        if (is == 0)
+            continue;
+        uint8_t Lc[32];
+        const float iscale = -((float)nmax + 0.1f * (float)is) / max;
+        sym_candidate(x, w, nmax, iscale, Lc, &sumlx, &suml2);
+        if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+            memcpy(L, Lc, 32);
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    return scale;
+}
+
+static void asym_codes(const float *x, int nmax, float min, float iscale, uint8_t *L)
+{
+    for (int i = 0; i < 32; i++) {
+        const int l = q_lg_nearest_int(iscale * (x[i] - min));
+        L[i] = (uint8_t)(l < 0 ? 0 : l > nmax ? nmax : l);
+    }
+}
+
+/* Σ w·(d·L + m - x)², in index order. */
+static float asym_error(const float *x, const float *w, const uint8_t *L, float d, float m)
+{
+    float err = 0;
+    for (int i = 0; i < 32; i++) {
+        const float diff = d * (float)L[i] + m - x[i];
+        err += w[i] * (diff * diff);
+    }
+    return err;
+}
+
+/* Weighted least-squares (d, m) for fixed codes L; returns 0 when the system is singular.
+ * m is kept <= 0 (the format's offset is a minimum): if the fit wants m > 0, m = 0 and d is
+ * refit alone. */
+static int asym_fit(const float *x, const float *w, const uint8_t *L, float sum_w, float sum_x,
+                    float *d, float *m)
+{
+    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+    for (int i = 0; i < 32; i++) {
+        const float l = (float)L[i];
+        sum_l += w[i] * l;
+        sum_l2 += w[i] * l * l;
+        sum_xl += w[i] * l * x[i];
+    }
+    const float D = sum_w * sum_l2 - sum_l * sum_l;
+    if (!(D > 0))
+        return 0;
+    *d = (sum_w * sum_xl - sum_x * sum_l) / D;
+    *m = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+    if (*m > 0) {
+        *m = 0;
+        *d = sum_xl / sum_l2;
+    }
+    return 1;
+}
+
+/* q4_1/q5_1 with weights (ggml's make_qkx3_quants with weights, squared error): start from the
+ * min/max grid, then for 37 grid widths (nmax - 0.9 ... nmax + 0.9) quantize, refit (d, m) by
+ * least squares and keep the fit with the lowest weighted error. Returns d; *min_out = m <= 0. */
+static float search_asym(const float *x, const float *w, int nmax, uint8_t *L, float *min_out)
+{
+    const float rmin = -0.9f, rdelta = 0.05f;
+    const int nstep = 36;
+    float min = x[0], max = x[0], sum_w = w[0], sum_x = sum_w * x[0];
+    for (int i = 1; i < 32; i++) {
+        if (x[i] < min)
+            min = x[i];
+        if (x[i] > max)
+            max = x[i];
+        sum_w += w[i];
+        sum_x += w[i] * x[i];
+    }
+    if (min > 0)
+        min = 0;
+    if (max <= min) {
+        memset(L, 0, 32);
+        *min_out = min;
+        return 0.0f;
+    }
+    float iscale = (float)nmax / (max - min);
+    float scale = 1 / iscale;
+    asym_codes(x, nmax, min, iscale, L);
+    float best = asym_error(x, w, L, scale, min);
+    for (int is = 0; is <= nstep; ++is) {
+        uint8_t Lc[32];
+        float d, m;
+        iscale = (rmin + rdelta * (float)is + (float)nmax) / (max - min);
+        asym_codes(x, nmax, min, iscale, Lc);
+        if (!asym_fit(x, w, Lc, sum_w, sum_x, &d, &m))
+            continue;
+        const float err = asym_error(x, w, Lc, d, m);
+        if (err < best) {
+            memcpy(L, Lc, 32);
+            best = err;
+            scale = d;
+            min = m;
+        }
+    }
+    *min_out = min;
+    return scale;
+}
+
+static void enc_q4_0_w(const float *x, const float *w, void *blk)
+{
+    uint8_t L[32];
+    const float d = search_sym(x, w, 8, L);
+    store_q4_0(blk, d, L);
+}
+
+static void enc_q5_0_w(const float *x, const float *w, void *blk)
+{
+    uint8_t L[32];
+    const float d = search_sym(x, w, 16, L);
+    store_q5_0(blk, d, L);
+}
+
+static void enc_q4_1_w(const float *x, const float *w, void *blk)
+{
+    uint8_t L[32];
+    float min;
+    const float d = search_asym(x, w, 15, L, &min);
+    store_q4_1(blk, d, min, L);
+}
+
+static void enc_q5_1_w(const float *x, const float *w, void *blk)
+{
+    uint8_t L[32];
+    float min;
+    const float d = search_asym(x, w, 31, L, &min);
+    store_q5_1(blk, d, min, L);
+}
+
+typedef void (*enc_weighted_fn)(const float *x, const float *w, void *blk);
+
+/* ggml's quantize_<t> for the block-32 types: the plain quantizer without weights; with them,
+ * per row, w = imatrix · sqrt(σ² + x²) where σ² is the row's mean square (so that small values
+ * still count in proportion to the row's scale), then the search per block. */
+static size_t quantize_rows(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                            const float *imatrix, size_t blk_size, enc_ref_fn ref,
+                            enc_weighted_fn weighted)
+{
+    const size_t row_size = (size_t)(n_per_row / 32) * blk_size;
+    uint8_t *out = dst;
+    if (!imatrix) {
+        each_block(src, dst, nrows * n_per_row, blk_size, ref);
+        return (size_t)nrows * row_size;
+    }
+    for (int64_t r = 0; r < nrows; r++) {
+        const float *x = src + r * n_per_row;
+        float sum_x2 = 0;
+        for (int64_t j = 0; j < n_per_row; j++)
+            sum_x2 += x[j] * x[j];
+        const float sigma2 = sum_x2 / (float)n_per_row;
+        for (int64_t ib = 0; ib < n_per_row / 32; ib++) {
+            const float *xb = x + 32 * ib, *qw = imatrix + 32 * ib;
+            float w[32];
+            for (int j = 0; j < 32; j++)
+                w[j] = qw[j] * sqrtf(sigma2 + xb[j] * xb[j]);
+            weighted(xb, w, out + (size_t)r * row_size + (size_t)ib * blk_size);
+        }
+    }
+    return (size_t)nrows * row_size;
+}
+
+size_t q_quantize_q4_0(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imatrix)
+{
+    return quantize_rows(src, dst, nrows, n_per_row, imatrix, sizeof(block_q4_0), enc_q4_0_ref, enc_q4_0_w);
+}
+
+size_t q_quantize_q4_1(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imatrix)
+{
+    return quantize_rows(src, dst, nrows, n_per_row, imatrix, sizeof(block_q4_1), enc_q4_1_ref, enc_q4_1_w);
+}
+
+size_t q_quantize_q5_0(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imatrix)
+{
+    return quantize_rows(src, dst, nrows, n_per_row, imatrix, sizeof(block_q5_0), enc_q5_0_ref, enc_q5_0_w);
+}
+
+size_t q_quantize_q5_1(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imatrix)
+{
+    return quantize_rows(src, dst, nrows, n_per_row, imatrix, sizeof(block_q5_1), enc_q5_1_ref, enc_q5_1_w);
+}
+
+/* q8_0 has no weighted variant in ggml: 8 bits leave nothing for a search to gain. */
+size_t q_quantize_q8_0(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imatrix)
+{
+    (void)imatrix;
+    return quantize_rows(src, dst, nrows, n_per_row, NULL, sizeof(block_q8_0), enc_q8_0, NULL);
+}
+
+size_t q_quantize_q8_1(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imatrix)
+{
+    (void)imatrix;
+    return quantize_rows(src, dst, nrows, n_per_row, NULL, sizeof(block_q8_1), enc_q8_1, NULL);
+}
+
+/* ---- dequantization ------------------------------------------------------------------------ */
+
+static void put_sym(const uint8_t *L, int offset, uint16_t d16, float *y)
+{
+    const float d = q_fp16_to_fp32(d16);
+    for (int j = 0; j < 32; j++)
+        y[j] = (float)(L[j] - offset) * d;
+}
+
+static void put_asym(const uint8_t *L, uint16_t d16, uint16_t m16, float *y)
+{
+    const float d = q_fp16_to_fp32(d16), m = q_fp16_to_fp32(m16);
+    for (int j = 0; j < 32; j++)
+        y[j] = (float)L[j] * d + m;
+}
+
+static void put_q8(const int8_t *qs, uint16_t d16, float *y)
+{
+    const float d = q_fp16_to_fp32(d16);
+    for (int j = 0; j < 32; j++)
+        y[j] = (float)qs[j] * d;
+}
+
+void q_dequantize_row_q4_0(const void *vx, float *y, int64_t k)
+{
+    const block_q4_0 *x = vx;
+    for (int64_t i = 0; i < k / 32; i++) {
+        uint8_t L[32];
+        unpack_q4(x[i].qs, L);
+        put_sym(L, 8, x[i].d, y + 32 * i);
+    }
+}
+
+void q_dequantize_row_q4_1(const void *vx, float *y, int64_t k)
+{
+    const block_q4_1 *x = vx;
+    for (int64_t i = 0; i < k / 32; i++) {
+        uint8_t L[32];
+        unpack_q4(x[i].qs, L);
+        put_asym(L, x[i].d, x[i].m, y + 32 * i);
+    }
+}
+
+void q_dequantize_row_q5_0(const void *vx, float *y, int64_t k)
+{
+    const block_q5_0 *x = vx;
+    for (int64_t i = 0; i < k / 32; i++) {
+        uint8_t L[32];
+        unpack_q5(x[i].qs, x[i].qh, L);
+        put_sym(L, 16, x[i].d, y + 32 * i);
+    }
+}
+
+void q_dequantize_row_q5_1(const void *vx, float *y, int64_t k)
+{
+    const block_q5_1 *x = vx;
+    for (int64_t i = 0; i < k / 32; i++) {
+        uint8_t L[32];
+        unpack_q5(x[i].qs, x[i].qh, L);
+        put_asym(L, x[i].d, x[i].m, y + 32 * i);
+    }
+}
+
+void q_dequantize_row_q8_0(const void *vx, float *y, int64_t k)
+{
+    const block_q8_0 *x = vx;
+    for (int64_t i = 0; i < k / 32; i++)
+        put_q8(x[i].qs, x[i].d, y + 32 * i);
+}
+
+void q_dequantize_row_q8_1(const void *vx, float *y, int64_t k)
+{
+    const block_q8_1 *x = vx;
+    for (int64_t i = 0; i < k / 32; i++)
+        put_q8(x[i].qs, x[i].d, y + 32 * i);
+}
+
+/* ---- dot products -------------------------------------------------------------------------- */
+/* Integer sums are exact (|Σ| <= 32·31·127), so only the float steps need ggml's order, which
+ * differs slightly between types; it is kept per type so results match ggml's generic path. */
+
+static int dot_codes(const uint8_t *L, int offset, const int8_t *q)
+{
+    int sum = 0;
+    for (int j = 0; j < 32; j++)
+        sum += (L[j] - offset) * q[j];
+    return sum;
+}
+
+/* One block with an offset m: Σ (d_x·L + m)(d_y·q) = d_x·d_y·Σ L·q + m·(d_y·Σ q), and q8_1
+ * caches d_y·Σ q in s. */
+static float asym_block_dot(const uint8_t *L, uint16_t dx, uint16_t mx, const block_q8_1 *y)
+{
+    return (q_fp16_to_fp32(dx) * q_fp16_to_fp32(y->d)) * (float)dot_codes(L, 0, y->qs) +
+           q_fp16_to_fp32(mx) * q_fp16_to_fp32(y->s);
+}
+
+void q_vec_dot_q4_0_q8_0(int n, float *s, const void *vx, const void *vy)
+{
+    const block_q4_0 *x = vx;
+    const block_q8_0 *y = vy;
+    float sum = 0;
+    for (int i = 0; i < n / 32; i++) {
+        uint8_t L[32];
+        unpack_q4(x[i].qs, L);
+        const int sumi = dot_codes(L, 8, y[i].qs);
+        sum += (float)sumi * q_fp16_to_fp32(x[i].d) * q_fp16_to_fp32(y[i].d);
+    }
+    *s = sum;
+}
+
+void q_vec_dot_q4_1_q8_1(int n, float *s, const void *vx, const void *vy)
+{
+    const block_q4_1 *x = vx;
+    const block_q8_1 *y = vy;
+    float sum = 0;
+    for (int i = 0; i < n / 32; i++) {
+        uint8_t L[32];
+        unpack_q4(x[i].qs, L);
+        sum += asym_block_dot(L, x[i].d, x[i].m, &y[i]);
+    }
+    *s = sum;
+}
+
+void q_vec_dot_q5_1_q8_1(int n, float *s, const void *vx, const void *vy)
+{
+    const block_q5_1 *x = vx;
+    const block_q8_1 *y = vy;
+    float sum = 0;
+    for (int i = 0; i < n / 32; i++) {
+        uint8_t L[32];
+        unpack_q5(x[i].qs, x[i].qh, L);
+        sum += asym_block_dot(L, x[i].d, x[i].m, &y[i]);
+    }
+    *s = sum;
+}
+
+void q_vec_dot_q5_0_q8_0(int n, float *s, const void *vx, const void *vy)
+{
+    const block_q5_0 *x = vx;
+    const block_q8_0 *y = vy;
+    float sum = 0;
+    for (int i = 0; i < n / 32; i++) {
+        uint8_t L[32];
+        unpack_q5(x[i].qs, x[i].qh, L);
+        const int sumi = dot_codes(L, 16, y[i].qs);
+        sum += (q_fp16_to_fp32(x[i].d) * q_fp16_to_fp32(y[i].d)) * (float)sumi;
+    }
+    *s = sum;
+}
+
+void q_vec_dot_q8_0_q8_0(int n, float *s, const void *vx, const void *vy)
+{
+    const block_q8_0 *x = vx;
+    const block_q8_0 *y = vy;
+    float sum = 0;
+    for (int i = 0; i < n / 32; i++) {
+        int sumi = 0;
+        for (int j = 0; j < 32; j++)
+            sumi += x[i].qs[j] * y[i].qs[j];
+        sum += (float)sumi * (q_fp16_to_fp32(x[i].d) * q_fp16_to_fp32(y[i].d));
+    }
+    *s = sum;
+}

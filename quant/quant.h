@@ -1,0 +1,60 @@
+/* quant.h — the quantization API the rest of qkit uses: one kernel table per type, picked for the
+ * active ISA, and row-parallel entry points that validate their input.
+ *
+ * Contract: q_quantize_rows() produces exactly the bytes of the scalar reference (ggml's
+ * ggml_quantize_chunk) whatever the ISA and the thread count; it rejects rows whose length is
+ * not a multiple of the block size and rows holding NaN/Inf (naming the row) before any work.
+ * Dot products pair a weight type with its activation type as ggml does (q4_K·q8_K, q4_0·q8_0 …). */
+#ifndef QKIT_QUANT_QUANT_H
+#define QKIT_QUANT_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cpu.h"
+#include "status.h"
+#include "types.h"
+
+/* ggml's quantize_<t>: nrows × n_per_row floats, optional importance weights [n_per_row]. */
+typedef size_t (*q_quantize_fn)(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                                const float *imatrix);
+typedef void (*q_dequantize_fn)(const void *x, float *y, int64_t k);
+/* s = dot(x, y) over n values; x of the weight type, y of its vec_dot_type. */
+typedef void (*q_vec_dot_fn)(int n, float *s, const void *x, const void *y);
+/* Unweighted row quantizer, used for activations (q8_0, q8_1, q8_K) and float conversions. */
+typedef void (*q_from_float_fn)(const float *x, void *y, int64_t k);
+
+typedef struct {
+    q_quantize_fn quantize;
+    q_dequantize_fn dequantize;
+    q_from_float_fn from_float;
+    q_vec_dot_fn vec_dot;
+    int vec_dot_type;
+} q_kernels;
+
+/* The kernels for type on the active ISA (scalar where no variant exists); NULL when qkit has
+ * no kernels for the type. Borrowed, static lifetime. */
+const q_kernels *q_kernels_get(int type);
+/* The same for a given ISA (tests compare ISAs); falls back to scalar entry by entry. */
+const q_kernels *q_kernels_get_isa(int type, q_isa isa);
+
+/* ISA tables: data only (no code runs before the CPU check). NULL entries fall back. Quantizers
+ * and dots live in separate files (quant_<isa>.c, dot_<isa>.c), each with its own table. */
+extern const q_kernels q_kernels_avx2_quant[Q_TYPE_COUNT];
+extern const q_kernels q_kernels_avx2_dot[Q_TYPE_COUNT];
+extern const q_kernels q_kernels_avx512_quant[Q_TYPE_COUNT];
+extern const q_kernels q_kernels_avx512_dot[Q_TYPE_COUNT];
+
+/* Quantizes nrows rows with n_threads OpenMP threads (<= 0: the OpenMP default). On a bad row,
+ * returns QK_ERANGE with *bad_row set (when non-NULL) and a message naming the row. */
+int q_quantize_rows(int type, const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                    const float *imatrix, int n_threads, int64_t *bad_row, qk_err *err);
+
+/* Any type with a dequantizer (f32, f16, bf16 and every quantized type qkit knows) to float. */
+int q_dequantize_rows(int type, const void *src, float *dst, int64_t nrows, int64_t n_per_row,
+                      qk_err *err);
+
+/* Index of the first non-finite value in x[0..n), or -1. */
+int64_t q_find_nonfinite(const float *x, int64_t n);
+
+#endif
