@@ -21,6 +21,16 @@ typedef struct {
 
 int cmd_inspect(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+
+/* Options shared by perplexity and verify. */
+typedef struct {
+    const char *text;
+    int n_ctx, chunks, threads, json;
+} cli_eval_opts;
+/* 1: argv[*i] (and its value) consumed; 0: not an evaluation option; <0: usage error printed. */
+int cli_parse_eval_opts(const char *cmd, int argc, char **argv, int *i, cli_eval_opts *o);
 
 /* Prints "qkit: <message>" to stderr and returns the exit code for status. */
 int cli_fail(int status, const qk_err *err);

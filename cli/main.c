@@ -12,6 +12,9 @@
 #endif
 
 static const cli_command COMMANDS[] = {
+    {"inspect", cmd_inspect, "show metadata and tensors of a .gguf, .safetensors or HF folder"},
+    {"perplexity", cmd_perplexity, "perplexity of a model on a text, as llama-perplexity"},
+    {"verify", cmd_verify, "compare candidates with a reference: PPL, KL divergence, CI bounds"},
     {"info", cmd_info, "show version, build and the kernels in use"},
 };
 

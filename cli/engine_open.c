@@ -1,0 +1,67 @@
+#include "engine_open.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../calib/model.h"
+#include "../calib/tokenizer_gguf.h"
+
+int cli_engine_open(cli_engine_model *em, const char *path, qk_err *err)
+{
+    memset(em, 0, sizeof *em);
+    em->path = path;
+    int rc = gguf_open(&em->g, path, err);
+    if (!rc && (rc = eng_model_load_gguf(&em->m, em->g, err)))
+        qk_err_prefix(err, path);
+    if (!rc && (rc = tok_vocab_load_gguf(em->g, &em->vocab, err)))
+        qk_err_prefix(err, path);
+    if (!rc && em->vocab->n_tokens != (uint32_t)em->m.n_vocab)
+        rc = qk_err_set(err, QK_EFORMAT, "%s: the tokenizer has %u tokens but the model's vocabulary is %d",
+                        path, em->vocab->n_tokens, em->m.n_vocab);
+    if (rc)
+        cli_engine_close(em);
+    return rc;
+}
+
+void cli_engine_close(cli_engine_model *em)
+{
+    eng_model_free_owned(&em->m);
+    tok_vocab_free(em->vocab);
+    gguf_close(em->g);
+    memset(em, 0, sizeof *em);
+}
+
+int cli_tokenize_file(const tok_vocab *v, const char *path, tok_ids *ids, qk_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return qk_err_set(err, QK_EIO, "%s: cannot open: %s", path, strerror(errno));
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    int rc = QK_OK;
+    for (;;) {
+        if (len + 65536 > cap) {
+            char *t = realloc(text, cap = cap * 2 + 65536);
+            if (!t) {
+                rc = qk_err_set(err, QK_ENOMEM, "%s: out of memory", path);
+                break;
+            }
+            text = t;
+        }
+        size_t got = fread(text + len, 1, cap - len, f);
+        len += got;
+        if (got == 0)
+            break;
+    }
+    if (!rc && ferror(f))
+        rc = qk_err_set(err, QK_EIO, "%s: read failed", path);
+    fclose(f);
+    if (!rc && len == 0)
+        rc = qk_err_set(err, QK_EFORMAT, "%s: the text is empty", path);
+    if (!rc && (rc = tok_encode(v, text, len, TOK_ADD_SPECIAL, ids, err)))
+        qk_err_prefix(err, path);
+    free(text);
+    return rc;
+}
