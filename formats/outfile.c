@@ -3,9 +3,10 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-#define OF_MAX_OPEN 16
+#define OF_MAX_OPEN 4096 /* split outputs keep every part open until the final rename */
 #define OF_PATH_MAX 4096
 
 struct of_file {
@@ -15,16 +16,15 @@ struct of_file {
     char tmp[OF_PATH_MAX];
 };
 
-/* Fixed slots (not a list) so the signal handler walks memory that is never reallocated. */
-static char registry[OF_MAX_OPEN][OF_PATH_MAX];
-static volatile int registry_used[OF_MAX_OPEN];
+/* Fixed slots pointing at each file's own path buffer, so the signal handler walks memory that
+ * is never reallocated. */
+static const char *volatile registry[OF_MAX_OPEN];
 
 static int register_tmp(const char *tmp)
 {
     for (int i = 0; i < OF_MAX_OPEN; i++) {
-        if (!registry_used[i]) {
-            memcpy(registry[i], tmp, strlen(tmp) + 1);
-            registry_used[i] = 1;
+        if (!registry[i]) {
+            registry[i] = tmp;
             return i;
         }
     }
@@ -34,7 +34,7 @@ static int register_tmp(const char *tmp)
 void of_remove_all_temporaries(void)
 {
     for (int i = 0; i < OF_MAX_OPEN; i++)
-        if (registry_used[i])
+        if (registry[i])
             unlink(registry[i]);
 }
 
@@ -57,6 +57,10 @@ int of_open(of_file **out, const char *path, qk_err *err)
         free(f);
         return qk_err_set(err, QK_EIO, "%s: cannot create temporary file: %s", path, strerror(e));
     }
+    /* mkstemp creates 0600; outputs get the usual 0666 & ~umask (on failure they stay 0600). */
+    mode_t mask = umask(0);
+    umask(mask);
+    (void)fchmod(fd, 0666 & ~mask);
     f->fp = fdopen(fd, "wb");
     f->slot = register_tmp(f->tmp);
     if (!f->fp || f->slot < 0) {
@@ -66,7 +70,7 @@ int of_open(of_file **out, const char *path, qk_err *err)
             close(fd);
         unlink(f->tmp);
         if (f->slot >= 0)
-            registry_used[f->slot] = 0;
+            registry[f->slot] = NULL;
         free(f->path);
         free(f);
         return qk_err_set(err, QK_EIO, "%s: cannot open temporary file", path);
@@ -81,7 +85,7 @@ static void release(of_file *f, int remove_tmp)
 {
     if (remove_tmp)
         unlink(f->tmp);
-    registry_used[f->slot] = 0;
+    registry[f->slot] = NULL;
     free(f->path);
     free(f);
 }
