@@ -1,0 +1,381 @@
+/* spm_model.c — a hand-written protobuf decoder for just the ModelProto fields we need.
+ *
+ * Wire format: each field is a varint key (field_number << 3 | wire_type) followed by a varint
+ * (type 0), 8 bytes (1), a varint length and that many bytes (2) or 4 bytes (5). Groups (3, 4)
+ * are obsolete and never appear in sentencepiece models, so they are rejected. Unknown fields are
+ * skipped, as protobuf requires, but still bounds-checked. */
+#include "spm_model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hf_tokenizer.h" /* hf_file_read */
+
+enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
+
+/* A window [p, end) of the file; `base` is the start of the whole file, for offsets in errors. */
+typedef struct {
+    const uint8_t *base, *p, *end;
+    const char *name;
+} pb_reader;
+
+typedef struct {
+    uint32_t number;
+    int wire;
+    uint64_t v;          /* WT_VARINT value, or WT_I32/WT_I64 raw bits */
+    const uint8_t *data; /* WT_LEN payload */
+    size_t len;
+    size_t offset; /* of the key, from the start of the file */
+} pb_field;
+
+static size_t pb_off(const pb_reader *r, const uint8_t *p) { return (size_t)(p - r->base); }
+
+static int pb_varint(pb_reader *r, uint64_t *out, qk_err *err)
+{
+    const uint8_t *start = r->p;
+    uint64_t v = 0;
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+        if (r->p >= r->end)
+            return qk_err_set(err, QK_EFORMAT, "%s: truncated varint at byte %zu", r->name,
+                              pb_off(r, start));
+        uint8_t b = *r->p++;
+        /* The 10th byte may only carry the top bit of a 64-bit value. */
+        if (shift == 63 && b > 1)
+            return qk_err_set(err, QK_EFORMAT, "%s: varint at byte %zu overflows 64 bits", r->name,
+                              pb_off(r, start));
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *out = v;
+            return QK_OK;
+        }
+    }
+    return qk_err_set(err, QK_EFORMAT, "%s: varint at byte %zu is longer than 10 bytes", r->name,
+                      pb_off(r, start));
+}
+
+static int pb_fixed(pb_reader *r, size_t n, uint64_t *out, qk_err *err)
+{
+    if ((size_t)(r->end - r->p) < n)
+        return qk_err_set(err, QK_EFORMAT, "%s: %zu-byte field at byte %zu runs past the end (%zu)",
+                          r->name, n, pb_off(r, r->p), pb_off(r, r->end));
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++)
+        v |= (uint64_t)r->p[i] << (8 * i);
+    r->p += n;
+    *out = v;
+    return QK_OK;
+}
+
+/* Reads the next field; returns 1 with *f filled, 0 at the end of the window, or an error. */
+static int pb_next(pb_reader *r, pb_field *f, qk_err *err)
+{
+    if (r->p >= r->end)
+        return 0;
+    f->offset = pb_off(r, r->p);
+    uint64_t key;
+    int rc = pb_varint(r, &key, err);
+    if (rc)
+        return rc;
+    f->number = (uint32_t)(key >> 3);
+    f->wire = (int)(key & 7);
+    if ((key >> 3) == 0 || (key >> 3) > 0x1fffffff)
+        return qk_err_set(err, QK_EFORMAT, "%s: invalid field number %llu at byte %zu", r->name,
+                          (unsigned long long)(key >> 3), f->offset);
+    f->data = NULL;
+    f->len = 0;
+    switch (f->wire) {
+    case WT_VARINT: rc = pb_varint(r, &f->v, err); break;
+    case WT_I64: rc = pb_fixed(r, 8, &f->v, err); break;
+    case WT_I32: rc = pb_fixed(r, 4, &f->v, err); break;
+    case WT_LEN: {
+        uint64_t len;
+        rc = pb_varint(r, &len, err);
+        if (rc)
+            return rc;
+        if (len > (uint64_t)(r->end - r->p))
+            return qk_err_set(err, QK_EFORMAT,
+                              "%s: field %u at byte %zu has length %llu but only %zu bytes remain",
+                              r->name, f->number, f->offset, (unsigned long long)len,
+                              (size_t)(r->end - r->p));
+        f->data = r->p;
+        f->len = (size_t)len;
+        r->p += len;
+        break;
+    }
+    default:
+        return qk_err_set(err, QK_EFORMAT, "%s: field %u at byte %zu has unsupported wire type %d",
+                          r->name, f->number, f->offset, f->wire);
+    }
+    return rc ? rc : 1;
+}
+
+static pb_reader pb_sub(const pb_reader *r, const pb_field *f)
+{
+    pb_reader s = {r->base, f->data, f->data + f->len, r->name};
+    return s;
+}
+
+static int pb_expect(const pb_reader *r, const pb_field *f, int wire, const char *what, qk_err *err)
+{
+    if (f->wire == wire)
+        return QK_OK;
+    return qk_err_set(err, QK_EFORMAT,
+                      "%s: %s (field %u) at byte %zu has wire type %d, expected %d", r->name, what,
+                      f->number, f->offset, f->wire, wire);
+}
+
+/* int32 fields are sign-extended to 64 bits on the wire; anything else is out of range. */
+static int pb_int32(const pb_reader *r, const pb_field *f, const char *what, int32_t *out,
+                    qk_err *err)
+{
+    int rc = pb_expect(r, f, WT_VARINT, what, err);
+    if (rc)
+        return rc;
+    int64_t s = (int64_t)f->v;
+    if (s < INT32_MIN || s > INT32_MAX)
+        return qk_err_set(err, QK_EFORMAT, "%s: %s at byte %zu = %lld does not fit in int32",
+                          r->name, what, f->offset, (long long)s);
+    *out = (int32_t)s;
+    return QK_OK;
+}
+
+static int pb_bool(const pb_reader *r, const pb_field *f, const char *what, bool *out, qk_err *err)
+{
+    int rc = pb_expect(r, f, WT_VARINT, what, err);
+    if (!rc)
+        *out = f->v != 0;
+    return rc;
+}
+
+static int parse_piece(const pb_reader *r, const pb_field *pf, uint32_t index, spm_piece *out,
+                       char **pool, qk_err *err)
+{
+    pb_reader s = pb_sub(r, pf);
+    pb_field f;
+    int rc;
+    bool have_text = false;
+    out->score = 0.0f;
+    out->type = SPM_PIECE_NORMAL;
+    while ((rc = pb_next(&s, &f, err)) == 1) {
+        if (f.number == 1) {
+            if ((rc = pb_expect(&s, &f, WT_LEN, "piece text", err)))
+                return rc;
+            /* The pool was sized from the enclosing message, so the text always fits. */
+            memcpy(*pool, f.data, f.len);
+            (*pool)[f.len] = '\0';
+            out->text = *pool;
+            out->len = (uint32_t)f.len;
+            *pool += f.len + 1;
+            have_text = true;
+        } else if (f.number == 2) {
+            if ((rc = pb_expect(&s, &f, WT_I32, "piece score", err)))
+                return rc;
+            uint32_t bits = (uint32_t)f.v;
+            memcpy(&out->score, &bits, sizeof bits);
+        } else if (f.number == 3) {
+            if ((rc = pb_expect(&s, &f, WT_VARINT, "piece type", err)))
+                return rc;
+            if (f.v < SPM_PIECE_NORMAL || f.v > SPM_PIECE_BYTE)
+                return qk_err_set(err, QK_EFORMAT, "%s: piece %u at byte %zu has unknown type %llu",
+                                  r->name, index, f.offset, (unsigned long long)f.v);
+            out->type = (int)f.v;
+        }
+    }
+    if (rc < 0)
+        return rc;
+    if (!have_text || out->len == 0)
+        return qk_err_set(err, QK_EFORMAT, "%s: piece %u at byte %zu has no text", r->name, index,
+                          pf->offset);
+    if (isnan(out->score))
+        return qk_err_set(err, QK_EFORMAT, "%s: piece %u ('%s') has a NaN score", r->name, index,
+                          out->text);
+    return QK_OK;
+}
+
+static int parse_trainer(const pb_reader *r, const pb_field *tf, spm_model *m, qk_err *err)
+{
+    pb_reader s = pb_sub(r, tf);
+    pb_field f;
+    int rc;
+    while ((rc = pb_next(&s, &f, err)) == 1) {
+        int32_t v;
+        rc = QK_OK;
+        switch (f.number) {
+        case 3:
+            if ((rc = pb_int32(&s, &f, "trainer_spec.model_type", &v, err)))
+                return rc;
+            m->model_type = v;
+            break;
+        case 4: rc = pb_int32(&s, &f, "trainer_spec.vocab_size", &m->vocab_size, err); break;
+        case 24:
+            rc = pb_bool(&s, &f, "trainer_spec.treat_whitespace_as_suffix",
+                         &m->treat_whitespace_as_suffix, err);
+            break;
+        case 35: rc = pb_bool(&s, &f, "trainer_spec.byte_fallback", &m->byte_fallback, err); break;
+        case 40: rc = pb_int32(&s, &f, "trainer_spec.unk_id", &m->unk_id, err); break;
+        case 41: rc = pb_int32(&s, &f, "trainer_spec.bos_id", &m->bos_id, err); break;
+        case 42: rc = pb_int32(&s, &f, "trainer_spec.eos_id", &m->eos_id, err); break;
+        case 43: rc = pb_int32(&s, &f, "trainer_spec.pad_id", &m->pad_id, err); break;
+        default: break;
+        }
+        if (rc)
+            return rc;
+    }
+    return rc;
+}
+
+static int parse_normalizer(const pb_reader *r, const pb_field *nf, spm_model *m, qk_err *err)
+{
+    pb_reader s = pb_sub(r, nf);
+    pb_field f;
+    int rc;
+    while ((rc = pb_next(&s, &f, err)) == 1) {
+        rc = QK_OK;
+        switch (f.number) {
+        case 1: {
+            if ((rc = pb_expect(&s, &f, WT_LEN, "normalizer_spec.name", err)))
+                return rc;
+            size_t n =
+                f.len < sizeof m->normalizer_name - 1 ? f.len : sizeof m->normalizer_name - 1;
+            memcpy(m->normalizer_name, f.data, n);
+            m->normalizer_name[n] = '\0';
+            break;
+        }
+        case 2:
+            rc = pb_expect(&s, &f, WT_LEN, "normalizer_spec.precompiled_charsmap", err);
+            m->precompiled_charsmap_size = f.len;
+            break;
+        case 3:
+            rc = pb_bool(&s, &f, "normalizer_spec.add_dummy_prefix", &m->add_dummy_prefix, err);
+            break;
+        case 4:
+            rc = pb_bool(&s, &f, "normalizer_spec.remove_extra_whitespaces",
+                         &m->remove_extra_whitespaces, err);
+            break;
+        case 5:
+            rc = pb_bool(&s, &f, "normalizer_spec.escape_whitespaces", &m->escape_whitespaces, err);
+            break;
+        default: break;
+        }
+        if (rc)
+            return rc;
+    }
+    return rc;
+}
+
+/* First pass: count the pieces and size the text pool, so the second pass never reallocates. */
+static int count_pieces(pb_reader r, uint32_t *n, size_t *pool, qk_err *err)
+{
+    pb_field f;
+    int rc;
+    *n = 0;
+    *pool = 0;
+    while ((rc = pb_next(&r, &f, err)) == 1) {
+        if (f.number != 1)
+            continue;
+        if ((rc = pb_expect(&r, &f, WT_LEN, "pieces", err)))
+            return rc;
+        if (*n == INT32_MAX)
+            return qk_err_set(err, QK_EFORMAT, "%s: more than %d pieces", r.name, INT32_MAX);
+        (*n)++;
+        *pool += f.len + 1; /* the text is a part of the message, plus its NUL */
+    }
+    return rc;
+}
+
+static void set_defaults(spm_model *m)
+{
+    m->model_type = 1;
+    m->vocab_size = 8000;
+    m->unk_id = 0;
+    m->bos_id = 1;
+    m->eos_id = 2;
+    m->pad_id = -1;
+    m->add_dummy_prefix = true;
+    m->remove_extra_whitespaces = true;
+    m->escape_whitespaces = true;
+}
+
+static int parse_top(pb_reader r, spm_model *m, qk_err *err)
+{
+    pb_field f;
+    int rc;
+    char *pool = m->pool_;
+    uint32_t i = 0;
+    while ((rc = pb_next(&r, &f, err)) == 1) {
+        rc = QK_OK;
+        if (f.number == 1) {
+            rc = parse_piece(&r, &f, i, &m->pieces[i], &pool, err);
+            i++;
+        } else if (f.number == 2) {
+            rc = pb_expect(&r, &f, WT_LEN, "trainer_spec", err);
+            if (!rc)
+                rc = parse_trainer(&r, &f, m, err);
+        } else if (f.number == 3) {
+            rc = pb_expect(&r, &f, WT_LEN, "normalizer_spec", err);
+            if (!rc)
+                rc = parse_normalizer(&r, &f, m, err);
+        }
+        if (rc)
+            return rc;
+    }
+    return rc;
+}
+
+int spm_model_parse(const void *data, size_t size, const char *name, spm_model **out, qk_err *err)
+{
+    *out = NULL;
+    if (!name)
+        name = "tokenizer.model";
+    const uint8_t *b = data ? data : (const uint8_t *)"";
+    pb_reader r = {b, b, b + size, name};
+    uint32_t n;
+    size_t pool;
+    int rc = count_pieces(r, &n, &pool, err);
+    if (rc)
+        return rc;
+    if (n == 0)
+        return qk_err_set(err, QK_EFORMAT, "%s: no pieces (not a sentencepiece model?)", name);
+    spm_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return qk_err_set(err, QK_ENOMEM, "%s: out of memory", name);
+    set_defaults(m);
+    m->n_pieces = n;
+    m->pieces = calloc(n, sizeof *m->pieces);
+    m->pool_ = malloc(pool);
+    if (!m->pieces || !m->pool_) {
+        rc = qk_err_set(err, QK_ENOMEM, "%s: out of memory for %u pieces", name, n);
+        goto fail;
+    }
+    rc = parse_top(r, m, err);
+    if (rc)
+        goto fail;
+    *out = m;
+    return QK_OK;
+fail:
+    spm_model_free(m);
+    return rc;
+}
+
+int spm_model_load(const char *path, spm_model **out, qk_err *err)
+{
+    char *data;
+    size_t size;
+    *out = NULL;
+    int rc = hf_file_read(path, &data, &size, err);
+    if (rc)
+        return rc;
+    rc = spm_model_parse(data, size, path, out, err);
+    free(data);
+    return rc;
+}
+
+void spm_model_free(spm_model *m)
+{
+    if (!m)
+        return;
+    free(m->pieces);
+    free(m->pool_);
+    free(m);
+}
