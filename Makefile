@@ -35,6 +35,7 @@ FUZZERS   := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 BENCHES   := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all deps test test-all bench demo install clean fuzz
+.SECONDARY:
 all: $(QKIT)
 
 $(BUILD)/%.o: %.c

@@ -22,6 +22,7 @@ typedef struct {
 int cmd_inspect(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 
 /* Options shared by perplexity and verify. */

@@ -15,6 +15,7 @@ static const cli_command COMMANDS[] = {
     {"inspect", cmd_inspect, "show metadata and tensors of a .gguf, .safetensors or HF folder"},
     {"perplexity", cmd_perplexity, "perplexity of a model on a text, as llama-perplexity"},
     {"verify", cmd_verify, "compare candidates with a reference: PPL, KL divergence, CI bounds"},
+    {"quantize", cmd_quantize, "quantize a GGUF like llama-quantize: mixes, importance matrices, report"},
     {"info", cmd_info, "show version, build and the kernels in use"},
 };
 

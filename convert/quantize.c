@@ -1,0 +1,663 @@
+/* quantize.c — the llama-quantize pipeline (llama.cpp c392e50, llama_model_quantize_impl):
+ * read, plan, check, then stream every tensor through dequantize → quantize → writer. */
+#include "quantize.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../formats/gguf.h"
+#include "../formats/imatrix.h"
+#include "../quant/quant.h"
+#include "../quant/types.h"
+
+#define QNT_VERSION 2 /* GGML_QNT_VERSION */
+#define KV_QUANT_VERSION "general.quantization_version"
+#define KV_FILE_TYPE "general.file_type"
+#define KV_IMAT_FILE "quantize.imatrix.file"
+#define KV_IMAT_DATASET "quantize.imatrix.dataset"
+#define KV_IMAT_ENTRIES "quantize.imatrix.entries_count"
+#define KV_IMAT_CHUNKS "quantize.imatrix.chunks_count"
+#define KV_STR_MAX 127 /* llama_model_kv_override.val_str holds 128 bytes */
+
+typedef struct {
+    const qz_params *p;
+    qk_err *err;
+    gguf_ctx *in;
+    imx_file *imx;
+    mx_model model;
+    mx_tensor *mt;            /* input tensors in file order */
+    const imx_entry **imat;   /* per input tensor: the weights to use, or NULL */
+    mx_plan *plan;
+    qz_report *r;
+    int n_threads;
+    gguf_writer *w;
+    gguf_split_opts split;    /* --keep-split limits, when use_split */
+    int use_split;
+    float *f32, *rowbuf;      /* source as f32; per-thread dequantized rows */
+    void *qbuf;               /* quantized tensor */
+    double *row_err;          /* [n_rows][2]: Σw(x−q)², Σw·x² */
+    size_t f32_cap, row_cap, q_cap, err_cap;
+} job;
+
+void qz_params_init(qz_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->ftype = MX_FTYPE_Q4_K_M;
+    mx_options_init(&p->mix);
+}
+
+void qz_report_free(qz_report *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->n; i++)
+        free(r->t[i].name);
+    for (size_t i = 0; i < r->n_warnings; i++)
+        free(r->warnings[i]);
+    free(r->warnings);
+    free(r->t);
+    free(r);
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Records a warning in the report and passes it to the caller's callback. */
+static int warn(job *j, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+static int warn(job *j, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    qz_report *r = j->r;
+    char **nw = realloc(r->warnings, (r->n_warnings + 1) * sizeof *nw);
+    char *copy = strdup(msg);
+    if (!nw || !copy) {
+        free(copy);
+        if (nw)
+            r->warnings = nw;
+        return qk_err_set(j->err, QK_ENOMEM, "out of memory");
+    }
+    r->warnings = nw;
+    r->warnings[r->n_warnings++] = copy;
+    if (j->p->warn)
+        j->p->warn(j->p->user, msg);
+    return QK_OK;
+}
+
+/* Grows *buf to hold n bytes (contents not kept). */
+static int reserve(job *j, void **buf, size_t *cap, size_t n)
+{
+    if (n <= *cap)
+        return QK_OK;
+    free(*buf);
+    *buf = malloc(n);
+    *cap = *buf ? n : 0;
+    return *buf ? QK_OK : qk_err_set(j->err, QK_ENOMEM, "out of memory (%zu bytes)", n);
+}
+
+/* ---- model description -------------------------------------------------------------------- */
+
+/* An integer key, or the first element of an integer array (per-layer head counts). */
+static int kv_uint(const gguf_ctx *g, const char *key, uint32_t *out)
+{
+    int64_t i = gguf_find_key(g, key);
+    if (i < 0)
+        return GGUF_MISSING;
+    const gguf_value *v = gguf_kv_value(g, (uint64_t)i);
+    enum gguf_vtype t = v->type;
+    const void *p = &v->u8;
+    if (t == GGUF_TYPE_ARR) {
+        if (v->arr.n == 0)
+            return QK_EFORMAT;
+        t = v->arr.type;
+        p = v->arr.data;
+    }
+    int64_t x;
+    switch (t) {
+    case GGUF_TYPE_U8: x = *(const uint8_t *)p; break;
+    case GGUF_TYPE_I8: x = *(const int8_t *)p; break;
+    case GGUF_TYPE_U16: x = *(const uint16_t *)p; break;
+    case GGUF_TYPE_I16: x = *(const int16_t *)p; break;
+    case GGUF_TYPE_U32: x = *(const uint32_t *)p; break;
+    case GGUF_TYPE_I32: x = *(const int32_t *)p; break;
+    case GGUF_TYPE_U64: x = *(const uint64_t *)p > UINT32_MAX ? -1 : (int64_t)(*(const uint64_t *)p & UINT32_MAX); break;
+    case GGUF_TYPE_I64: x = *(const int64_t *)p; break;
+    default: return QK_EFORMAT;
+    }
+    if (x < 0 || x > UINT32_MAX)
+        return QK_ERANGE;
+    *out = (uint32_t)x;
+    return QK_OK;
+}
+
+static int read_model(job *j)
+{
+    const char *path = j->p->in_path, *arch = NULL;
+    if (gguf_get_str(j->in, "general.architecture", &arch) != QK_OK)
+        return qk_err_set(j->err, QK_EFORMAT, "%s: general.architecture missing or not a string",
+                          path);
+    j->model.arch = arch;
+    static const char *const SUFFIX[] = {"block_count", "attention.head_count",
+                                         "attention.head_count_kv", "expert_count"};
+    uint32_t *dst[] = {&j->model.n_layer, &j->model.n_head, &j->model.n_head_kv,
+                       &j->model.n_expert};
+    for (int k = 0; k < 4; k++) {
+        char key[256];
+        snprintf(key, sizeof key, "%s.%s", arch, SUFFIX[k]);
+        int rc = kv_uint(j->in, key, dst[k]);
+        if (rc == GGUF_MISSING && k == 0)
+            return qk_err_set(j->err, QK_EFORMAT, "%s: %s missing", path, key);
+        if (rc < 0)
+            return qk_err_set(j->err, QK_EFORMAT, "%s: %s is not a non-negative integer", path,
+                              key);
+    }
+    return QK_OK;
+}
+
+static int read_tensors(job *j)
+{
+    uint64_t n = gguf_n_tensors(j->in);
+    j->mt = calloc(n ? n : 1, sizeof *j->mt);
+    j->imat = calloc(n ? n : 1, sizeof *j->imat);
+    if (!j->mt || !j->imat)
+        return qk_err_set(j->err, QK_ENOMEM, "out of memory");
+    for (uint64_t i = 0; i < n; i++) {
+        const gguf_tensor_info *t = gguf_tensor(j->in, i);
+        j->mt[i] = (mx_tensor){t->name, t->n_dims, {t->ne[0], t->ne[1], t->ne[2], t->ne[3]},
+                               t->type};
+    }
+    return QK_OK;
+}
+
+/* ---- checks before any output ------------------------------------------------------------- */
+
+static int check_requantize(job *j)
+{
+    for (size_t k = 0; k < mx_plan_count(j->plan); k++) {
+        size_t i = mx_plan_order(j->plan, k);
+        const mx_decision *d = mx_plan_get(j->plan, i);
+        const q_type_info_t *ti = q_type_info(j->mt[i].type);
+        if (d->quantize && ti->is_quantized && !j->p->allow_requantize)
+            return qk_err_set(j->err, QK_EUNSUPPORTED,
+                              "%s: tensor '%s' is already quantized (%s): requantizing loses "
+                              "quality; pass --allow-requantize to do it anyway",
+                              j->p->in_path, j->mt[i].name, ti->name);
+        if (d->quantize && !q_kernels_get(j->mt[i].type))
+            return qk_err_set(j->err, QK_EUNSUPPORTED, "%s: tensor '%s': qkit cannot read type %s",
+                              j->p->in_path, j->mt[i].name, ti->name);
+    }
+    return QK_OK;
+}
+
+/* Every entry must name a tensor of this model: anything else means another model's imatrix. */
+static int check_imatrix_names(job *j)
+{
+    for (size_t k = 0; k < imx_count(j->imx); k++) {
+        const imx_entry *e = imx_entry_at(j->imx, k);
+        if (!gguf_find_tensor(j->in, e->name))
+            return qk_err_set(j->err, QK_EFORMAT,
+                              "%s: entry '%s' names no tensor of %s: the importance matrix is for "
+                              "a different model",
+                              j->p->imatrix_path, e->name, j->p->in_path);
+    }
+    return QK_OK;
+}
+
+/* llama-quantize's lookup: the entry must hold ne[0]·ne[2] values; token_embd is exempt (the
+ * mismatch there is expected and it is quantized without weights). */
+static int match_imatrix(job *j, size_t i)
+{
+    const mx_tensor *t = &j->mt[i];
+    const imx_entry *e = imx_find(j->imx, t->name);
+    if (!e) {
+        j->r->n_no_imatrix++;
+        return warn(j, "%s: no importance matrix entry: quantized without importance weights",
+                    t->name);
+    }
+    int64_t want = t->ne[0] * t->ne[2], have = e->n_per_mat * e->n_mat;
+    if (have == want && t->ne[3] == 1) {
+        j->imat[i] = e;
+        return QK_OK;
+    }
+    if (!strcmp(t->name, "token_embd.weight")) {
+        j->r->n_no_imatrix++;
+        return warn(j, "%s: importance matrix entry has %lld values, the tensor needs %lld: "
+                       "quantized without importance weights",
+                    t->name, (long long)have, (long long)want);
+    }
+    return qk_err_set(j->err, QK_EFORMAT,
+                      "%s: entry '%s' has %lld values but the tensor in %s needs %lld (%lld per row "
+                      "x %lld matrices): the importance matrix is for a different model",
+                      j->p->imatrix_path, t->name, (long long)have, j->p->in_path, (long long)want,
+                      (long long)t->ne[0], (long long)t->ne[2]);
+}
+
+/* --keep-split: the output parts must hold the same tensors as the input parts. The writer
+ * splits by tensor count, which reproduces splits of equal counts (gguf-split
+ * --split-max-tensors); other layouts are refused rather than silently changed. */
+static int check_split(job *j)
+{
+    j->use_split = j->p->keep_split && gguf_n_parts(j->in) > 1;
+    if (!j->use_split)
+        return QK_OK;
+    uint64_t n = gguf_n_tensors(j->in), first = 0;
+    for (uint64_t i = 0; i < n && gguf_tensor(j->in, i)->part == 0; i++)
+        first++;
+    for (uint64_t i = 0; i < n; i++) {
+        const gguf_tensor_info *t = gguf_tensor(j->in, i);
+        if (t->part != i / first)
+            return qk_err_set(j->err, QK_EUNSUPPORTED,
+                              "%s: --keep-split: the parts hold different numbers of tensors; "
+                              "qkit can only keep splits made by tensor count",
+                              j->p->in_path);
+    }
+    j->split.max_tensors = first;
+    return QK_OK;
+}
+
+static int check_plan(job *j)
+{
+    int rc = check_split(j);
+    if (!rc)
+        rc = check_requantize(j);
+    if (rc || !j->imx)
+        return rc;
+    if ((rc = check_imatrix_names(j)))
+        return rc;
+    for (size_t k = 0; k < mx_plan_count(j->plan) && !rc; k++) {
+        size_t i = mx_plan_order(j->plan, k);
+        if (mx_plan_get(j->plan, i)->quantize)
+            rc = match_imatrix(j, i);
+    }
+    return rc;
+}
+
+/* ---- output setup ------------------------------------------------------------------------- */
+
+/* Keys llama-quantize sets (ggml moves a re-set key to the end, so they are not copied). */
+static int is_reset_key(const job *j, const char *key)
+{
+    if (!strcmp(key, KV_QUANT_VERSION) || !strcmp(key, KV_FILE_TYPE))
+        return 1;
+    return j->imx && !strncmp(key, "quantize.imatrix.", 17) &&
+           (!strcmp(key, KV_IMAT_FILE) || !strcmp(key, KV_IMAT_DATASET) ||
+            !strcmp(key, KV_IMAT_ENTRIES) || !strcmp(key, KV_IMAT_CHUNKS));
+}
+
+static void set_imatrix_keys(job *j)
+{
+    char s[KV_STR_MAX + 1];
+    snprintf(s, sizeof s, "%s", j->p->imatrix_path);
+    gguf_writer_set_str(j->w, KV_IMAT_FILE, s);
+    const char *ds = imx_dataset(j->imx, 0);
+    if (ds && *ds) {
+        snprintf(s, sizeof s, "%s", ds);
+        gguf_writer_set_str(j->w, KV_IMAT_DATASET, s);
+    }
+    gguf_writer_set_i32(j->w, KV_IMAT_ENTRIES, (int32_t)imx_count(j->imx));
+    if (imx_chunk_count(j->imx) > 0)
+        gguf_writer_set_i32(j->w, KV_IMAT_CHUNKS, (int32_t)imx_chunk_count(j->imx));
+}
+
+static void set_metadata(job *j)
+{
+    for (uint64_t i = 0; i < gguf_n_kv(j->in); i++) {
+        const char *key = gguf_kv_key(j->in, i);
+        if (!is_reset_key(j, key))
+            gguf_writer_set_value(j->w, key, gguf_kv_value(j->in, i));
+    }
+    gguf_writer_set_u32(j->w, KV_QUANT_VERSION, QNT_VERSION);
+    gguf_writer_set_u32(j->w, KV_FILE_TYPE, (uint32_t)j->p->ftype);
+    if (j->imx)
+        set_imatrix_keys(j);
+}
+
+static int open_output(job *j)
+{
+    int rc = gguf_writer_open(&j->w, j->p->out_path, j->use_split ? &j->split : NULL, j->err);
+    if (rc)
+        return rc;
+    set_metadata(j);
+    for (size_t k = 0; k < mx_plan_count(j->plan); k++) {
+        size_t i = mx_plan_order(j->plan, k);
+        const mx_tensor *t = &j->mt[i];
+        /* ggml writes ggml_n_dims(): trailing dimensions of 1 are dropped */
+        gguf_writer_add_tensor(j->w, t->name, mx_plan_get(j->plan, i)->type, mx_ggml_n_dims(t->ne),
+                               t->ne);
+    }
+    return gguf_writer_begin_data(j->w);
+}
+
+/* ---- per-tensor work ---------------------------------------------------------------------- */
+
+static int64_t n_rows_of(const mx_tensor *t) { return t->ne[1] * t->ne[2] * t->ne[3]; }
+
+/* The first row holding a non-finite float of an f32/f16/bf16 tensor (raw bits), or -1. */
+static int64_t first_bad_row(int type, const void *data, int64_t nrows, int64_t ne0, int nt)
+{
+    int64_t bad = INT64_MAX;
+#pragma omp parallel for schedule(static) num_threads(nt) reduction(min : bad)
+    for (int64_t r = 0; r < nrows; r++) {
+        for (int64_t c = 0; c < ne0 && r < bad; c++) {
+            int64_t k = r * ne0 + c;
+            uint32_t u32;
+            uint16_t u16;
+            int nonfinite;
+            if (type == Q_TYPE_F32) {
+                memcpy(&u32, (const char *)data + k * 4, 4);
+                nonfinite = (u32 & 0x7f800000u) == 0x7f800000u;
+            } else {
+                memcpy(&u16, (const char *)data + k * 2, 2);
+                nonfinite = type == Q_TYPE_F16 ? (u16 & 0x7c00u) == 0x7c00u
+                                               : (u16 & 0x7f80u) == 0x7f80u;
+            }
+            if (nonfinite)
+                bad = r < bad ? r : bad;
+        }
+    }
+    return bad == INT64_MAX ? -1 : bad;
+}
+
+static int check_finite(job *j, const mx_tensor *t, const void *data)
+{
+    if (t->type != Q_TYPE_F32 && t->type != Q_TYPE_F16 && t->type != Q_TYPE_BF16)
+        return QK_OK;
+    int64_t bad = first_bad_row(t->type, data, n_rows_of(t), t->ne[0], j->n_threads);
+    if (bad < 0)
+        return QK_OK;
+    return qk_err_set(j->err, QK_ERANGE,
+                      "%s: tensor '%s': row %lld holds a non-finite value (NaN or Inf)",
+                      j->p->in_path, t->name, (long long)bad);
+}
+
+/* The source as f32 in j->f32 (or borrowed when it already is aligned f32). */
+static int to_f32(job *j, const mx_tensor *t, const void *src, const float **out)
+{
+    int64_t nrows = n_rows_of(t), ne0 = t->ne[0];
+    if (t->type == Q_TYPE_F32 && ((uintptr_t)src & 3) == 0) {
+        *out = src;
+        return QK_OK;
+    }
+    int rc = reserve(j, (void **)&j->f32, &j->f32_cap, (size_t)(nrows * ne0) * sizeof(float));
+    if (rc)
+        return rc;
+    const q_kernels *k = q_kernels_get(t->type);
+    size_t rb = q_row_size(t->type, ne0);
+#pragma omp parallel for schedule(static) num_threads(j->n_threads)
+    for (int64_t r = 0; r < nrows; r++)
+        k->dequantize((const char *)src + r * rb, j->f32 + r * ne0, ne0);
+    *out = j->f32;
+    return QK_OK;
+}
+
+static int quantize_matrices(job *j, size_t i, int type, const float *x, void *dst)
+{
+    const mx_tensor *t = &j->mt[i];
+    int64_t ne0 = t->ne[0], ne1 = t->ne[1], nmat = t->ne[2] * t->ne[3];
+    size_t rb = q_row_size(type, ne0);
+    const float *w = j->imat[i] ? j->imat[i]->values : NULL;
+    /* Each expert matrix has its own importance weights. */
+    for (int64_t m = 0; m < nmat; m++) {
+        int64_t bad = -1;
+        int rc = q_quantize_rows(type, x + m * ne0 * ne1, (char *)dst + (size_t)(m * ne1) * rb, ne1,
+                                 ne0, w ? w + m * ne0 : NULL, j->n_threads, &bad, j->err);
+        if (rc == QK_ERANGE && bad >= 0)
+            return qk_err_set(j->err, rc, "%s: tensor '%s': row %lld holds a non-finite value "
+                              "(NaN or Inf)", j->p->in_path, t->name, (long long)(m * ne1 + bad));
+        if (rc) {
+            qk_err_prefix(j->err, t->name);
+            qk_err_prefix(j->err, j->p->in_path);
+            return rc;
+        }
+    }
+    return QK_OK;
+}
+
+/* Relative RMSE of the quantized tensor against its f32 source, weighted by the importance
+ * weights when there are any. Per-row sums are added in row order: the same result for any
+ * thread count. */
+static int measure_error(job *j, size_t i, int type, const float *x, const void *q, double *out)
+{
+    const mx_tensor *t = &j->mt[i];
+    int64_t ne0 = t->ne[0], ne1 = t->ne[1], nrows = n_rows_of(t);
+    int nt = j->n_threads;
+    int rc = reserve(j, (void **)&j->rowbuf, &j->row_cap, (size_t)(nt * ne0) * sizeof(float));
+    if (!rc)
+        rc = reserve(j, (void **)&j->row_err, &j->err_cap, (size_t)nrows * 2 * sizeof(double));
+    if (rc)
+        return rc;
+    const q_kernels *k = q_kernels_get(type);
+    const float *w = j->imat[i] ? j->imat[i]->values : NULL;
+    size_t rb = q_row_size(type, ne0);
+    int64_t bad = INT64_MAX;
+#pragma omp parallel for schedule(static) num_threads(nt) reduction(min : bad)
+    for (int64_t r = 0; r < nrows; r++) {
+        float *y = j->rowbuf + (size_t)omp_get_thread_num() * (size_t)ne0;
+        const float *xr = x + r * ne0, *wr = w ? w + (r / ne1) * ne0 : NULL;
+        k->dequantize((const char *)q + r * rb, y, ne0);
+        double e = 0, s = 0;
+        for (int64_t c = 0; c < ne0; c++) {
+            double wc = wr ? wr[c] : 1.0, d = (double)xr[c] - (double)y[c];
+            e += wc * d * d;
+            s += wc * (double)xr[c] * (double)xr[c];
+        }
+        if (!isfinite(e))
+            bad = r < bad ? r : bad;
+        j->row_err[2 * r] = e;
+        j->row_err[2 * r + 1] = s;
+    }
+    if (bad != INT64_MAX)
+        return qk_err_set(j->err, QK_EINTERNAL, "tensor '%s': row %lld quantized to non-finite "
+                          "values", t->name, (long long)bad);
+    double e = 0, s = 0;
+    for (int64_t r = 0; r < nrows; r++)
+        e += j->row_err[2 * r], s += j->row_err[2 * r + 1];
+    *out = s > 0 ? sqrt(e / s) : (e > 0 ? INFINITY : NAN);
+    return QK_OK;
+}
+
+static int process_quantized(job *j, size_t i, const void *src, qz_tensor_report *tr)
+{
+    const mx_tensor *t = &j->mt[i];
+    int type = tr->type;
+    const float *x;
+    int rc = to_f32(j, t, src, &x);
+    if (!rc)
+        rc = reserve(j, &j->qbuf, &j->q_cap, (size_t)tr->bytes);
+    if (rc)
+        return rc;
+    if ((rc = quantize_matrices(j, i, type, x, j->qbuf)))
+        return rc;
+    if ((rc = measure_error(j, i, type, x, j->qbuf, &tr->rel_rmse)))
+        return rc;
+    return gguf_writer_write_tensor(j->w, t->name, j->qbuf, (size_t)tr->bytes);
+}
+
+static int process_tensor(job *j, size_t k)
+{
+    size_t i = mx_plan_order(j->plan, k);
+    const mx_tensor *t = &j->mt[i];
+    const gguf_tensor_info *ti = gguf_tensor(j->in, i);
+    const mx_decision *d = mx_plan_get(j->plan, i);
+    qz_tensor_report *tr = &j->r->t[k];
+    *tr = (qz_tensor_report){.n_dims = t->n_dims, .src_type = t->type, .type = d->type,
+                             .src_bytes = ti->nbytes, .quantized = d->quantize,
+                             .fallback = d->fallback, .imatrix = QZ_IMAT_NA};
+    memcpy(tr->ne, t->ne, sizeof tr->ne);
+    if (!(tr->name = strdup(t->name)))
+        return qk_err_set(j->err, QK_ENOMEM, "out of memory");
+    tr->bytes = q_row_size(d->type, t->ne[0]) * (uint64_t)n_rows_of(t);
+    if (d->quantize && j->imx)
+        tr->imatrix = j->imat[i] ? QZ_IMAT_USED : QZ_IMAT_NONE;
+    if (!d->quantize) { /* quantized tensors are checked by q_quantize_rows */
+        int rc = check_finite(j, t, ti->data);
+        return rc ? rc : gguf_writer_write_tensor(j->w, t->name, ti->data, (size_t)ti->nbytes);
+    }
+    j->r->n_quantized++;
+    return process_quantized(j, i, ti->data, tr);
+}
+
+static int write_all(job *j)
+{
+    size_t n = mx_plan_count(j->plan);
+    uint64_t done_bytes = 0;
+    for (size_t k = 0; k < n; k++) {
+        int rc = process_tensor(j, k);
+        if (rc) {
+            const char *we = gguf_writer_error(j->w);
+            if (*we)
+                qk_err_set(j->err, rc, "%s", we);
+            return rc;
+        }
+        done_bytes += j->r->t[k].src_bytes;
+        if (j->p->progress)
+            j->p->progress(j->p->user, k + 1, n, done_bytes);
+    }
+    return QK_OK;
+}
+
+/* ---- driver ------------------------------------------------------------------------------- */
+
+static int load_inputs(job *j)
+{
+    const qz_params *p = j->p;
+    int rc = gguf_open(&j->in, p->in_path, j->err);
+    if (!rc)
+        rc = read_model(j);
+    if (!rc)
+        rc = read_tensors(j);
+    if (!rc && p->imatrix_path)
+        rc = imx_load(&j->imx, p->imatrix_path, j->err);
+    return rc;
+}
+
+static int make_plan(job *j)
+{
+    const mx_mix *mix = mx_mix_from_ftype(j->p->ftype);
+    if (!mix)
+        return qk_err_set(j->err, QK_EUNSUPPORTED, "file type %d is not a mix qkit knows",
+                          j->p->ftype);
+    if (mix->needs_imatrix && !j->imx)
+        return qk_err_set(j->err, QK_EFORMAT, "%s needs an importance matrix (--imatrix FILE): "
+                          "without one the result is garbage", mix->name);
+    mx_options o = j->p->mix;
+    o.has_imatrix = j->imx != NULL;
+    o.keep_order = j->p->keep_split;
+    int rc = mx_plan_create(&j->plan, &j->model, j->p->ftype, &o, j->mt, gguf_n_tensors(j->in),
+                            j->err);
+    if (rc)
+        return rc;
+    for (size_t k = 0; k < mx_plan_count(j->plan) && !rc; k++) {
+        const mx_decision *d = mx_plan_get(j->plan, mx_plan_order(j->plan, k));
+        if (d->warning[0])
+            rc = warn(j, "%s", d->warning);
+    }
+    return rc;
+}
+
+static int report_alloc(job *j)
+{
+    qz_report *r = j->r = calloc(1, sizeof *r);
+    size_t n = gguf_n_tensors(j->in);
+    if (!r || !(r->t = calloc(n ? n : 1, sizeof *r->t)))
+        return qk_err_set(j->err, QK_ENOMEM, "out of memory");
+    r->n = n;
+    const mx_mix *mix = mx_mix_from_ftype(j->p->ftype);
+    r->mix_name = mix ? mix->name : "?";
+    r->ftype = j->p->ftype;
+    r->n_threads = j->n_threads;
+    r->n_parts_in = gguf_n_parts(j->in);
+    return QK_OK;
+}
+
+static void report_totals(job *j, double t0)
+{
+    qz_report *r = j->r;
+    for (size_t k = 0; k < r->n; k++) {
+        const qz_tensor_report *t = &r->t[k];
+        r->n_params += (uint64_t)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
+        r->src_bytes += t->src_bytes;
+        r->out_bytes += t->bytes;
+    }
+    r->bpw = r->n_params ? (double)r->out_bytes * 8.0 / (double)r->n_params : 0;
+    r->seconds = now_seconds() - t0;
+    r->mb_per_s = r->seconds > 0 ? (double)r->src_bytes / 1e6 / r->seconds : 0;
+    r->n_fallback = mx_plan_n_fallback(j->plan);
+    r->n_checked = mx_plan_n_checked(j->plan);
+    if (j->imx) {
+        r->imatrix_format = imx_format_of(j->imx);
+        r->imatrix_entries = imx_count(j->imx);
+        r->imatrix_chunks = imx_chunk_count(j->imx);
+    }
+}
+
+static void job_free(job *j)
+{
+    gguf_writer_abort(j->w);
+    mx_plan_free(j->plan);
+    imx_free(j->imx);
+    gguf_close(j->in);
+    free(j->mt);
+    free(j->imat);
+    free(j->f32);
+    free(j->rowbuf);
+    free(j->qbuf);
+    free(j->row_err);
+    qz_report_free(j->r);
+}
+
+int qz_quantize(const qz_params *p, qz_report **report, int *output_failed, qk_err *err)
+{
+    double t0 = now_seconds();
+    job j = {.p = p, .err = err, .n_threads = p->n_threads > 0 ? p->n_threads : omp_get_max_threads()};
+    int out_failed = 0;
+    if (report)
+        *report = NULL;
+    int rc = load_inputs(&j);
+    if (!rc)
+        rc = report_alloc(&j);
+    if (!rc)
+        rc = make_plan(&j);
+    if (!rc)
+        rc = check_plan(&j);
+    if (!rc) {
+        rc = open_output(&j);
+        out_failed = rc != QK_OK;
+    }
+    if (!rc)
+        rc = write_all(&j);
+    if (!rc) {
+        j.r->n_parts_out = gguf_writer_n_parts(j.w);
+        gguf_writer *w = j.w;
+        j.w = NULL;
+        rc = gguf_writer_commit(w, err);
+        out_failed = rc != QK_OK;
+    } else if (j.w && *gguf_writer_error(j.w)) {
+        out_failed = 1;
+    }
+    if (!rc) {
+        report_totals(&j, t0);
+        if (report)
+            *report = j.r, j.r = NULL;
+    }
+    if (output_failed)
+        *output_failed = rc ? out_failed : 0;
+    job_free(&j);
+    return rc;
+}

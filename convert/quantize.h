@@ -1,0 +1,86 @@
+/* quantize.h — the llama-quantize pipeline: GGUF in (split too), a mix, an optional importance
+ * matrix, GGUF out, and a report of what was done to every tensor.
+ *
+ * Contract: for the same input, mix, options and importance matrix the output tensors (types,
+ * shapes, order, bytes) and metadata equal llama-quantize's at llama.cpp c392e50, whatever
+ * n_threads is. Everything that can be checked before writing is checked first (type plan,
+ * requantization, imatrix names and sizes, non-finite weights); the output appears only when
+ * complete (crash-safe writer), so a failed run leaves nothing behind.
+ *
+ * Differences from llama-quantize, all deliberate:
+ * - a fallback (rows not a multiple of the block size) is reported as a warning and counted;
+ * - a tensor with no imatrix entry gets a warning and unweighted quantization, never an abort
+ *   (llama.cpp aborts for Q2_K_S tensors, llama.cpp issue #9167);
+ * - imatrix entries that name no tensor of the model are an error ("different model");
+ * - an explicit type (--pure, --tensor-type, --output-tensor-type, --token-embedding-type) that
+ *   does not fit a row length falls back like the mix does, instead of crashing;
+ * - non-finite weights in any float tensor are an error naming the tensor and the row. */
+#ifndef QKIT_CONVERT_QUANTIZE_H
+#define QKIT_CONVERT_QUANTIZE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../quant/status.h"
+#include "mix.h"
+
+typedef struct {
+    const char *in_path;      /* GGUF; any part of a split model */
+    const char *out_path;     /* with keep_split: PREFIX[.gguf] → PREFIX-0000i-of-0000n.gguf */
+    int ftype;                /* enum mx_ftype with an mx_mix entry */
+    int n_threads;            /* <= 0: OpenMP default */
+    const char *imatrix_path; /* NULL: none; legacy .dat or GGUF */
+    mx_options mix;           /* pure, leave_output, output/token-embedding types, tensor types;
+                                 has_imatrix and keep_order are set by the pipeline */
+    int allow_requantize;     /* quantized input tensors may be dequantized and requantized */
+    int keep_split;           /* output parts follow the input parts */
+    /* Optional callbacks (NULL: none); user is passed back. Warnings also land in the report. */
+    void (*warn)(void *user, const char *msg);
+    void (*progress)(void *user, size_t done, size_t total, uint64_t bytes_done);
+    void *user;
+} qz_params;
+
+/* Sets the defaults (ftype Q4_K_M, no imatrix, mix options from mx_options_init). */
+void qz_params_init(qz_params *p);
+
+enum qz_imatrix_use { QZ_IMAT_NA = -1, QZ_IMAT_NONE = 0, QZ_IMAT_USED = 1 };
+
+typedef struct {
+    char *name;
+    uint32_t n_dims;
+    int64_t ne[4];
+    int src_type, type;        /* enum q_type */
+    uint64_t src_bytes, bytes;
+    int quantized;             /* 0: copied as is */
+    int fallback;              /* the row length forced a fallback type */
+    int imatrix;               /* enum qz_imatrix_use (NA: copied, or no --imatrix) */
+    double rel_rmse;           /* sqrt(Σw(x−q)² / Σw·x²) over the tensor (w: importance weight
+                                  when used, else 1); 0 for copies; NaN for an all-zero tensor */
+} qz_tensor_report;
+
+typedef struct {
+    const char *mix_name;      /* static */
+    int ftype;
+    size_t n;                  /* tensors, in output order */
+    qz_tensor_report *t;
+    uint64_t n_params, src_bytes, out_bytes;
+    double bpw;                /* out_bytes * 8 / n_params */
+    double seconds, mb_per_s;  /* wall time; source MB (10^6 bytes) per second */
+    size_t n_quantized, n_fallback, n_checked, n_no_imatrix;
+    size_t n_warnings;
+    char **warnings;
+    uint32_t n_parts_in, n_parts_out;
+    int n_threads;
+    /* imatrix (when given) */
+    int imatrix_format;        /* enum imx_format, 0 when none */
+    size_t imatrix_entries;
+    int64_t imatrix_chunks;
+} qz_report;
+
+/* Runs the whole pipeline. On success *report (may be NULL) receives the report (free with
+ * qz_report_free). On failure *output_failed (may be NULL) is 1 when writing the output failed
+ * (disk full, permissions) and 0 for any problem with the inputs or options. */
+int qz_quantize(const qz_params *p, qz_report **report, int *output_failed, qk_err *err);
+void qz_report_free(qz_report *r); /* accepts NULL */
+
+#endif
