@@ -34,7 +34,7 @@ TESTS     := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 FUZZERS   := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 BENCHES   := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps test test-all bench demo install clean fuzz
+.PHONY: all deps test test-all test-neon bench demo install clean fuzz
 .SECONDARY:
 all: $(QKIT)
 
@@ -42,9 +42,12 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) $(ISA_FLAGS) -c $< -o $@
 
-# Only the ISA files get ISA flags: the rest of the binary runs on any x86-64.
+# Only the ISA files get ISA flags: the rest of the binary runs on any x86-64. On other machines
+# the x86 files compile to empty tables.
+ifneq ($(filter x86_64 i686 i386,$(shell uname -m)),)
 $(BUILD)/%_avx2.o:   ISA_FLAGS = $(AVX2_FLAGS)
 $(BUILD)/%_avx512.o: ISA_FLAGS = $(AVX512_FLAGS)
+endif
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(@D)
@@ -67,16 +70,33 @@ $(BUILD)/bench/bench_%: $(BUILD)/tests/bench/bench_%.o $(LIB)
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential pkg-config clang libomp-dev \
-	    libcjson-dev zlib1g-dev libzstd-dev libcmocka-dev libssl-dev libpcre2-dev
+	    libcjson-dev zlib1g-dev libzstd-dev libcmocka-dev libssl-dev libpcre2-dev \
+	    gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 
 # Fast tier: unit tests, then every fuzz target replays its corpus, then the end-to-end script.
 test: $(QKIT) $(TESTS) $(FUZZERS)
 	@QKIT=$(QKIT) BUILD=$(BUILD) sh tests/run.sh $(TESTS) $(FUZZERS)
 
 # Adds an ASan+UBSan build of every test and the long cases.
-test-all: test
+test-all: test test-neon
 	$(MAKE) BUILD=build-asan SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" test
 	@QKIT_LONG=1 QKIT=$(QKIT) BUILD=$(BUILD) sh tests/run.sh $(TESTS)
+
+# NEON kernels: cross-compiled for AArch64 and run under qemu-user (Debian: gcc-aarch64-linux-gnu,
+# qemu-user, libc6-dev-arm64-cross). Only the quant sources the check needs: no cJSON, cmocka or
+# OpenMP. Built twice: baseline ARMv8.0 and ARMv8.2 with the dot-product extension (SDOT).
+NEON_CC     ?= aarch64-linux-gnu-gcc
+NEON_RUN    ?= qemu-aarch64 -cpu max -L /usr/aarch64-linux-gnu
+NEON_SRC    := quant/types.c quant/status.c quant/floats.c quant/legacy.c quant/iq4.c quant/kquants.c \
+               quant/kquants_search.c quant/dot_neon.c tests/neon/check_neon.c
+NEON_CFLAGS := -std=c11 -O2 -Wall -Wextra -Wshadow -Wstrict-prototypes -Werror -ffp-contract=off \
+               -D_DEFAULT_SOURCE
+test-neon:
+	@mkdir -p $(BUILD)/neon
+	$(NEON_CC) $(NEON_CFLAGS) -march=armv8-a $(NEON_SRC) -lm -o $(BUILD)/neon/check_neon
+	$(NEON_CC) $(NEON_CFLAGS) -march=armv8.2-a+dotprod $(NEON_SRC) -lm -o $(BUILD)/neon/check_neon_dotprod
+	$(NEON_RUN) $(BUILD)/neon/check_neon
+	$(NEON_RUN) $(BUILD)/neon/check_neon_dotprod
 
 bench: $(QKIT) $(BENCHES)
 	@for b in $(BENCHES); do $$b || exit 1; done

@@ -41,7 +41,7 @@ static const q_kernels REF_TABLE[Q_TYPE_COUNT] = {
 };
 
 /* Entry by entry: an ISA table overrides only what it defines. */
-static q_kernels merged[3][Q_TYPE_COUNT];
+static q_kernels merged[4][Q_TYPE_COUNT]; /* scalar, avx2, avx512, neon */
 static int merged_ready;
 
 static void overlay(q_kernels *dst, const q_kernels *src)
@@ -68,6 +68,8 @@ static void build_tables(void)
             merged[2][t] = merged[1][t];
             overlay(&merged[2][t], &q_kernels_avx512_quant[t]);
             overlay(&merged[2][t], &q_kernels_avx512_dot[t]);
+            merged[3][t] = REF_TABLE[t];
+            overlay(&merged[3][t], &q_kernels_neon_dot[t]);
         }
         merged_ready = 1;
     }
@@ -78,7 +80,7 @@ const q_kernels *q_kernels_get_isa(int type, q_isa isa)
     if (type < 0 || type >= Q_TYPE_COUNT || !REF_TABLE[type].quantize)
         return NULL;
     build_tables();
-    int level = isa == Q_ISA_AVX512 ? 2 : isa == Q_ISA_AVX2 ? 1 : 0;
+    int level = isa == Q_ISA_AVX512 ? 2 : isa == Q_ISA_AVX2 ? 1 : isa == Q_ISA_NEON ? 3 : 0;
     return &merged[level][type];
 }
 

@@ -44,6 +44,7 @@ extern const q_kernels q_kernels_avx2_quant[Q_TYPE_COUNT];
 extern const q_kernels q_kernels_avx2_dot[Q_TYPE_COUNT];
 extern const q_kernels q_kernels_avx512_quant[Q_TYPE_COUNT];
 extern const q_kernels q_kernels_avx512_dot[Q_TYPE_COUNT];
+extern const q_kernels q_kernels_neon_dot[Q_TYPE_COUNT];
 
 /* Quantizes nrows rows with n_threads OpenMP threads (<= 0: the OpenMP default). On a bad row,
  * returns QK_ERANGE with *bad_row set (when non-NULL) and a message naming the row. */
