@@ -17,6 +17,7 @@ static const cli_command COMMANDS[] = {
     {"verify", cmd_verify, "compare candidates with a reference: PPL, KL divergence, CI bounds"},
     {"quantize", cmd_quantize, "quantize a GGUF like llama-quantize: mixes, importance matrices, report"},
     {"info", cmd_info, "show version, build and the kernels in use"},
+    {"synth", cmd_synth, "write a random-weight HF checkpoint shaped like a real config.json"},
 };
 
 /* A half-written temporary must not outlive an interrupted run. */

@@ -1,0 +1,1097 @@
+#include "synth.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../formats/outfile.h"
+#include "../quant/fp16.h"
+
+#define MAX_DIM (1 << 24)     /* per hyper-parameter; products are checked by st_spec_nbytes */
+#define MAX_LAYERS (1 << 16)
+#define MAX_CONFIG (16u << 20) /* a config.json is a few hundred bytes */
+/* Bytes per piece; two pieces are in memory. Pieces are large because each one ends in an
+ * OpenMP join, and idle OpenMP threads spin for milliseconds before sleeping: on a busy machine
+ * thousands of small pieces would burn seconds of CPU the writer needs. */
+#define PIECE_BYTES ((size_t)8 << 20)
+#define PATH_MAX_LEN 4096
+#define SINGLE_NAME "model.safetensors"
+#define INDEX_NAME "model.safetensors.index.json"
+#define DEFAULT_STD 0.02f
+
+/* Copied when present; the set llama.cpp's converter and transformers look for. */
+static const char *const TOKENIZER_FILES[] = {
+    "tokenizer.json",   "tokenizer.model",         "tokenizer_config.json",
+    "vocab.json",       "merges.txt",              "added_tokens.json",
+    "special_tokens_map.json", "chat_template.jinja", "generation_config.json",
+};
+#define N_TOKENIZER_FILES (sizeof TOKENIZER_FILES / sizeof TOKENIZER_FILES[0])
+
+/* ---- architectures ------------------------------------------------------------------------ */
+
+/* What differs between the supported architectures, as transformers' modeling files define it:
+ * Qwen2 always has q/k/v biases; Llama's attention_bias adds all four attention biases and
+ * mlp_bias the three MLP ones; Qwen3 adds per-head RMS norms on q and k and, since its head_dim
+ * is decoupled from hidden_size, wants head_dim spelled out. */
+static const struct {
+    const char *name;
+    int qkv_bias;      /* always */
+    int qk_norm;
+    int attn_bias_key; /* reads attention_bias */
+    int mlp_bias_key;  /* reads mlp_bias */
+    int need_head_dim;
+} ARCHS[] = {
+    {"LlamaForCausalLM", 0, 0, 1, 1, 0},
+    {"MistralForCausalLM", 0, 0, 0, 0, 0},
+    {"Qwen2ForCausalLM", 1, 0, 0, 0, 0},
+    {"Qwen3ForCausalLM", 0, 1, 1, 0, 1},
+};
+#define N_ARCHS (sizeof ARCHS / sizeof ARCHS[0])
+
+const char *sy_supported_archs(void)
+{
+    return "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM";
+}
+
+/* A present, non-null member; NULL when absent or null (transformers writes null for unset). */
+static const cJSON *member(const cJSON *cfg, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
+    return v && !cJSON_IsNull(v) ? v : NULL;
+}
+
+/* An integer field in [lo, hi]; def < 0 makes it required. */
+static int get_int(const cJSON *cfg, const char *key, int64_t lo, int64_t hi, int64_t def,
+                   int64_t *out, const char *path, qk_err *err)
+{
+    const cJSON *v = member(cfg, key);
+    if (!v) {
+        if (def < 0)
+            return qk_err_set(err, QK_EFORMAT, "%s: missing '%s'", path, key);
+        *out = def;
+        return QK_OK;
+    }
+    double d = v->valuedouble;
+    if (!cJSON_IsNumber(v))
+        return qk_err_set(err, QK_EFORMAT, "%s: '%s' must be an integer", path, key);
+    if (!(d >= (double)lo && d <= (double)hi))
+        return qk_err_set(err, QK_ERANGE, "%s: '%s' is %.6g, outside [%" PRId64 ", %" PRId64 "]",
+                          path, key, d, lo, hi);
+    if (d != (double)(int64_t)d)
+        return qk_err_set(err, QK_EFORMAT, "%s: '%s' must be an integer, not %.6g", path, key, d);
+    *out = (int64_t)d;
+    return QK_OK;
+}
+
+static int get_bool(const cJSON *cfg, const char *key, int *out, const char *path, qk_err *err)
+{
+    const cJSON *v = member(cfg, key);
+    if (!v) {
+        *out = 0; /* false for every supported architecture, tie_word_embeddings included */
+        return QK_OK;
+    }
+    if (!cJSON_IsBool(v))
+        return qk_err_set(err, QK_EFORMAT, "%s: '%s' must be true or false", path, key);
+    *out = cJSON_IsTrue(v);
+    return QK_OK;
+}
+
+static int find_arch(const cJSON *cfg, int *idx, const char *path, qk_err *err)
+{
+    const cJSON *a = member(cfg, "architectures");
+    const cJSON *first = cJSON_IsArray(a) ? cJSON_GetArrayItem(a, 0) : NULL;
+    if (!cJSON_IsString(first))
+        return qk_err_set(err, QK_EFORMAT,
+                          "%s: missing 'architectures' (a list naming one of: %s)", path,
+                          sy_supported_archs());
+    for (size_t i = 0; i < N_ARCHS; i++) {
+        if (strcmp(first->valuestring, ARCHS[i].name) == 0) {
+            *idx = (int)i;
+            return QK_OK;
+        }
+    }
+    return qk_err_set(err, QK_EUNSUPPORTED, "%s: architecture '%.100s' is not supported (supported: %s)",
+                      path, first->valuestring, sy_supported_archs());
+}
+
+/* head_dim: explicit, or hidden_size / num_attention_heads as transformers derives it. */
+static int get_head_dim(const cJSON *cfg, sy_arch *a, int need, const char *path, qk_err *err)
+{
+    if (member(cfg, "head_dim"))
+        return get_int(cfg, "head_dim", 1, MAX_DIM, -1, &a->head_dim, path, err);
+    if (need)
+        return qk_err_set(err, QK_EFORMAT, "%s: %s needs an explicit 'head_dim'", path, a->arch);
+    if (a->hidden % a->n_heads)
+        return qk_err_set(err, QK_ERANGE,
+                          "%s: hidden_size %" PRId64 " is not divisible by num_attention_heads %"
+                          PRId64 " and there is no head_dim",
+                          path, a->hidden, a->n_heads);
+    a->head_dim = a->hidden / a->n_heads;
+    return QK_OK;
+}
+
+static int get_init_std(const cJSON *cfg, float *out, const char *path, qk_err *err)
+{
+    const cJSON *v = member(cfg, "initializer_range");
+    *out = DEFAULT_STD;
+    if (!v)
+        return QK_OK;
+    if (!cJSON_IsNumber(v) || !(v->valuedouble > 0 && v->valuedouble <= 1))
+        return qk_err_set(err, QK_ERANGE, "%s: 'initializer_range' must be a number in (0, 1]",
+                          path);
+    *out = (float)v->valuedouble;
+    return QK_OK;
+}
+
+int sy_arch_from_config(sy_arch *out, const cJSON *cfg, const char *path, qk_err *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!cJSON_IsObject(cfg))
+        return qk_err_set(err, QK_EFORMAT, "%s: not a JSON object", path);
+    int ai = 0;
+    int rc = find_arch(cfg, &ai, path, err);
+    sy_arch a = {.arch = ARCHS[ai].name, .qkv_bias = ARCHS[ai].qkv_bias,
+                 .qk_norm = ARCHS[ai].qk_norm};
+    if (rc == QK_OK)
+        rc = get_int(cfg, "hidden_size", 1, MAX_DIM, -1, &a.hidden, path, err);
+    if (rc == QK_OK)
+        rc = get_int(cfg, "intermediate_size", 1, MAX_DIM, -1, &a.intermediate, path, err);
+    if (rc == QK_OK)
+        rc = get_int(cfg, "num_hidden_layers", 1, MAX_LAYERS, -1, &a.n_layers, path, err);
+    if (rc == QK_OK)
+        rc = get_int(cfg, "num_attention_heads", 1, MAX_DIM, -1, &a.n_heads, path, err);
+    if (rc == QK_OK)
+        rc = get_int(cfg, "num_key_value_heads", 1, MAX_DIM, a.n_heads, &a.n_kv_heads, path, err);
+    if (rc == QK_OK)
+        rc = get_int(cfg, "vocab_size", 1, MAX_DIM, -1, &a.vocab, path, err);
+    if (rc == QK_OK && a.n_heads % a.n_kv_heads)
+        rc = qk_err_set(err, QK_ERANGE,
+                        "%s: num_attention_heads %" PRId64 " is not a multiple of "
+                        "num_key_value_heads %" PRId64, path, a.n_heads, a.n_kv_heads);
+    if (rc == QK_OK)
+        rc = get_head_dim(cfg, &a, ARCHS[ai].need_head_dim, path, err);
+    if (rc == QK_OK && a.head_dim % 2)
+        rc = qk_err_set(err, QK_ERANGE, "%s: head_dim %" PRId64 " is odd (rotary embeddings "
+                        "rotate pairs)", path, a.head_dim);
+    if (rc == QK_OK)
+        rc = get_bool(cfg, "tie_word_embeddings", &a.tied, path, err);
+    if (rc == QK_OK && ARCHS[ai].attn_bias_key) {
+        rc = get_bool(cfg, "attention_bias", &a.o_bias, path, err);
+        a.qkv_bias |= a.o_bias;
+    }
+    if (rc == QK_OK && ARCHS[ai].mlp_bias_key)
+        rc = get_bool(cfg, "mlp_bias", &a.mlp_bias, path, err);
+    if (rc == QK_OK)
+        rc = get_init_std(cfg, &a.init_std, path, err);
+    if (rc == QK_OK)
+        *out = a;
+    return rc;
+}
+
+/* ---- tensor table ------------------------------------------------------------------------- */
+
+enum { D_NONE, D_HIDDEN, D_Q, D_KV, D_INTER, D_HEAD };
+enum { W_ALWAYS, W_QKV_BIAS, W_O_BIAS, W_MLP_BIAS, W_QK_NORM };
+
+/* One decoder layer in transformers' state_dict order (attention, MLP, then the two norms). */
+static const struct {
+    const char *suffix;
+    int rows, cols; /* cols D_NONE: a vector */
+    int when;
+    int is_norm;
+} LAYER[] = {
+    {"self_attn.q_proj.weight", D_Q, D_HIDDEN, W_ALWAYS, 0},
+    {"self_attn.q_proj.bias", D_Q, D_NONE, W_QKV_BIAS, 0},
+    {"self_attn.k_proj.weight", D_KV, D_HIDDEN, W_ALWAYS, 0},
+    {"self_attn.k_proj.bias", D_KV, D_NONE, W_QKV_BIAS, 0},
+    {"self_attn.v_proj.weight", D_KV, D_HIDDEN, W_ALWAYS, 0},
+    {"self_attn.v_proj.bias", D_KV, D_NONE, W_QKV_BIAS, 0},
+    {"self_attn.o_proj.weight", D_HIDDEN, D_Q, W_ALWAYS, 0},
+    {"self_attn.o_proj.bias", D_HIDDEN, D_NONE, W_O_BIAS, 0},
+    {"self_attn.q_norm.weight", D_HEAD, D_NONE, W_QK_NORM, 1},
+    {"self_attn.k_norm.weight", D_HEAD, D_NONE, W_QK_NORM, 1},
+    {"mlp.gate_proj.weight", D_INTER, D_HIDDEN, W_ALWAYS, 0},
+    {"mlp.gate_proj.bias", D_INTER, D_NONE, W_MLP_BIAS, 0},
+    {"mlp.up_proj.weight", D_INTER, D_HIDDEN, W_ALWAYS, 0},
+    {"mlp.up_proj.bias", D_INTER, D_NONE, W_MLP_BIAS, 0},
+    {"mlp.down_proj.weight", D_HIDDEN, D_INTER, W_ALWAYS, 0},
+    {"mlp.down_proj.bias", D_HIDDEN, D_NONE, W_MLP_BIAS, 0},
+    {"input_layernorm.weight", D_HIDDEN, D_NONE, W_ALWAYS, 1},
+    {"post_attention_layernorm.weight", D_HIDDEN, D_NONE, W_ALWAYS, 1},
+};
+#define N_LAYER (sizeof LAYER / sizeof LAYER[0])
+
+static int64_t dim_of(const sy_arch *a, int d)
+{
+    switch (d) {
+    case D_HIDDEN: return a->hidden;
+    case D_Q: return a->n_heads * a->head_dim;
+    case D_KV: return a->n_kv_heads * a->head_dim;
+    case D_INTER: return a->intermediate;
+    case D_HEAD: return a->head_dim;
+    default: return 0;
+    }
+}
+
+static int wanted(const sy_arch *a, int when)
+{
+    switch (when) {
+    case W_QKV_BIAS: return a->qkv_bias;
+    case W_O_BIAS: return a->o_bias;
+    case W_MLP_BIAS: return a->mlp_bias;
+    case W_QK_NORM: return a->qk_norm;
+    default: return 1;
+    }
+}
+
+/* Norms start near one (transformers initialises them to ones); everything else near zero. */
+static void set_tensor(sy_tensor *t, const sy_arch *a, const char *name, int64_t rows,
+                       int64_t cols, int is_norm)
+{
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->n_dims = cols ? 2 : 1;
+    t->shape[0] = rows;
+    t->shape[1] = cols;
+    t->mean = is_norm ? 1.0f : 0.0f;
+    t->std = a->init_std;
+}
+
+int sy_arch_tensors(const sy_arch *a, sy_tensor **out, size_t *n, qk_err *err)
+{
+    *out = NULL;
+    *n = 0;
+    if (a->n_layers < 1 || a->n_layers > MAX_LAYERS)
+        return qk_err_set(err, QK_ERANGE, "%" PRId64 " layers: outside [1, %d]", a->n_layers,
+                          MAX_LAYERS);
+    size_t cap = 3 + (size_t)a->n_layers * N_LAYER;
+    sy_tensor *t = calloc(cap, sizeof *t);
+    if (!t)
+        return qk_err_set(err, QK_ENOMEM, "out of memory for %zu tensor descriptions", cap);
+    size_t k = 0;
+    set_tensor(&t[k++], a, "model.embed_tokens.weight", a->vocab, a->hidden, 0);
+    for (int64_t l = 0; l < a->n_layers; l++) {
+        for (size_t i = 0; i < N_LAYER; i++) {
+            if (!wanted(a, LAYER[i].when))
+                continue;
+            char name[SY_NAME_MAX];
+            snprintf(name, sizeof name, "model.layers.%" PRId64 ".%s", l, LAYER[i].suffix);
+            set_tensor(&t[k++], a, name, dim_of(a, LAYER[i].rows), dim_of(a, LAYER[i].cols),
+                       LAYER[i].is_norm);
+        }
+    }
+    set_tensor(&t[k++], a, "model.norm.weight", a->hidden, 0, 1);
+    if (!a->tied)
+        set_tensor(&t[k++], a, "lm_head.weight", a->vocab, a->hidden, 0);
+    *out = t;
+    *n = k;
+    return QK_OK;
+}
+
+/* ---- generator ---------------------------------------------------------------------------- */
+
+#define GAMMA 0x9e3779b97f4a7c15ull
+/* The centred sum of four uniform 16-bit integers has variance (65536^2 - 1) / 3; this scales
+ * it to one. Computed in double, rounded once: the same float everywhere. */
+#define Z_SCALE (1.7320508075688772 / 65536.0)
+
+/* splitmix64's finaliser: a bijection whose outputs on a counter pass BigCrush. */
+static inline uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+uint64_t sy_tensor_key(uint64_t seed, const char *name)
+{
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a: a stable hash of the name */
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        h = (h ^ *p) * 0x100000001b3ull;
+    return mix64(h ^ mix64(seed + GAMMA));
+}
+
+/* Element j is a pure function of (key, j), so any split of the work gives the same bytes. The
+ * sum is exact in integers and converts to float exactly (|s| < 2^18); the only rounding steps
+ * are one IEEE multiply and one add, identical on every conforming machine. */
+static inline float element(uint64_t key, uint64_t j, float mean, float k)
+{
+    uint64_t r = mix64(key + (j + 1) * GAMMA);
+    int32_t s = (int32_t)((r & 0xffff) + ((r >> 16) & 0xffff) + ((r >> 32) & 0xffff) + (r >> 48));
+    return mean + k * (float)(s - 131070);
+}
+
+void sy_fill(uint64_t key, uint64_t first, size_t n, float mean, float std, st_dtype dtype,
+             void *out /* [n] elements of dtype */)
+{
+    const float k = (float)((double)std * Z_SCALE);
+    const int64_t m = (int64_t)n;
+    if (dtype == ST_F32) {
+        float *o = out;
+#pragma omp parallel for schedule(static) if (m >= 65536)
+        for (int64_t i = 0; i < m; i++)
+            o[i] = element(key, first + (uint64_t)i, mean, k);
+    } else if (dtype == ST_F16) {
+        uint16_t *o = out;
+#pragma omp parallel for schedule(static) if (m >= 65536)
+        for (int64_t i = 0; i < m; i++)
+            o[i] = q_fp32_to_fp16(element(key, first + (uint64_t)i, mean, k));
+    } else {
+        uint16_t *o = out;
+#pragma omp parallel for schedule(static) if (m >= 65536)
+        for (int64_t i = 0; i < m; i++)
+            o[i] = q_fp32_to_bf16(element(key, first + (uint64_t)i, mean, k));
+    }
+}
+
+/* ---- cleanup of an interrupted run (async-signal-safe) ------------------------------------ */
+
+/* The folder being written and how many shards it will hold: enough for a signal handler to
+ * name every file a run can create, without allocating or walking the folder. */
+static char sig_dir[PATH_MAX_LEN];
+static volatile sig_atomic_t sig_active;
+static volatile sig_atomic_t sig_n_files;
+
+static void sig_unlink(const char *dir, size_t dlen, const char *name)
+{
+    char p[PATH_MAX_LEN + 64];
+    size_t nlen = strlen(name);
+    if (dlen + 1 + nlen >= sizeof p)
+        return;
+    memcpy(p, dir, dlen);
+    p[dlen] = '/';
+    memcpy(p + dlen + 1, name, nlen + 1);
+    unlink(p);
+}
+
+/* "model-00001-of-00002.safetensors" without snprintf, which is not async-signal-safe. */
+static void shard_name_raw(char out[40], long i, long n)
+{
+    static const char head[] = "model-", mid[] = "-of-", tail[] = ".safetensors";
+    char *p = out;
+    memcpy(p, head, 6);
+    p += 6;
+    for (int d = 4; d >= 0; d--, i /= 10)
+        p[d] = (char)('0' + i % 10);
+    p += 5;
+    memcpy(p, mid, 4);
+    p += 4;
+    for (int d = 4; d >= 0; d--, n /= 10)
+        p[d] = (char)('0' + n % 10);
+    p += 5;
+    memcpy(p, tail, sizeof tail);
+}
+
+void sy_remove_temporaries(void)
+{
+    if (!sig_active)
+        return;
+    size_t dlen = strlen(sig_dir);
+    for (size_t i = 0; i < N_TOKENIZER_FILES; i++)
+        sig_unlink(sig_dir, dlen, TOKENIZER_FILES[i]);
+    sig_unlink(sig_dir, dlen, "config.json");
+    sig_unlink(sig_dir, dlen, SINGLE_NAME);
+    sig_unlink(sig_dir, dlen, INDEX_NAME);
+    long n = sig_n_files;
+    for (long i = 1; n > 1 && i <= n; i++) {
+        char name[40];
+        shard_name_raw(name, i, n);
+        sig_unlink(sig_dir, dlen, name);
+    }
+    rmdir(sig_dir);
+}
+
+/* ---- small file helpers ------------------------------------------------------------------- */
+
+static int path_join(char *out, const char *dir, const char *name, qk_err *err)
+{
+    int len = snprintf(out, PATH_MAX_LEN, "%s/%s", dir, name);
+    if (len < 0 || len >= PATH_MAX_LEN)
+        return qk_err_set(err, QK_ERANGE, "%s/%s: path too long", dir, name);
+    return QK_OK;
+}
+
+/* A missing input is bad input (exit 2), any other refusal an I/O failure. */
+static int open_errno(int e) { return e == ENOENT || e == ENOTDIR ? QK_EFORMAT : QK_EIO; }
+
+static int read_config(const char *path, cJSON **out, qk_err *err)
+{
+    *out = NULL;
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return qk_err_set(err, QK_EFORMAT, "%s: is a folder, not a config.json file", path);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return qk_err_set(err, open_errno(errno), "%s: cannot open: %s", path, strerror(errno));
+    char *buf = malloc(MAX_CONFIG + 1);
+    size_t n = buf ? fread(buf, 1, MAX_CONFIG + 1, f) : 0;
+    int rc = QK_OK;
+    if (!buf)
+        rc = qk_err_set(err, QK_ENOMEM, "%s: out of memory", path);
+    else if (ferror(f))
+        rc = qk_err_set(err, QK_EIO, "%s: read failed", path);
+    else if (n > MAX_CONFIG)
+        rc = qk_err_set(err, QK_ERANGE, "%s: larger than %u MiB, not a config.json", path,
+                        MAX_CONFIG >> 20);
+    else if (!(*out = cJSON_ParseWithLength(buf, n)))
+        rc = qk_err_set(err, QK_EFORMAT, "%s: not valid JSON (near byte %td)", path,
+                        cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() - buf : (ptrdiff_t)0);
+    free(buf);
+    fclose(f);
+    return rc;
+}
+
+static int write_text(const char *path, const char *text, qk_err *err)
+{
+    of_file *f;
+    int rc = of_open(&f, path, err);
+    if (rc != QK_OK)
+        return rc;
+    size_t n = strlen(text);
+    if (fwrite(text, 1, n, of_stream(f)) != n || fputc('\n', of_stream(f)) == EOF) {
+        of_abort(f);
+        return qk_err_set(err, QK_EIO, "%s: write failed: %s", path, strerror(errno));
+    }
+    return of_commit(f, err);
+}
+
+/* cJSON indents with tabs and writes "key":<tab>value; transformers writes two spaces and
+ * "key": value. A raw tab is always layout, since cJSON escapes tabs inside strings. Returns a
+ * malloc'd copy, NULL when out of memory. */
+static char *retab(const char *text)
+{
+    char *out = malloc(2 * strlen(text) + 1), *w = out;
+    for (const char *r = text; out && *r; r++) {
+        if (*r != '\t')
+            *w++ = *r;
+        else if (r > text && r[-1] == ':')
+            *w++ = ' ';
+        else
+            *w++ = ' ', *w++ = ' ';
+    }
+    if (out)
+        *w = 0;
+    return out;
+}
+
+static int write_json(const char *path, const cJSON *json, qk_err *err)
+{
+    char *raw = cJSON_Print(json), *text = raw ? retab(raw) : NULL;
+    int rc = text ? write_text(path, text, err) : qk_err_set(err, QK_ENOMEM, "%s: out of memory",
+                                                            path);
+    cJSON_free(raw);
+    free(text);
+    return rc;
+}
+
+/* Copies src to dst when src is a regular file; *copied says whether it was there. */
+static int copy_if_present(const char *src, const char *dst, int *copied, qk_err *err)
+{
+    *copied = 0;
+    struct stat st;
+    if (stat(src, &st) != 0 || !S_ISREG(st.st_mode))
+        return QK_OK;
+    FILE *in = fopen(src, "rb");
+    if (!in)
+        return qk_err_set(err, QK_EIO, "%s: cannot open: %s", src, strerror(errno));
+    of_file *out;
+    int rc = of_open(&out, dst, err);
+    char buf[1 << 16];
+    size_t n;
+    while (rc == QK_OK && (n = fread(buf, 1, sizeof buf, in)) > 0)
+        if (fwrite(buf, 1, n, of_stream(out)) != n)
+            rc = qk_err_set(err, QK_EIO, "%s: write failed: %s", dst, strerror(errno));
+    if (rc == QK_OK && ferror(in))
+        rc = qk_err_set(err, QK_EIO, "%s: read failed", src);
+    fclose(in);
+    if (rc == QK_OK) {
+        rc = of_commit(out, err);
+        *copied = rc == QK_OK;
+    } else if (out) {
+        of_abort(out);
+    }
+    return rc;
+}
+
+/* Removes a folder holding only files (what sy_synth writes, or what --force may replace). */
+static int remove_flat_dir(const char *dir, qk_err *err)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return qk_err_set(err, QK_EIO, "%s: cannot open folder: %s", dir, strerror(errno));
+    int rc = QK_OK;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char p[PATH_MAX_LEN];
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        if (path_join(p, dir, e->d_name, err) != QK_OK || unlink(p) != 0)
+            rc = qk_err_set(err, QK_EIO, "%s: cannot remove '%s'", dir, e->d_name);
+    }
+    closedir(d);
+    if (rc == QK_OK && rmdir(dir) != 0)
+        rc = qk_err_set(err, QK_EIO, "%s: cannot remove folder: %s", dir, strerror(errno));
+    return rc;
+}
+
+/* OUT must be absent, an empty folder, or (with force) a folder holding only files: --force
+ * replaces a checkpoint, it never deletes a tree. Checked before any work. */
+static int check_out_dir(const char *out, int force, qk_err *err)
+{
+    struct stat st;
+    if (lstat(out, &st) != 0)
+        return errno == ENOENT ? QK_OK
+                               : qk_err_set(err, QK_EIO, "%s: %s", out, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return qk_err_set(err, QK_EFORMAT, "%s: exists and is not a folder", out);
+    DIR *d = opendir(out);
+    if (!d)
+        return qk_err_set(err, QK_EIO, "%s: cannot open folder: %s", out, strerror(errno));
+    int rc = QK_OK;
+    struct dirent *e;
+    while (rc == QK_OK && (e = readdir(d))) {
+        char p[PATH_MAX_LEN];
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        if (!force)
+            rc = qk_err_set(err, QK_EFORMAT,
+                            "%s: folder exists and is not empty (--force replaces it)", out);
+        else if ((rc = path_join(p, out, e->d_name, err)) == QK_OK &&
+                 (lstat(p, &st) != 0 || S_ISDIR(st.st_mode)))
+            rc = qk_err_set(err, QK_EFORMAT,
+                            "%s: holds the sub-folder '%.100s'; refusing to replace it", out,
+                            e->d_name);
+    }
+    closedir(d);
+    return rc;
+}
+
+/* Renames the finished folder into place; with force, the old one is moved aside first and
+ * removed only once the new one is in place. */
+static int install_dir(const char *tmp, const char *out, int force, qk_err *err)
+{
+    if (rename(tmp, out) == 0)
+        return QK_OK;
+    int e = errno, occupied = e == ENOTEMPTY || e == EEXIST;
+    if (!occupied || !force)
+        return qk_err_set(err, occupied ? QK_EFORMAT : QK_EIO,
+                          "%s: cannot rename the finished folder into place: %s", out,
+                          strerror(e));
+    char old[PATH_MAX_LEN];
+    if (snprintf(old, sizeof old, "%s.old-XXXXXX", out) >= (int)sizeof old || !mkdtemp(old))
+        return qk_err_set(err, QK_EIO, "%s: cannot create a folder to move it aside", out);
+    if (rename(out, old) != 0) {
+        e = errno;
+        rmdir(old);
+        return qk_err_set(err, QK_EIO, "%s: cannot move it aside: %s", out, strerror(e));
+    }
+    if (rename(tmp, out) != 0) {
+        e = errno;
+        if (rename(old, out) != 0)
+            return qk_err_set(err, QK_EIO, "%s: rename failed (%s); the old folder is now %s",
+                              out, strerror(e), old);
+        return qk_err_set(err, QK_EIO, "%s: rename failed: %s", out, strerror(e));
+    }
+    return remove_flat_dir(old, err);
+}
+
+/* ---- background writer -------------------------------------------------------------------- */
+
+/* Writes one buffer while the next is generated, so the disk and the generator work at once at
+ * any thread count. A hand-off waits for the previous write, which also frees the buffer the
+ * generator fills next. The writer's first error is kept and returned by the next hand-off. */
+typedef struct {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int started, busy, quit, rc;
+    st_writer *w;
+    const void *data;
+    size_t n;
+    qk_err err;
+} bg_writer;
+
+static void *bg_main(void *arg)
+{
+    bg_writer *b = arg;
+    pthread_mutex_lock(&b->mu);
+    for (;;) {
+        while (!b->busy && !b->quit)
+            pthread_cond_wait(&b->cv, &b->mu);
+        if (!b->busy)
+            break;
+        pthread_mutex_unlock(&b->mu);
+        int rc = st_writer_write(b->w, b->data, b->n, &b->err);
+        pthread_mutex_lock(&b->mu);
+        b->rc = rc;
+        b->busy = 0;
+        pthread_cond_broadcast(&b->cv);
+    }
+    pthread_mutex_unlock(&b->mu);
+    return NULL;
+}
+
+/* Without a thread (creation failed) every write is synchronous: slower, same bytes. */
+static void bg_start(bg_writer *b)
+{
+    if (pthread_mutex_init(&b->mu, NULL) != 0)
+        return;
+    if (pthread_cond_init(&b->cv, NULL) != 0) {
+        pthread_mutex_destroy(&b->mu);
+        return;
+    }
+    b->started = 1 + (pthread_create(&b->th, NULL, bg_main, b) == 0);
+}
+
+/* Waits for the write in flight; returns its status (err gets its message). */
+static int bg_wait(bg_writer *b, qk_err *err)
+{
+    if (b->started != 2)
+        return QK_OK;
+    pthread_mutex_lock(&b->mu);
+    while (b->busy)
+        pthread_cond_wait(&b->cv, &b->mu);
+    int rc = b->rc;
+    b->rc = QK_OK;
+    pthread_mutex_unlock(&b->mu);
+    if (rc != QK_OK && err)
+        *err = b->err;
+    return rc;
+}
+
+static int bg_submit(bg_writer *b, st_writer *w, const void *data, size_t n, qk_err *err)
+{
+    if (b->started != 2)
+        return st_writer_write(w, data, n, err);
+    int rc = bg_wait(b, err);
+    if (rc != QK_OK)
+        return rc;
+    pthread_mutex_lock(&b->mu);
+    b->w = w;
+    b->data = data;
+    b->n = n;
+    b->busy = 1;
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    return QK_OK;
+}
+
+static void bg_stop(bg_writer *b)
+{
+    if (b->started == 2) {
+        bg_wait(b, NULL);
+        pthread_mutex_lock(&b->mu);
+        b->quit = 1;
+        pthread_cond_broadcast(&b->cv);
+        pthread_mutex_unlock(&b->mu);
+        pthread_join(b->th, NULL);
+    }
+    if (b->started) {
+        pthread_cond_destroy(&b->cv);
+        pthread_mutex_destroy(&b->mu);
+    }
+    b->started = 0;
+}
+
+/* ---- a run -------------------------------------------------------------------------------- */
+
+typedef struct {
+    const sy_options *o;
+    sy_tensor *t;
+    size_t n;
+    uint64_t *nbytes;  /* [n] */
+    int64_t *shard;    /* [n] file index of each tensor (0-based) */
+    int64_t n_files;
+    uint64_t total, done;
+    char out[PATH_MAX_LEN]; /* out_dir without trailing slashes */
+    char tmp[PATH_MAX_LEN + 16];
+    void *buf[2];      /* PIECE_BYTES each: one is generated while the other is written */
+    int cur;
+    bg_writer bg;
+} job;
+
+static const char *dtype_torch_name(st_dtype d)
+{
+    return d == ST_F32 ? "float32" : d == ST_F16 ? "float16" : "bfloat16";
+}
+
+static int check_options(const sy_options *o, qk_err *err)
+{
+    if (!o->config_path || !o->out_dir)
+        return qk_err_set(err, QK_EFORMAT, "synth: a config and an output folder are required");
+    if (o->dtype != ST_F32 && o->dtype != ST_F16 && o->dtype != ST_BF16)
+        return qk_err_set(err, QK_EUNSUPPORTED, "synth: dtype %s is not one of F32, F16, BF16",
+                          st_dtype_name(o->dtype));
+    if (o->shards && o->max_shard_size)
+        return qk_err_set(err, QK_EFORMAT, "synth: give a shard count or a maximum shard size, "
+                          "not both");
+    if (o->shards < 0 || o->shards > SY_MAX_SHARDS)
+        return qk_err_set(err, QK_ERANGE, "synth: %" PRId64 " shards: outside [1, %d]", o->shards,
+                          SY_MAX_SHARDS);
+    if (o->layers < 0 || o->layers > MAX_LAYERS)
+        return qk_err_set(err, QK_ERANGE, "synth: %" PRId64 " layers: outside [1, %d]", o->layers,
+                          MAX_LAYERS);
+    return QK_OK;
+}
+
+static int size_tensors(job *j, qk_err *err)
+{
+    j->nbytes = calloc(j->n, sizeof *j->nbytes);
+    j->shard = calloc(j->n, sizeof *j->shard);
+    if (!j->nbytes || !j->shard)
+        return qk_err_set(err, QK_ENOMEM, "out of memory");
+    for (size_t i = 0; i < j->n; i++) {
+        st_tensor_spec s = {.name = j->t[i].name, .dtype = j->o->dtype, .n_dims = j->t[i].n_dims,
+                            .shape = {j->t[i].shape[0], j->t[i].shape[1]}};
+        if (st_spec_nbytes(&s, &j->nbytes[i]) != QK_OK ||
+            __builtin_add_overflow(j->total, j->nbytes[i], &j->total))
+            return qk_err_set(err, QK_ERANGE, "%s: tensor '%s' makes the model size overflow",
+                              j->o->config_path, j->t[i].name);
+    }
+    return QK_OK;
+}
+
+/* Exactly N files, in model order: a file ends once the bytes so far reach its share of the
+ * total, or when the tensors left are just enough to give each remaining file one. */
+static int plan_by_count(job *j, int64_t n_files, qk_err *err)
+{
+    if ((uint64_t)n_files > j->n)
+        return qk_err_set(err, QK_ERANGE, "%s: %" PRId64 " shards asked but the model has only "
+                          "%zu tensors", j->o->config_path, n_files, j->n);
+    int64_t k = 0;
+    uint64_t acc = 0, n = (uint64_t)n_files;
+    for (size_t i = 0; i < j->n; i++) {
+        j->shard[i] = k;
+        acc += j->nbytes[i];
+        uint64_t m = (uint64_t)k + 1; /* floor(total·m/n) without overflow */
+        uint64_t share = j->total / n * m + j->total % n * m / n;
+        if (k < n_files - 1 && (acc >= share || j->n - 1 - i == (size_t)(n_files - 1 - k)))
+            k++;
+    }
+    j->n_files = n_files;
+    return QK_OK;
+}
+
+/* transformers' rule: start a new file when the next tensor would push this one past the
+ * limit; a tensor larger than the limit gets a file of its own. */
+static int plan_by_size(job *j, uint64_t max, qk_err *err)
+{
+    int64_t k = 0;
+    uint64_t cur = 0;
+    for (size_t i = 0; i < j->n; i++) {
+        if (cur > 0 && j->nbytes[i] > max - (cur < max ? cur : max)) {
+            k++;
+            cur = 0;
+        }
+        j->shard[i] = k;
+        cur += j->nbytes[i];
+    }
+    if (k + 1 > SY_MAX_SHARDS)
+        return qk_err_set(err, QK_ERANGE, "%s: a maximum shard size of %" PRIu64 " bytes makes "
+                          "%" PRId64 " shards (at most %d)", j->o->config_path, max, k + 1,
+                          SY_MAX_SHARDS);
+    j->n_files = k + 1;
+    return QK_OK;
+}
+
+static void file_name(const job *j, int64_t k, char out[40])
+{
+    if (j->n_files == 1)
+        snprintf(out, 40, "%s", SINGLE_NAME);
+    else
+        shard_name_raw(out, (long)k + 1, (long)j->n_files);
+}
+
+/* Strips trailing slashes; the temporary goes beside OUT so the final rename stays on one
+ * file system. */
+static int make_tmp_dir(job *j, qk_err *err)
+{
+    size_t len = strlen(j->o->out_dir);
+    while (len > 1 && j->o->out_dir[len - 1] == '/')
+        len--;
+    if (len + 16 >= PATH_MAX_LEN)
+        return qk_err_set(err, QK_ERANGE, "%s: output path too long", j->o->out_dir);
+    memcpy(j->out, j->o->out_dir, len);
+    j->out[len] = 0;
+    if (!strcmp(j->out, "/") || !strcmp(j->out, ".") || !strcmp(j->out, ".."))
+        return qk_err_set(err, QK_EFORMAT, "%s: not usable as an output folder", j->out);
+    int rc = check_out_dir(j->out, j->o->force, err);
+    if (rc != QK_OK)
+        return rc;
+    snprintf(j->tmp, sizeof j->tmp, "%s.tmp-XXXXXX", j->out);
+    if (!mkdtemp(j->tmp)) {
+        j->tmp[0] = 0;
+        return qk_err_set(err, open_errno(errno), "%s: cannot create a temporary folder beside "
+                          "it: %s", j->out, strerror(errno));
+    }
+    mode_t mask = umask(0); /* mkdtemp makes 0700; the result should look like mkdir's */
+    umask(mask);
+    chmod(j->tmp, 0777 & ~mask);
+    memcpy(sig_dir, j->tmp, strlen(j->tmp) + 1);
+    sig_n_files = (sig_atomic_t)j->n_files;
+    sig_active = 1;
+    return QK_OK;
+}
+
+/* The given config with the layer count and dtype this run used. layer_types (one entry per
+ * layer in recent transformers) is cut or repeated cyclically to match. */
+static int set_layers(cJSON *c, int64_t layers)
+{
+    if (!cJSON_ReplaceItemInObjectCaseSensitive(c, "num_hidden_layers",
+                                                cJSON_CreateNumber((double)layers)))
+        return 0;
+    cJSON *lt = cJSON_GetObjectItemCaseSensitive(c, "layer_types");
+    int len = cJSON_IsArray(lt) ? cJSON_GetArraySize(lt) : 0;
+    if (!len)
+        return 1;
+    cJSON *nl = cJSON_CreateArray();
+    int ok = nl != NULL;
+    for (int64_t i = 0; ok && i < layers; i++)
+        ok = cJSON_AddItemToArray(nl, cJSON_Duplicate(cJSON_GetArrayItem(lt, (int)(i % len)), 1));
+    if (ok && cJSON_ReplaceItemInObjectCaseSensitive(c, "layer_types", nl))
+        return 1;
+    cJSON_Delete(nl);
+    return 0;
+}
+
+static int write_config(const job *j, const cJSON *cfg, qk_err *err)
+{
+    char path[PATH_MAX_LEN];
+    int rc = path_join(path, j->tmp, "config.json", err);
+    if (rc != QK_OK)
+        return rc;
+    cJSON *c = cJSON_Duplicate(cfg, 1);
+    const char *dt = dtype_torch_name(j->o->dtype);
+    int ok = c && (!j->o->layers || set_layers(c, j->o->layers));
+    int has_dtype = cJSON_HasObjectItem(c, "dtype");
+    if (ok && has_dtype)
+        ok = cJSON_ReplaceItemInObjectCaseSensitive(c, "dtype", cJSON_CreateString(dt));
+    if (ok && cJSON_HasObjectItem(c, "torch_dtype"))
+        ok = cJSON_ReplaceItemInObjectCaseSensitive(c, "torch_dtype", cJSON_CreateString(dt));
+    else if (ok && !has_dtype)
+        ok = cJSON_AddStringToObject(c, "torch_dtype", dt) != NULL;
+    rc = ok ? write_json(path, c, err) : qk_err_set(err, QK_ENOMEM, "%s: out of memory", path);
+    cJSON_Delete(c);
+    return rc;
+}
+
+static int copy_tokenizer(const job *j, const char *src_dir, int explicit_dir, int *copied,
+                          qk_err *err)
+{
+    *copied = 0;
+    for (size_t i = 0; i < N_TOKENIZER_FILES; i++) {
+        char src[PATH_MAX_LEN], dst[PATH_MAX_LEN];
+        int got = 0;
+        int rc = path_join(src, src_dir, TOKENIZER_FILES[i], err);
+        if (rc == QK_OK)
+            rc = path_join(dst, j->tmp, TOKENIZER_FILES[i], err);
+        if (rc == QK_OK)
+            rc = copy_if_present(src, dst, &got, err);
+        if (rc != QK_OK)
+            return rc;
+        *copied += got;
+    }
+    if (explicit_dir && !*copied)
+        return qk_err_set(err, QK_EFORMAT, "%s: no tokenizer files (tokenizer.json, "
+                          "tokenizer.model, vocab.json + merges.txt ...)", src_dir);
+    return QK_OK;
+}
+
+static int cmp_by_name(const void *a, const void *b)
+{
+    return strcmp((*(const sy_tensor *const *)a)->name, (*(const sy_tensor *const *)b)->name);
+}
+
+/* Streams one tensor through the writer in pieces. */
+static int write_tensor(job *j, st_writer *w, const sy_tensor *t, qk_err *err)
+{
+    uint64_t n = (uint64_t)t->shape[0] * (uint64_t)(t->n_dims == 2 ? t->shape[1] : 1);
+    size_t esz = st_dtype_size(j->o->dtype);
+    uint64_t key = sy_tensor_key(j->o->seed, t->name);
+    const size_t piece = PIECE_BYTES / esz;
+    for (uint64_t first = 0; first < n; first += piece) {
+        size_t m = n - first < piece ? (size_t)(n - first) : piece;
+        void *buf = j->buf[j->cur];
+        j->cur ^= 1;
+        sy_fill(key, first, m, t->mean, t->std, j->o->dtype, buf);
+        int rc = bg_submit(&j->bg, w, buf, m * esz, err);
+        if (rc != QK_OK)
+            return rc;
+        j->done += m * esz;
+        if (j->o->progress)
+            j->o->progress(j->o->progress_ud, j->done, j->total);
+    }
+    return QK_OK;
+}
+
+static int write_shard(job *j, int64_t k, const sy_tensor **list, st_tensor_spec *specs,
+                       qk_err *err)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < j->n; i++)
+        if (j->shard[i] == k)
+            list[m++] = &j->t[i];
+    qsort(list, m, sizeof *list, cmp_by_name);
+    for (size_t i = 0; i < m; i++)
+        specs[i] = (st_tensor_spec){.name = list[i]->name, .dtype = j->o->dtype,
+                                    .n_dims = list[i]->n_dims,
+                                    .shape = {list[i]->shape[0], list[i]->shape[1]}};
+    char name[40], path[PATH_MAX_LEN];
+    file_name(j, k, name);
+    int rc = path_join(path, j->tmp, name, err);
+    static const char *const keys[] = {"format"}, *const vals[] = {"pt"};
+    st_writer *w = NULL;
+    if (rc == QK_OK)
+        rc = st_writer_open(&w, path, specs, m, keys, vals, 1, err);
+    for (size_t i = 0; rc == QK_OK && i < m; i++)
+        rc = write_tensor(j, w, list[i], err);
+    int bg_rc = bg_wait(&j->bg, rc == QK_OK ? err : NULL); /* the writer is idle past here */
+    rc = rc != QK_OK ? rc : bg_rc;
+    if (rc != QK_OK) {
+        st_writer_abort(w);
+        return rc;
+    }
+    return st_writer_commit(w, err);
+}
+
+static int write_shards(job *j, qk_err *err)
+{
+    const sy_tensor **list = malloc(j->n * sizeof *list);
+    st_tensor_spec *specs = malloc(j->n * sizeof *specs);
+    j->buf[0] = malloc(PIECE_BYTES);
+    j->buf[1] = malloc(PIECE_BYTES);
+    int rc = list && specs && j->buf[0] && j->buf[1] ? QK_OK
+                                                     : qk_err_set(err, QK_ENOMEM, "out of memory");
+    if (rc == QK_OK)
+        bg_start(&j->bg);
+    for (int64_t k = 0; rc == QK_OK && k < j->n_files; k++)
+        rc = write_shard(j, k, list, specs, err);
+    bg_stop(&j->bg);
+    free(list);
+    free(specs);
+    return rc;
+}
+
+/* model.safetensors.index.json as save_pretrained writes it: metadata, then the weight map
+ * with names sorted. */
+static int write_index(const job *j, uint64_t n_params, qk_err *err)
+{
+    char path[PATH_MAX_LEN];
+    int rc = path_join(path, j->tmp, INDEX_NAME, err);
+    if (rc != QK_OK)
+        return rc;
+    const sy_tensor **list = malloc(j->n * sizeof *list);
+    cJSON *root = cJSON_CreateObject(), *md = cJSON_AddObjectToObject(root, "metadata");
+    cJSON *wm = cJSON_AddObjectToObject(root, "weight_map");
+    int ok = list && md && wm && cJSON_AddNumberToObject(md, "total_parameters", (double)n_params) &&
+             cJSON_AddNumberToObject(md, "total_size", (double)j->total);
+    for (size_t i = 0; ok && i < j->n; i++)
+        list[i] = &j->t[i];
+    if (ok)
+        qsort(list, j->n, sizeof *list, cmp_by_name);
+    for (size_t i = 0; ok && i < j->n; i++) {
+        char name[40];
+        file_name(j, j->shard[list[i] - j->t], name);
+        ok = cJSON_AddStringToObject(wm, list[i]->name, name) != NULL;
+    }
+    rc = ok ? write_json(path, root, err) : qk_err_set(err, QK_ENOMEM, "%s: out of memory", path);
+    cJSON_Delete(root);
+    free(list);
+    return rc;
+}
+
+/* The folder of the config file: where a downloaded model keeps its tokenizer. */
+static int config_dir(const char *config_path, char out[PATH_MAX_LEN], qk_err *err)
+{
+    const char *slash = strrchr(config_path, '/');
+    size_t len = slash ? (size_t)(slash - config_path) : 0;
+    if (len >= PATH_MAX_LEN)
+        return qk_err_set(err, QK_ERANGE, "%s: path too long", config_path);
+    if (!slash)
+        snprintf(out, PATH_MAX_LEN, ".");
+    else if (len == 0)
+        snprintf(out, PATH_MAX_LEN, "/");
+    else
+        snprintf(out, PATH_MAX_LEN, "%.*s", (int)len, config_path);
+    return QK_OK;
+}
+
+static int plan(job *j, const cJSON *cfg, sy_result *res, qk_err *err)
+{
+    int rc = sy_arch_from_config(&res->arch, cfg, j->o->config_path, err);
+    if (rc == QK_OK && j->o->layers)
+        res->arch.n_layers = j->o->layers;
+    if (rc == QK_OK)
+        rc = sy_arch_tensors(&res->arch, &j->t, &j->n, err);
+    if (rc == QK_OK)
+        rc = size_tensors(j, err);
+    if (rc == QK_OK && j->o->max_shard_size)
+        rc = plan_by_size(j, j->o->max_shard_size, err);
+    else if (rc == QK_OK)
+        rc = plan_by_count(j, j->o->shards ? j->o->shards : 1, err);
+    for (size_t i = 0; rc == QK_OK && i < j->n; i++)
+        res->n_params += j->nbytes[i] / st_dtype_size(j->o->dtype);
+    res->n_tensors = j->n;
+    res->n_bytes = j->total;
+    res->n_files = j->n_files;
+    return rc;
+}
+
+static int write_all(job *j, const cJSON *cfg, sy_result *res, qk_err *err)
+{
+    char tok_dir[PATH_MAX_LEN];
+    int rc = QK_OK;
+    if (j->o->tokenizer_dir)
+        snprintf(tok_dir, sizeof tok_dir, "%s", j->o->tokenizer_dir);
+    else
+        rc = config_dir(j->o->config_path, tok_dir, err);
+    if (rc == QK_OK)
+        rc = write_config(j, cfg, err);
+    if (rc == QK_OK)
+        rc = copy_tokenizer(j, tok_dir, j->o->tokenizer_dir != NULL, &res->n_tokenizer_files,
+                            err);
+    if (rc == QK_OK)
+        rc = write_shards(j, err);
+    if (rc == QK_OK && j->n_files > 1)
+        rc = write_index(j, res->n_params, err);
+    return rc;
+}
+
+int sy_synth(const sy_options *o, sy_result *res, qk_err *err)
+{
+    memset(res, 0, sizeof *res);
+    job j = {.o = o};
+    cJSON *cfg = NULL;
+    int rc = check_options(o, err);
+    if (rc == QK_OK)
+        rc = read_config(o->config_path, &cfg, err);
+    if (rc == QK_OK)
+        rc = plan(&j, cfg, res, err);
+    if (rc == QK_OK && o->tokenizer_dir) {
+        struct stat st;
+        if (stat(o->tokenizer_dir, &st) != 0 || !S_ISDIR(st.st_mode))
+            rc = qk_err_set(err, QK_EFORMAT, "%s: not a folder", o->tokenizer_dir);
+    }
+    if (rc == QK_OK)
+        rc = make_tmp_dir(&j, err);
+    if (rc == QK_OK)
+        rc = write_all(&j, cfg, res, err);
+    if (rc == QK_OK)
+        rc = install_dir(j.tmp, j.out, o->force, err);
+    if (rc != QK_OK && j.tmp[0])
+        remove_flat_dir(j.tmp, NULL);
+    sig_active = 0;
+    cJSON_Delete(cfg);
+    free(j.t);
+    free(j.nbytes);
+    free(j.shard);
+    free(j.buf[0]);
+    free(j.buf[1]);
+    return rc;
+}

@@ -1,0 +1,110 @@
+/* synth.h — deterministic random-weight HuggingFace checkpoints built from real config.json files.
+ *
+ * `qkit synth` turns a config (TinyLlama, SmolLM2, Qwen2.5, Qwen3, Llama-3.2, Mistral ...) into a
+ * folder a converter cannot tell from a downloaded model except by its values: config.json,
+ * model.safetensors (or model-0000i-of-0000N.safetensors shards and model.safetensors.index.json)
+ * and the tokenizer files of a real model. It serves tests and full-size benchmarks.
+ *
+ * Contract
+ * - Tensors: every tensor the architecture's HF module holds, with HF names and shapes (see
+ *   sy_arch_tensors). Values are mean + std·z with z an approximately standard normal variate
+ *   (Irwin–Hall sum of four 16-bit uniforms: |z| <= 2·sqrt(3), excess kurtosis -0.3): matrices
+ *   and biases use mean 0 and the config's initializer_range (0.02 when absent), norms mean 1.
+ * - Determinism: element j of a tensor is a pure function of (seed, tensor name, j), computed
+ *   with integer arithmetic and IEEE single-precision multiply and add only (no libm), then
+ *   rounded to the output dtype. Files are byte-identical for the same arguments whatever the
+ *   machine or thread count; a tensor has the same values in every dtype (up to rounding), in
+ *   every shard layout, and whatever --layers says for the layers both runs hold.
+ * - Streaming: tensors are generated in fixed pieces (OpenMP inside each piece) and written at
+ *   once; memory use is a few MiB whatever the model size.
+ * - Layout: shards follow model order (embeddings, layers 0..N-1, final norm, head) like
+ *   transformers' save_pretrained; inside each file tensors are sorted by name, as the
+ *   safetensors library stores them. Each file carries __metadata__ {"format": "pt"}. A run that
+ *   yields a single shard writes model.safetensors and no index.
+ * - Atomicity: everything is written into OUT.tmp-XXXXXX beside OUT, which is renamed to OUT at
+ *   the end. On failure nothing named OUT or OUT.tmp-* is left; sy_remove_temporaries() does the
+ *   same from a signal handler. An existing non-empty OUT is refused unless force is set; then
+ *   it must hold only files (no sub-folders), and is replaced as a whole.
+ */
+#ifndef QKIT_CONVERT_SYNTH_H
+#define QKIT_CONVERT_SYNTH_H
+
+#include <cJSON.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../formats/safetensors.h"
+#include "../quant/status.h"
+
+#define SY_NAME_MAX 80
+#define SY_MAX_SHARDS 99999 /* the five digits of model-00001-of-00002.safetensors */
+
+/* The hyper-parameters the weights depend on. */
+typedef struct {
+    const char *arch; /* canonical name, e.g. "Qwen2ForCausalLM"; static storage */
+    int64_t hidden, intermediate, n_layers, n_heads, n_kv_heads, head_dim, vocab;
+    int tied;     /* tie_word_embeddings: no lm_head.weight */
+    int qkv_bias; /* q/k/v_proj.bias */
+    int o_bias;   /* o_proj.bias */
+    int mlp_bias; /* gate/up/down_proj.bias */
+    int qk_norm;  /* q_norm/k_norm over head_dim */
+    float init_std;
+} sy_arch;
+
+/* Reads and checks the hyper-parameters of a parsed config.json; path is used in messages.
+ * QK_EUNSUPPORTED for an architecture other than those in sy_supported_archs(), QK_EFORMAT for a
+ * missing or mistyped field, QK_ERANGE for nonsense sizes. */
+int sy_arch_from_config(sy_arch *out, const cJSON *config, const char *path, qk_err *err);
+
+/* "LlamaForCausalLM, MistralForCausalLM, ..." for messages and usage text. */
+const char *sy_supported_archs(void);
+
+typedef struct {
+    char name[SY_NAME_MAX];
+    int n_dims;       /* 1 or 2 */
+    int64_t shape[2]; /* HF order: [out_features, in_features] for a Linear weight */
+    float mean, std;
+} sy_tensor;
+
+/* The tensors of arch in model order, in *out (malloc'd; the caller frees it). */
+int sy_arch_tensors(const sy_arch *arch, sy_tensor **out, size_t *n, qk_err *err);
+
+/* The generator itself, exposed so tests can compare files against it: writes elements
+ * [first, first + n) of the tensor with key `key` (sy_tensor_key) into out, as dtype ST_F32,
+ * ST_F16 or ST_BF16. Parallel over n with OpenMP; the result does not depend on the split. */
+uint64_t sy_tensor_key(uint64_t seed, const char *name);
+void sy_fill(uint64_t key, uint64_t first, size_t n, float mean, float std, st_dtype dtype,
+             void *out /* [n] elements of dtype */);
+
+typedef void (*sy_progress_fn)(void *ud, uint64_t bytes_done, uint64_t bytes_total);
+
+typedef struct {
+    const char *config_path;   /* config.json to imitate */
+    const char *tokenizer_dir; /* NULL: the config's folder */
+    const char *out_dir;
+    int64_t layers;            /* 0: keep num_hidden_layers */
+    st_dtype dtype;            /* ST_F32, ST_F16 or ST_BF16 */
+    uint64_t seed;
+    int64_t shards;            /* 0: none asked; N: exactly N files (balanced by bytes) */
+    uint64_t max_shard_size;   /* 0: none; else bytes per shard, as save_pretrained splits */
+    int force;                 /* replace a non-empty out_dir */
+    sy_progress_fn progress;   /* may be NULL; called from the calling thread */
+    void *progress_ud;
+} sy_options;
+
+typedef struct {
+    sy_arch arch;            /* after --layers */
+    size_t n_tensors;
+    uint64_t n_params, n_bytes;
+    int64_t n_files;         /* safetensors files written */
+    int n_tokenizer_files;   /* copied; 0 is allowed when tokenizer_dir was not given */
+} sy_result;
+
+/* Writes the checkpoint. Exactly one of shards/max_shard_size may be non-zero. */
+int sy_synth(const sy_options *opt, sy_result *res, qk_err *err);
+
+/* Async-signal-safe: removes the files and temporary folder of a sy_synth() in progress (call
+ * after of_remove_all_temporaries()). */
+void sy_remove_temporaries(void);
+
+#endif

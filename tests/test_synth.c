@@ -1,0 +1,1107 @@
+/* test_synth.c — qkit synth: tensor tables checked against real configs and published parameter
+ * counts, written checkpoints read back through the safetensors reader, determinism across runs,
+ * threads, dtypes and shard layouts, and one test per bad input. */
+#include "tu.h"
+
+#include <cJSON.h>
+#include <dirent.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include "../convert/synth.h"
+#include "../formats/outfile.h"
+#include "../formats/safetensors.h"
+#include "../quant/fp16.h"
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static cJSON *load_json(const char *path)
+{
+    size_t n;
+    char *text = tu_read(path, &n);
+    cJSON *j = cJSON_ParseWithLength(text, n);
+    free(text);
+    assert_non_null(j);
+    return j;
+}
+
+static const char *make_dir(const char *name)
+{
+    const char *d = tu_tmp(name);
+    assert_int_equal(mkdir(d, 0755), 0);
+    return d;
+}
+
+static const char *join(const char *dir, const char *name)
+{
+    static char buf[8][4096];
+    static int slot;
+    char *p = buf[slot++ & 7];
+    snprintf(p, sizeof buf[0], "%s/%s", dir, name);
+    return p;
+}
+
+/* A folder holding config.json with this text; returns the config's path. */
+static const char *config_text(const char *name, const char *json)
+{
+    const char *dir = make_dir(name);
+    const char *p = join(dir, "config.json");
+    tu_write(p, json, strlen(json));
+    return p;
+}
+
+/* A small config; head_dim 0 leaves it out, extra is appended inside the object. */
+static const char *config_small(const char *name, const char *arch, int hidden, int heads, int kv,
+                                int head_dim, const char *extra)
+{
+    char json[2048], hd[64] = "";
+    if (head_dim)
+        snprintf(hd, sizeof hd, "\"head_dim\": %d, ", head_dim);
+    snprintf(json, sizeof json,
+             "{\"architectures\": [\"%s\"], \"hidden_size\": %d, \"intermediate_size\": 160, "
+             "\"num_hidden_layers\": 2, \"num_attention_heads\": %d, \"num_key_value_heads\": %d, "
+             "%s\"vocab_size\": 300, \"rms_norm_eps\": 1e-05, \"rope_theta\": 10000.0%s%s}",
+             arch, hidden, heads, kv, hd, extra ? ", " : "", extra ? extra : "");
+    return config_text(name, json);
+}
+
+static sy_options opts(const char *config, const char *out)
+{
+    return (sy_options){.config_path = config, .out_dir = out, .dtype = ST_BF16, .seed = 7};
+}
+
+static void synth_ok(const sy_options *o, sy_result *r)
+{
+    qk_err err = {{0}};
+    int rc = sy_synth(o, r, &err);
+    if (rc != QK_OK)
+        fail_msg("sy_synth: %s", err.msg);
+}
+
+/* Runs a synth expected to fail with code and a message holding fragment; checks nothing named
+ * out or out.tmp-* is left behind. */
+static void synth_fails(const sy_options *o, int code, const char *fragment)
+{
+    qk_err err = {{0}};
+    sy_result r;
+    int rc = sy_synth(o, &r, &err);
+    if (rc != code || !strstr(err.msg, fragment))
+        fail_msg("expected %d with '%s', got %d: %s", code, fragment, rc, err.msg);
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%s", o->out_dir);
+    char *slash = strrchr(parent, '/');
+    assert_non_null(slash);
+    const char *base = o->out_dir + (slash - parent) + 1;
+    *slash = 0;
+    DIR *d = opendir(parent);
+    assert_non_null(d);
+    struct dirent *e;
+    char tmp_prefix[512];
+    snprintf(tmp_prefix, sizeof tmp_prefix, "%s.tmp-", base);
+    while ((e = readdir(d)))
+        if (!strncmp(e->d_name, tmp_prefix, strlen(tmp_prefix)))
+            fail_msg("left behind: %s", e->d_name);
+    closedir(d);
+}
+
+static void expect_shape(const st_model *m, const char *name, int64_t d0, int64_t d1)
+{
+    const st_tensor *t = st_model_find(m, name);
+    if (!t)
+        fail_msg("tensor '%s' missing", name);
+    assert_int_equal(t->n_dims, d1 ? 2 : 1);
+    assert_int_equal(t->shape[0], d0);
+    if (d1)
+        assert_int_equal(t->shape[1], d1);
+}
+
+static int files_equal(const char *a, const char *b)
+{
+    size_t na, nb;
+    void *pa = tu_read(a, &na), *pb = tu_read(b, &nb);
+    int eq = na == nb && memcmp(pa, pb, na) == 0;
+    free(pa);
+    free(pb);
+    return eq;
+}
+
+static float value_at(const st_tensor *t, uint64_t i)
+{
+    const uint16_t *h = t->data;
+    switch (t->dtype) {
+    case ST_F32: return ((const float *)t->data)[i];
+    case ST_F16: return q_fp16_to_fp32(h[i]);
+    default: return q_bf16_to_fp32(h[i]);
+    }
+}
+
+/* ---- hyper-parameters and tensor tables from real configs --------------------------------- */
+
+typedef struct {
+    sy_arch a;
+    sy_tensor *t;
+    size_t n;
+    uint64_t params;
+} table;
+
+static int table_of(const char *config_path, table *tb, qk_err *err)
+{
+    cJSON *cfg = load_json(config_path);
+    memset(tb, 0, sizeof *tb);
+    int rc = sy_arch_from_config(&tb->a, cfg, config_path, err);
+    cJSON_Delete(cfg);
+    if (rc == QK_OK)
+        rc = sy_arch_tensors(&tb->a, &tb->t, &tb->n, err);
+    for (size_t i = 0; rc == QK_OK && i < tb->n; i++)
+        tb->params += (uint64_t)tb->t[i].shape[0] * (uint64_t)(tb->t[i].n_dims == 2 ? tb->t[i].shape[1] : 1);
+    return rc;
+}
+
+static const sy_tensor *table_find(const table *tb, const char *name)
+{
+    for (size_t i = 0; i < tb->n; i++)
+        if (!strcmp(tb->t[i].name, name))
+            return &tb->t[i];
+    return NULL;
+}
+
+static void table_shape(const table *tb, const char *name, int64_t d0, int64_t d1)
+{
+    const sy_tensor *t = table_find(tb, name);
+    if (!t)
+        fail_msg("tensor '%s' missing", name);
+    assert_int_equal(t->n_dims, d1 ? 2 : 1);
+    assert_int_equal(t->shape[0], d0);
+    assert_int_equal(t->shape[1], d1);
+}
+
+static void table_real(const char *rel, table *tb)
+{
+    qk_err err = {{0}};
+    if (table_of(rel, tb, &err) != QK_OK)
+        fail_msg("%s", err.msg);
+}
+
+/* Published parameter counts (model cards / HF "Safetensors" box) are independent anchors. */
+static void test_table_tinyllama(void **state)
+{
+    (void)state;
+    TU_SHARED(p, "hf-configs/TinyLlama-1.1B-Chat-v1.0/config.json");
+    table tb;
+    table_real(p, &tb);
+    assert_string_equal(tb.a.arch, "LlamaForCausalLM");
+    assert_int_equal(tb.a.head_dim, 64);
+    assert_int_equal(tb.n, 1 + 22 * 9 + 2);
+    assert_true(tb.params == 1100048384ull);
+    table_shape(&tb, "model.layers.21.self_attn.k_proj.weight", 256, 2048);
+    table_shape(&tb, "model.layers.0.mlp.down_proj.weight", 2048, 5632);
+    table_shape(&tb, "lm_head.weight", 32000, 2048);
+    assert_null(table_find(&tb, "model.layers.0.self_attn.q_proj.bias"));
+    free(tb.t);
+}
+
+static void test_table_qwen25_biases_tied(void **state)
+{
+    (void)state;
+    TU_SHARED(p, "hf-configs/Qwen2.5-0.5B-Instruct/config.json");
+    table tb;
+    table_real(p, &tb);
+    assert_int_equal(tb.n, 1 + 24 * 12 + 1);
+    assert_true(tb.params == 494032768ull);
+    table_shape(&tb, "model.layers.3.self_attn.q_proj.bias", 896, 0);
+    table_shape(&tb, "model.layers.3.self_attn.k_proj.bias", 128, 0);
+    table_shape(&tb, "model.layers.3.self_attn.v_proj.bias", 128, 0);
+    assert_null(table_find(&tb, "model.layers.3.self_attn.o_proj.bias"));
+    assert_null(table_find(&tb, "lm_head.weight"));
+    tu_assert_near(tb.t[0].std, 0.02, 1e-9);
+    free(tb.t);
+}
+
+static void test_table_qwen3_head_dim_qk_norm(void **state)
+{
+    (void)state;
+    TU_SHARED(p, "hf-configs/Qwen3-0.6B/config.json");
+    table tb;
+    table_real(p, &tb);
+    assert_int_equal(tb.n, 1 + 28 * 11 + 1);
+    assert_true(tb.params == 596049920ull);
+    table_shape(&tb, "model.layers.0.self_attn.q_proj.weight", 2048, 1024);
+    table_shape(&tb, "model.layers.0.self_attn.o_proj.weight", 1024, 2048);
+    table_shape(&tb, "model.layers.27.self_attn.q_norm.weight", 128, 0);
+    table_shape(&tb, "model.layers.27.self_attn.k_norm.weight", 128, 0);
+    const sy_tensor *qn = table_find(&tb, "model.layers.27.self_attn.q_norm.weight");
+    tu_assert_near(qn->mean, 1.0, 0);
+    assert_null(table_find(&tb, "lm_head.weight"));
+    free(tb.t);
+}
+
+static void test_table_smollm2_rope_parameters(void **state)
+{
+    (void)state;
+    TU_SHARED(p, "hf-configs/SmolLM2-135M/config.json");
+    table tb;
+    table_real(p, &tb);
+    assert_true(tb.params == 134515008ull);
+    assert_true(tb.a.tied);
+    tu_assert_near(tb.t[0].std, 0.041666666666666664, 1e-8);
+    free(tb.t);
+}
+
+static void test_table_llama32(void **state)
+{
+    (void)state;
+    TU_SHARED(p, "hf-configs/Llama-3.2-1B/config.json");
+    table tb;
+    table_real(p, &tb);
+    assert_true(tb.params == 1235814400ull);
+    free(tb.t);
+}
+
+/* The real shard index of a Mistral checkpoint names every tensor the model has, and its
+ * total_size is the bf16 byte count: both must match the table exactly. */
+static void check_against_index(const table *tb, const char *index_path, uint64_t bytes_per)
+{
+    cJSON *idx = load_json(index_path);
+    const cJSON *wm = cJSON_GetObjectItem(idx, "weight_map");
+    const cJSON *ts = cJSON_GetObjectItem(cJSON_GetObjectItem(idx, "metadata"), "total_size");
+    assert_int_equal((size_t)cJSON_GetArraySize(wm), tb->n);
+    for (size_t i = 0; i < tb->n; i++)
+        if (!cJSON_GetObjectItemCaseSensitive(wm, tb->t[i].name))
+            fail_msg("'%s' is not in %s", tb->t[i].name, index_path);
+    assert_true((double)(tb->params * bytes_per) == ts->valuedouble);
+    cJSON_Delete(idx);
+}
+
+static void test_table_mistral24b_matches_real_index(void **state)
+{
+    (void)state;
+    TU_SHARED(p, "hf-configs/Dolphin3.0-R1-Mistral-24B/config.json");
+    TU_SHARED(ip, "hf-configs/Dolphin3.0-R1-Mistral-24B/model.safetensors.index.json");
+    table tb;
+    table_real(p, &tb);
+    table_shape(&tb, "model.layers.0.self_attn.q_proj.weight", 4096, 5120); /* head_dim 128 */
+    check_against_index(&tb, ip, 2);
+    free(tb.t);
+}
+
+/* SmolLM3 stores Llama's tensors (its differences are in RoPE); read as a Llama config, the
+ * table must equal its official index. Its config leaves tie_word_embeddings to SmolLM3's
+ * default, true, where Llama's default is false: the copy spells it out. */
+static void test_table_smollm3_as_llama_matches_real_index(void **state)
+{
+    (void)state;
+    TU_SHARED(p, "hf-configs/SmolLM3-3B/config.json");
+    TU_SHARED(ip, "hf-configs/SmolLM3-3B/model.safetensors.index.json");
+    cJSON *cfg = load_json(p);
+    cJSON_ReplaceItemInObject(cfg, "architectures",
+                              cJSON_CreateStringArray((const char *[]){"LlamaForCausalLM"}, 1));
+    cJSON_AddTrueToObject(cfg, "tie_word_embeddings");
+    char *text = cJSON_Print(cfg);
+    const char *cp = config_text("smollm3", text);
+    cJSON_free(text);
+    cJSON_Delete(cfg);
+    table tb;
+    table_real(cp, &tb);
+    check_against_index(&tb, ip, 2);
+    free(tb.t);
+}
+
+static void test_supported_list_names_every_arch(void **state)
+{
+    (void)state;
+    char list[256];
+    snprintf(list, sizeof list, "%s", sy_supported_archs());
+    int n = 0;
+    for (char *tok = strtok(list, ", "); tok; tok = strtok(NULL, ", "), n++) {
+        char name[64];
+        snprintf(name, sizeof name, "arch%d", n);
+        table tb;
+        qk_err err = {{0}};
+        if (table_of(config_small(name, tok, 64, 4, 2, 16, NULL), &tb, &err) != QK_OK)
+            fail_msg("%s: %s", tok, err.msg);
+        assert_string_equal(tb.a.arch, tok);
+        free(tb.t);
+    }
+    assert_int_equal(n, 4);
+}
+
+/* ---- written checkpoints ------------------------------------------------------------------ */
+
+static void expect_layer_common(const st_model *m, int l, int64_t h, int64_t q, int64_t kv)
+{
+    char n[128];
+#define L(s) (snprintf(n, sizeof n, "model.layers.%d.%s", l, s), n)
+    expect_shape(m, L("self_attn.q_proj.weight"), q, h);
+    expect_shape(m, L("self_attn.k_proj.weight"), kv, h);
+    expect_shape(m, L("self_attn.v_proj.weight"), kv, h);
+    expect_shape(m, L("self_attn.o_proj.weight"), h, q);
+    expect_shape(m, L("mlp.gate_proj.weight"), 160, h);
+    expect_shape(m, L("mlp.up_proj.weight"), 160, h);
+    expect_shape(m, L("mlp.down_proj.weight"), h, 160);
+    expect_shape(m, L("input_layernorm.weight"), h, 0);
+    expect_shape(m, L("post_attention_layernorm.weight"), h, 0);
+#undef L
+}
+
+static st_model *open_model(const char *path)
+{
+    st_model *m;
+    qk_err err = {{0}};
+    if (st_model_open(&m, path, &err) != QK_OK)
+        fail_msg("%s", err.msg);
+    return m;
+}
+
+static void test_write_llama_untied(void **state)
+{
+    (void)state;
+    const char *cfg = config_small("llama", "LlamaForCausalLM", 64, 4, 2, 0, NULL);
+    const char *out = tu_tmp("llama-out");
+    sy_options o = opts(cfg, out);
+    sy_result r;
+    synth_ok(&o, &r);
+    assert_int_equal(r.n_files, 1);
+    assert_false(tu_exists(join(out, "model.safetensors.index.json")));
+    st_model *m = open_model(join(out, "model.safetensors"));
+    assert_int_equal(st_model_n_tensors(m), 1 + 2 * 9 + 2);
+    for (int l = 0; l < 2; l++)
+        expect_layer_common(m, l, 64, 64, 32);
+    expect_shape(m, "model.embed_tokens.weight", 300, 64);
+    expect_shape(m, "model.norm.weight", 64, 0);
+    expect_shape(m, "lm_head.weight", 300, 64);
+    for (size_t i = 0; i < st_model_n_tensors(m); i++)
+        assert_int_equal(st_model_tensor(m, i)->dtype, ST_BF16);
+    assert_int_equal(st_model_n_meta(m), 1);
+    assert_string_equal(st_model_meta_key(m, 0), "format");
+    assert_string_equal(st_model_meta_value(m, 0), "pt");
+    /* safetensors stores names sorted: layers.1 before lm_head, embed before layers */
+    for (size_t i = 1; i < st_model_n_tensors(m); i++)
+        assert_true(strcmp(st_model_tensor(m, i - 1)->name, st_model_tensor(m, i)->name) < 0);
+    assert_true(r.n_params == st_model_data_bytes(m) / 2);
+    st_model_close(m);
+}
+
+static void test_write_qwen2_biases_tied(void **state)
+{
+    (void)state;
+    const char *cfg = config_small("qwen2", "Qwen2ForCausalLM", 64, 4, 2, 0,
+                                   "\"tie_word_embeddings\": true");
+    const char *out = tu_tmp("qwen2-out");
+    sy_options o = opts(cfg, out);
+    sy_result r;
+    synth_ok(&o, &r);
+    st_model *m = open_model(out);
+    assert_int_equal(st_model_n_tensors(m), 1 + 2 * 12 + 1);
+    expect_layer_common(m, 1, 64, 64, 32);
+    expect_shape(m, "model.layers.1.self_attn.q_proj.bias", 64, 0);
+    expect_shape(m, "model.layers.1.self_attn.k_proj.bias", 32, 0);
+    expect_shape(m, "model.layers.1.self_attn.v_proj.bias", 32, 0);
+    assert_null(st_model_find(m, "model.layers.1.self_attn.o_proj.bias"));
+    assert_null(st_model_find(m, "lm_head.weight"));
+    st_model_close(m);
+}
+
+static void test_write_qwen3_decoupled_head_dim(void **state)
+{
+    (void)state;
+    const char *cfg = config_small("qwen3", "Qwen3ForCausalLM", 64, 4, 2, 24,
+                                   "\"tie_word_embeddings\": true, \"attention_bias\": false");
+    const char *out = tu_tmp("qwen3-out");
+    sy_options o = opts(cfg, out);
+    sy_result r;
+    synth_ok(&o, &r);
+    st_model *m = open_model(out);
+    assert_int_equal(st_model_n_tensors(m), 1 + 2 * 11 + 1);
+    expect_layer_common(m, 0, 64, 96, 48);
+    expect_shape(m, "model.layers.0.self_attn.q_norm.weight", 24, 0);
+    expect_shape(m, "model.layers.0.self_attn.k_norm.weight", 24, 0);
+    assert_null(st_model_find(m, "model.layers.0.self_attn.q_proj.bias"));
+    assert_null(st_model_find(m, "lm_head.weight"));
+    st_model_close(m);
+}
+
+static void test_write_mistral_and_llama_biases(void **state)
+{
+    (void)state;
+    const char *cfg = config_small("mistral", "MistralForCausalLM", 64, 4, 1, 32, NULL);
+    const char *out = tu_tmp("mistral-out");
+    sy_options o = opts(cfg, out);
+    sy_result r;
+    synth_ok(&o, &r);
+    st_model *m = open_model(out);
+    assert_int_equal(st_model_n_tensors(m), 1 + 2 * 9 + 2);
+    expect_layer_common(m, 1, 64, 128, 32);
+    st_model_close(m);
+
+    cfg = config_small("llama-b", "LlamaForCausalLM", 64, 4, 2, 0,
+                       "\"attention_bias\": true, \"mlp_bias\": true");
+    out = tu_tmp("llama-b-out");
+    o = opts(cfg, out);
+    synth_ok(&o, &r);
+    m = open_model(out);
+    assert_int_equal(st_model_n_tensors(m), 1 + 2 * 16 + 2);
+    expect_shape(m, "model.layers.0.self_attn.o_proj.bias", 64, 0);
+    expect_shape(m, "model.layers.0.mlp.gate_proj.bias", 160, 0);
+    expect_shape(m, "model.layers.0.mlp.down_proj.bias", 64, 0);
+    st_model_close(m);
+}
+
+static void test_config_rewritten(void **state)
+{
+    (void)state;
+    const char *cfg = config_small("cfgout", "LlamaForCausalLM", 64, 4, 2, 0,
+                                   "\"dtype\": \"float32\", \"rope_parameters\": {\"rope_theta\": "
+                                   "100000, \"rope_type\": \"default\"}, \"layer_types\": "
+                                   "[\"full_attention\", \"sliding_attention\"]");
+    const char *out = tu_tmp("cfgout-out");
+    sy_options o = opts(cfg, out);
+    o.layers = 3;
+    o.dtype = ST_F16;
+    sy_result r;
+    synth_ok(&o, &r);
+    assert_int_equal(r.arch.n_layers, 3);
+    cJSON *c = load_json(join(out, "config.json"));
+    assert_int_equal(cJSON_GetObjectItem(c, "num_hidden_layers")->valueint, 3);
+    assert_string_equal(cJSON_GetObjectItem(c, "dtype")->valuestring, "float16");
+    assert_null(cJSON_GetObjectItem(c, "torch_dtype"));
+    const cJSON *lt = cJSON_GetObjectItem(c, "layer_types");
+    assert_int_equal(cJSON_GetArraySize(lt), 3);
+    assert_string_equal(cJSON_GetArrayItem(lt, 2)->valuestring, "full_attention");
+    const cJSON *rp = cJSON_GetObjectItem(c, "rope_parameters");
+    assert_int_equal(cJSON_GetObjectItem(rp, "rope_theta")->valueint, 100000);
+    assert_int_equal(cJSON_GetObjectItem(c, "vocab_size")->valueint, 300);
+    cJSON_Delete(c);
+    st_model *m = open_model(out);
+    assert_non_null(st_model_find(m, "model.layers.2.mlp.up_proj.weight"));
+    assert_null(st_model_find(m, "model.layers.3.mlp.up_proj.weight"));
+    assert_int_equal(st_model_tensor(m, 0)->dtype, ST_F16);
+    st_model_close(m);
+}
+
+static void test_config_gets_torch_dtype_when_absent(void **state)
+{
+    (void)state;
+    const char *cfg = config_small("cfgtd", "LlamaForCausalLM", 64, 4, 2, 0, NULL);
+    const char *out = tu_tmp("cfgtd-out");
+    sy_options o = opts(cfg, out);
+    sy_result r;
+    synth_ok(&o, &r);
+    cJSON *c = load_json(join(out, "config.json"));
+    assert_string_equal(cJSON_GetObjectItem(c, "torch_dtype")->valuestring, "bfloat16");
+    assert_int_equal(cJSON_GetObjectItem(c, "num_hidden_layers")->valueint, 2);
+    cJSON_Delete(c);
+}
+
+/* ---- values ------------------------------------------------------------------------------- */
+
+/* Wide enough for the parallel path (the 300 x 256 embeddings pass 65536 elements) and for
+ * tight statistics. */
+static const char *config_big(const char *name)
+{
+    return config_small(name, "LlamaForCausalLM", 256, 4, 2, 0, "\"initializer_range\": 0.03");
+}
+
+static void stats(const st_tensor *t, double *mean, double *sd, double *maxdev, double center)
+{
+    double s = 0, s2 = 0, mx = 0;
+    for (uint64_t i = 0; i < t->n_elements; i++) {
+        double v = value_at(t, i);
+        assert_true(isfinite(v));
+        s += v;
+        s2 += v * v;
+        if (fabs(v - center) > mx)
+            mx = fabs(v - center);
+    }
+    *mean = s / (double)t->n_elements;
+    *sd = sqrt(s2 / (double)t->n_elements - *mean * *mean);
+    *maxdev = mx;
+}
+
+static void test_value_statistics(void **state)
+{
+    (void)state;
+    const char *out = tu_tmp("stats-out");
+    sy_options o = opts(config_big("stats"), out);
+    o.dtype = ST_F32;
+    sy_result r;
+    synth_ok(&o, &r);
+    st_model *m = open_model(out);
+    double mean, sd, mx;
+    const st_tensor *g = st_model_find(m, "model.layers.1.mlp.gate_proj.weight");
+    assert_int_equal(g->n_elements, 160 * 256);
+    stats(g, &mean, &sd, &mx, 0);
+    /* 40960 samples: the mean's standard error is sd/202, the sd's about sd/sqrt(2n) = sd/286 */
+    tu_assert_near(mean, 0, 5 * 0.03 / 202);
+    tu_assert_near(sd, 0.03, 5 * 0.03 / 286);
+    assert_true(mx <= 0.03 * 2 * sqrt(3.0) * 1.0001); /* Irwin–Hall bound */
+    assert_true(mx > 0.03 * 2.5);                      /* but tails do reach out */
+    const st_tensor *e = st_model_find(m, "model.embed_tokens.weight");
+    stats(e, &mean, &sd, &mx, 0);
+    tu_assert_near(sd, 0.03, 5 * 0.03 / 392); /* 76800 samples */
+    const st_tensor *nrm = st_model_find(m, "model.layers.0.input_layernorm.weight");
+    stats(nrm, &mean, &sd, &mx, 1.0);
+    tu_assert_near(mean, 1.0, 5 * 0.03 / 16);
+    assert_true(mx <= 0.03 * 2 * sqrt(3.0) * 1.0001);
+    /* two matrices are not the same numbers */
+    const st_tensor *u = st_model_find(m, "model.layers.1.mlp.up_proj.weight");
+    assert_memory_not_equal(g->data, u->data, 1024);
+    st_model_close(m);
+}
+
+static void synth_to(const char *cfg, const char *out, int threads, st_dtype dt, uint64_t seed,
+                     int64_t layers)
+{
+    sy_options o = opts(cfg, out);
+    o.dtype = dt;
+    o.seed = seed;
+    o.layers = layers;
+    sy_result r;
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    synth_ok(&o, &r);
+    omp_set_num_threads(saved);
+}
+
+static void test_same_args_same_bytes_any_threads(void **state)
+{
+    (void)state;
+    const char *cfg = config_big("det");
+    synth_to(cfg, tu_tmp("det-a"), 1, ST_BF16, 7, 0);
+    synth_to(cfg, tu_tmp("det-b"), 2, ST_BF16, 7, 0);
+    synth_to(cfg, tu_tmp("det-c"), 3, ST_BF16, 7, 0);
+    assert_true(files_equal(join(tu_tmp("det-a"), "model.safetensors"),
+                            join(tu_tmp("det-b"), "model.safetensors")));
+    assert_true(files_equal(join(tu_tmp("det-a"), "model.safetensors"),
+                            join(tu_tmp("det-c"), "model.safetensors")));
+    assert_true(files_equal(join(tu_tmp("det-a"), "config.json"),
+                            join(tu_tmp("det-c"), "config.json")));
+    synth_to(cfg, tu_tmp("det-s"), 2, ST_BF16, 8, 0);
+    assert_false(files_equal(join(tu_tmp("det-a"), "model.safetensors"),
+                             join(tu_tmp("det-s"), "model.safetensors")));
+}
+
+/* One set of numbers, rounded per dtype; and a layer's values do not depend on how many
+ * layers the run has. */
+static void test_dtypes_and_layers_share_values(void **state)
+{
+    (void)state;
+    const char *cfg = config_big("dt");
+    synth_to(cfg, tu_tmp("dt-f32"), 2, ST_F32, 1, 1);
+    synth_to(cfg, tu_tmp("dt-f16"), 2, ST_F16, 1, 1);
+    synth_to(cfg, tu_tmp("dt-bf16"), 2, ST_BF16, 1, 2);
+    st_model *a = open_model(tu_tmp("dt-f32")), *h = open_model(tu_tmp("dt-f16")),
+             *b = open_model(tu_tmp("dt-bf16"));
+    assert_int_equal(st_model_n_tensors(a), 1 + 9 + 2);
+    assert_int_equal(st_model_n_tensors(b), 1 + 18 + 2);
+    for (size_t i = 0; i < st_model_n_tensors(a); i++) {
+        const st_tensor *ta = st_model_tensor(a, i);
+        const st_tensor *th = st_model_find(h, ta->name), *tb = st_model_find(b, ta->name);
+        assert_non_null(th);
+        assert_non_null(tb);
+        const float *f = ta->data;
+        const uint16_t *hh = th->data, *bb = tb->data;
+        for (uint64_t k = 0; k < ta->n_elements; k++) {
+            if (hh[k] != q_fp32_to_fp16(f[k]) || bb[k] != q_fp32_to_bf16(f[k]))
+                fail_msg("%s[%llu]: f32 %.9g, f16 %04x, bf16 %04x", ta->name,
+                         (unsigned long long)k, f[k], hh[k], bb[k]);
+        }
+    }
+    st_model_close(a);
+    st_model_close(h);
+    st_model_close(b);
+}
+
+static void test_fill_split_independent(void **state)
+{
+    (void)state;
+    enum { N = 200003 };
+    float *one = malloc(N * sizeof *one), *parts = malloc(N * sizeof *parts);
+    assert_non_null(one);
+    assert_non_null(parts);
+    uint64_t key = sy_tensor_key(42, "model.layers.0.mlp.up_proj.weight");
+    sy_fill(key, 0, N, 0.0f, 0.02f, ST_F32, one);
+    sy_fill(key, 0, 77777, 0.0f, 0.02f, ST_F32, parts);
+    sy_fill(key, 77777, N - 77777, 0.0f, 0.02f, ST_F32, parts + 77777);
+    assert_memory_equal(one, parts, N * sizeof *one);
+    assert_true(sy_tensor_key(42, "a") != sy_tensor_key(43, "a"));
+    assert_true(sy_tensor_key(42, "a") != sy_tensor_key(42, "b"));
+    free(one);
+    free(parts);
+}
+
+/* ---- shards ------------------------------------------------------------------------------- */
+
+static void expect_same_tensors(const st_model *a, const st_model *b)
+{
+    assert_int_equal(st_model_n_tensors(a), st_model_n_tensors(b));
+    for (size_t i = 0; i < st_model_n_tensors(a); i++) {
+        const st_tensor *ta = st_model_tensor(a, i), *tb = st_model_find(b, ta->name);
+        assert_non_null(tb);
+        assert_int_equal(ta->nbytes, tb->nbytes);
+        assert_memory_equal(ta->data, tb->data, ta->nbytes);
+    }
+}
+
+static void test_shards_by_count(void **state)
+{
+    (void)state;
+    const char *cfg = config_small("sh", "Qwen2ForCausalLM", 64, 4, 2, 0, NULL);
+    const char *single = tu_tmp("sh-1"), *out = tu_tmp("sh-3");
+    sy_options o = opts(cfg, single);
+    sy_result r;
+    synth_ok(&o, &r);
+    o.out_dir = out;
+    o.shards = 3;
+    synth_ok(&o, &r);
+    assert_int_equal(r.n_files, 3);
+    assert_false(tu_exists(join(out, "model.safetensors")));
+    const char *names[] = {"model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
+                           "model-00003-of-00003.safetensors"};
+    st_model *m = open_model(out), *s = open_model(single);
+    assert_int_equal(st_model_n_files(m), 3);
+    for (int i = 0; i < 3; i++) {
+        st_model *part = open_model(join(out, names[i]));
+        assert_true(st_model_n_tensors(part) > 0);
+        st_model_close(part);
+    }
+    expect_same_tensors(m, s);
+    int found = 0;
+    for (size_t i = 0; i < st_model_n_index_meta(m); i++) {
+        if (!strcmp(st_model_index_meta_key(m, i), "total_size")) {
+            assert_true(strtoull(st_model_index_meta_value(m, i), NULL, 10) ==
+                        st_model_data_bytes(s));
+            found++;
+        }
+    }
+    assert_int_equal(found, 1);
+    st_model_close(m);
+    st_model_close(s);
+}
+
+/* save_pretrained's rule: a file closes when the next tensor would take it past the limit. */
+static void test_shards_by_max_size(void **state)
+{
+    (void)state;
+    const char *cfg = config_small("ms", "LlamaForCausalLM", 64, 4, 2, 0, NULL);
+    const char *out = tu_tmp("ms-out");
+    sy_options o = opts(cfg, out);
+    o.max_shard_size = 40000; /* bf16: embed 38400, q 8192, gate 20480 ... */
+    sy_result r;
+    synth_ok(&o, &r);
+    assert_true(r.n_files > 2);
+    st_model *m = open_model(out);
+    assert_int_equal(st_model_n_files(m), (size_t)r.n_files);
+    uint64_t total = 0;
+    for (size_t f = 0; f < st_model_n_files(m); f++) {
+        st_model *part = open_model(st_model_file_path(m, f));
+        uint64_t bytes = st_model_data_bytes(part);
+        total += bytes;
+        assert_true(bytes <= 40000 || st_model_n_tensors(part) == 1);
+        st_model_close(part);
+    }
+    assert_true(total == st_model_data_bytes(m));
+    st_model_close(m);
+}
+
+static void test_shard_count_above_tensor_count(void **state)
+{
+    (void)state;
+    const char *cfg = config_small("shbad", "LlamaForCausalLM", 64, 4, 2, 0, NULL);
+    sy_options o = opts(cfg, tu_tmp("shbad-out"));
+    o.shards = 22;
+    synth_fails(&o, QK_ERANGE, "22 shards asked but the model has only 21 tensors");
+    assert_false(tu_exists(o.out_dir));
+}
+
+/* ---- tokenizer files ---------------------------------------------------------------------- */
+
+static void test_tokenizer_copied_from_config_folder(void **state)
+{
+    (void)state;
+    const char *cfg = config_small("tokcfg", "LlamaForCausalLM", 64, 4, 2, 0, NULL);
+    const char *dir = tu_tmp("tokcfg");
+    tu_write(join(dir, "tokenizer.json"), "{\"model\": {}}", 13);
+    tu_write(join(dir, "merges.txt"), "#version: 0.2\na b\n", 18);
+    tu_write(join(dir, "README.md"), "not a tokenizer", 15);
+    const char *out = tu_tmp("tokcfg-out");
+    sy_options o = opts(cfg, out);
+    sy_result r;
+    synth_ok(&o, &r);
+    assert_int_equal(r.n_tokenizer_files, 2);
+    assert_true(files_equal(join(dir, "tokenizer.json"), join(out, "tokenizer.json")));
+    assert_true(files_equal(join(dir, "merges.txt"), join(out, "merges.txt")));
+    assert_false(tu_exists(join(out, "README.md")));
+}
+
+static void test_tokenizer_from_real_folder(void **state)
+{
+    (void)state;
+    TU_SHARED(tl, "hf-configs/TinyLlama-1.1B-Chat-v1.0");
+    const char *cfg = config_small("tokreal", "LlamaForCausalLM", 64, 4, 2, 0, NULL);
+    const char *out = tu_tmp("tokreal-out");
+    sy_options o = opts(cfg, out);
+    o.tokenizer_dir = tl;
+    sy_result r;
+    synth_ok(&o, &r);
+    const char *files[] = {"tokenizer.json", "tokenizer.model", "tokenizer_config.json",
+                           "special_tokens_map.json", "chat_template.jinja",
+                           "generation_config.json"};
+    assert_int_equal(r.n_tokenizer_files, 6);
+    for (size_t i = 0; i < 6; i++)
+        assert_true(files_equal(join(tl, files[i]), join(out, files[i])));
+    /* the config is ours, not the tokenizer folder's */
+    cJSON *c = load_json(join(out, "config.json"));
+    assert_int_equal(cJSON_GetObjectItem(c, "hidden_size")->valueint, 64);
+    cJSON_Delete(c);
+}
+
+static void test_tokenizer_folder_without_files(void **state)
+{
+    (void)state;
+    const char *cfg = config_small("toknone", "LlamaForCausalLM", 64, 4, 2, 0, NULL);
+    sy_options o = opts(cfg, tu_tmp("toknone-out"));
+    o.tokenizer_dir = make_dir("empty-tok");
+    synth_fails(&o, QK_EFORMAT, "no tokenizer files");
+    assert_false(tu_exists(o.out_dir));
+}
+
+static void test_tokenizer_folder_missing(void **state)
+{
+    (void)state;
+    const char *cfg = config_small("tokmiss", "LlamaForCausalLM", 64, 4, 2, 0, NULL);
+    sy_options o = opts(cfg, tu_tmp("tokmiss-out"));
+    o.tokenizer_dir = tu_tmp("no-such-folder");
+    synth_fails(&o, QK_EFORMAT, "no-such-folder: not a folder");
+}
+
+/* ---- output folder ------------------------------------------------------------------------ */
+
+static void test_out_not_empty_refused(void **state)
+{
+    (void)state;
+    const char *cfg = config_small("ne", "LlamaForCausalLM", 64, 4, 2, 0, NULL);
+    const char *out = make_dir("ne-out");
+    tu_write(join(out, "keep.txt"), "x", 1);
+    sy_options o = opts(cfg, out);
+    synth_fails(&o, QK_EFORMAT, "not empty");
+    assert_true(tu_exists(join(out, "keep.txt")));
+    assert_false(tu_exists(join(out, "config.json")));
+}
+
+static void test_out_not_empty_force_replaces(void **state)
+{
+    (void)state;
+    const char *cfg = config_small("nf", "LlamaForCausalLM", 64, 4, 2, 0, NULL);
+    const char *out = make_dir("nf-out");
+    tu_write(join(out, "old.txt"), "x", 1);
+    sy_options o = opts(cfg, out);
+    o.force = 1;
+    sy_result r;
+    synth_ok(&o, &r);
+    assert_false(tu_exists(join(out, "old.txt")));
+    assert_true(tu_exists(join(out, "model.safetensors")));
+}
+
+static void test_out_force_refuses_subfolder(void **state)
+{
+    (void)state;
+    const char *cfg = config_small("nsub", "LlamaForCausalLM", 64, 4, 2, 0, NULL);
+    const char *out = make_dir("nsub-out");
+    assert_int_equal(mkdir(join(out, "inner"), 0755), 0);
+    sy_options o = opts(cfg, out);
+    o.force = 1;
+    synth_fails(&o, QK_EFORMAT, "holds the sub-folder 'inner'");
+    assert_true(tu_exists(join(out, "inner")));
+}
+
+static void test_out_empty_folder_accepted(void **state)
+{
+    (void)state;
+    const char *cfg = config_small("ef", "LlamaForCausalLM", 64, 4, 2, 0, NULL);
+    const char *out = make_dir("ef-out");
+    char slashed[4096];
+    snprintf(slashed, sizeof slashed, "%s//", out);
+    sy_options o = opts(cfg, slashed);
+    sy_result r;
+    synth_ok(&o, &r);
+    assert_true(tu_exists(join(out, "model.safetensors")));
+}
+
+static void test_out_is_a_file(void **state)
+{
+    (void)state;
+    const char *cfg = config_small("of", "LlamaForCausalLM", 64, 4, 2, 0, NULL);
+    const char *out = tu_tmp("of-out");
+    tu_write(out, "x", 1);
+    sy_options o = opts(cfg, out);
+    o.force = 1;
+    synth_fails(&o, QK_EFORMAT, "exists and is not a folder");
+}
+
+/* A signal in the middle of writing: the handler's two calls leave nothing behind. */
+static const char *interrupt_out;
+static int interrupted;
+
+static void interrupt_now(void *ud, uint64_t done, uint64_t total)
+{
+    (void)ud;
+    (void)total;
+    if (interrupted++ || done == 0)
+        return;
+    of_remove_all_temporaries();
+    sy_remove_temporaries();
+}
+
+static void test_interrupted_run_leaves_nothing(void **state)
+{
+    (void)state;
+    const char *cfg = config_small("intr", "LlamaForCausalLM", 64, 4, 2, 0, NULL);
+    tu_write(join(tu_tmp("intr"), "tokenizer.json"), "{}", 2);
+    interrupt_out = tu_tmp("intr-out");
+    sy_options o = opts(cfg, interrupt_out);
+    o.shards = 2;
+    o.progress = interrupt_now;
+    synth_fails(&o, QK_EIO, "intr-out");
+    assert_int_equal(interrupted > 0, 1);
+    assert_false(tu_exists(interrupt_out));
+}
+
+/* A write refused by the system half-way through (here the file size limit): the writer
+ * thread's error comes back with the file's name and nothing is left. */
+static void test_write_failure_reported(void **state)
+{
+    (void)state;
+    struct rlimit old, small = {64 << 10, 64 << 10};
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    small.rlim_max = old.rlim_max;
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
+    sy_options o = opts(config_big("efbig"), tu_tmp("efbig-out"));
+    o.shards = 2;
+    qk_err err = {{0}};
+    sy_result r;
+    int rc = sy_synth(&o, &r, &err);
+    setrlimit(RLIMIT_FSIZE, &old);
+    signal(SIGXFSZ, prev);
+    assert_int_equal(rc, QK_EIO);
+    if (!strstr(err.msg, "model-00001-of-00002.safetensors: write failed: File too large"))
+        fail_msg("message: %s", err.msg);
+    assert_false(tu_exists(o.out_dir));
+}
+
+/* ---- bad configs -------------------------------------------------------------------------- */
+
+static void bad_config(const char *name, const char *json, int code, const char *fragment)
+{
+    const char *cfg = config_text(name, json);
+    char out[4096];
+    snprintf(out, sizeof out, "%s-out", cfg);
+    sy_options o = opts(cfg, out);
+    synth_fails(&o, code, fragment);
+    assert_false(tu_exists(out));
+}
+
+#define BASE "\"hidden_size\": 64, \"intermediate_size\": 96, \"num_attention_heads\": 4, " \
+             "\"vocab_size\": 100"
+
+static void test_bad_missing_config(void **state)
+{
+    (void)state;
+    sy_options o = opts(tu_tmp("nope/config.json"), tu_tmp("nope-out"));
+    synth_fails(&o, QK_EFORMAT, "nope/config.json: cannot open");
+}
+
+static void test_bad_config_not_json(void **state)
+{
+    (void)state;
+    bad_config("notjson", "{\"architectures\": [\"LlamaForCausalLM\"], ", QK_EFORMAT,
+               "not valid JSON");
+}
+
+static void test_bad_config_not_object(void **state)
+{
+    (void)state;
+    bad_config("notobj", "[1, 2]", QK_EFORMAT, "not a JSON object");
+}
+
+static void test_bad_unsupported_arch(void **state)
+{
+    (void)state;
+    bad_config("mixtral", "{\"architectures\": [\"MixtralForCausalLM\"], " BASE
+               ", \"num_hidden_layers\": 2}",
+               QK_EUNSUPPORTED, "'MixtralForCausalLM' is not supported (supported: "
+                                "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
+                                "Qwen3ForCausalLM)");
+}
+
+static void test_bad_real_moe_config(void **state)
+{
+    (void)state;
+    TU_SHARED(p, "hf-configs/Qwen3-30B-A3B/config.json");
+    sy_options o = opts(p, tu_tmp("moe-out"));
+    synth_fails(&o, QK_EUNSUPPORTED, "'Qwen3MoeForCausalLM' is not supported");
+}
+
+static void test_bad_no_architectures(void **state)
+{
+    (void)state;
+    bad_config("noarch", "{" BASE ", \"num_hidden_layers\": 2}", QK_EFORMAT,
+               "missing 'architectures'");
+}
+
+static void test_bad_missing_field(void **state)
+{
+    (void)state;
+    bad_config("nohidden", "{\"architectures\": [\"LlamaForCausalLM\"], \"intermediate_size\": 96, "
+               "\"num_attention_heads\": 4, \"vocab_size\": 100, \"num_hidden_layers\": 2}",
+               QK_EFORMAT, "missing 'hidden_size'");
+}
+
+static void test_bad_zero_layers(void **state)
+{
+    (void)state;
+    bad_config("zerol", "{\"architectures\": [\"LlamaForCausalLM\"], " BASE
+               ", \"num_hidden_layers\": 0}",
+               QK_ERANGE, "'num_hidden_layers' is 0, outside [1, 65536]");
+}
+
+static void test_bad_field_type(void **state)
+{
+    (void)state;
+    bad_config("strl", "{\"architectures\": [\"LlamaForCausalLM\"], " BASE
+               ", \"num_hidden_layers\": \"2\"}",
+               QK_EFORMAT, "'num_hidden_layers' must be an integer");
+}
+
+static void test_bad_fractional(void **state)
+{
+    (void)state;
+    bad_config("frac", "{\"architectures\": [\"LlamaForCausalLM\"], " BASE
+               ", \"num_hidden_layers\": 2.5}",
+               QK_EFORMAT, "'num_hidden_layers' must be an integer, not 2.5");
+}
+
+static void test_bad_huge_dim(void **state)
+{
+    (void)state;
+    bad_config("huge", "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 1e300, "
+               "\"intermediate_size\": 96, \"num_attention_heads\": 4, \"vocab_size\": 100, "
+               "\"num_hidden_layers\": 2}",
+               QK_ERANGE, "'hidden_size' is 1e+300, outside");
+}
+
+static void test_bad_heads_not_dividing_hidden(void **state)
+{
+    (void)state;
+    bad_config("hdiv", "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 66, "
+               "\"intermediate_size\": 96, \"num_attention_heads\": 4, \"vocab_size\": 100, "
+               "\"num_hidden_layers\": 2}",
+               QK_ERANGE, "hidden_size 66 is not divisible by num_attention_heads 4");
+}
+
+static void test_bad_kv_heads(void **state)
+{
+    (void)state;
+    bad_config("kvdiv", "{\"architectures\": [\"LlamaForCausalLM\"], " BASE
+               ", \"num_hidden_layers\": 2, \"num_key_value_heads\": 3}",
+               QK_ERANGE, "num_attention_heads 4 is not a multiple of num_key_value_heads 3");
+}
+
+static void test_bad_qwen3_without_head_dim(void **state)
+{
+    (void)state;
+    bad_config("q3hd", "{\"architectures\": [\"Qwen3ForCausalLM\"], " BASE
+               ", \"num_hidden_layers\": 2}",
+               QK_EFORMAT, "Qwen3ForCausalLM needs an explicit 'head_dim'");
+}
+
+static void test_bad_odd_head_dim(void **state)
+{
+    (void)state;
+    bad_config("oddhd", "{\"architectures\": [\"LlamaForCausalLM\"], " BASE
+               ", \"num_hidden_layers\": 2, \"head_dim\": 7}",
+               QK_ERANGE, "head_dim 7 is odd");
+}
+
+static void test_bad_tie_type(void **state)
+{
+    (void)state;
+    bad_config("tie", "{\"architectures\": [\"LlamaForCausalLM\"], " BASE
+               ", \"num_hidden_layers\": 2, \"tie_word_embeddings\": 1}",
+               QK_EFORMAT, "'tie_word_embeddings' must be true or false");
+}
+
+static void test_bad_options(void **state)
+{
+    (void)state;
+    const char *cfg = config_small("opt", "LlamaForCausalLM", 64, 4, 2, 0, NULL);
+    sy_options o = opts(cfg, tu_tmp("opt-out"));
+    o.dtype = ST_I8;
+    synth_fails(&o, QK_EUNSUPPORTED, "dtype I8 is not one of F32, F16, BF16");
+    o = opts(cfg, tu_tmp("opt-out"));
+    o.shards = 2;
+    o.max_shard_size = 1000;
+    synth_fails(&o, QK_EFORMAT, "not both");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_table_tinyllama),
+        cmocka_unit_test(test_table_qwen25_biases_tied),
+        cmocka_unit_test(test_table_qwen3_head_dim_qk_norm),
+        cmocka_unit_test(test_table_smollm2_rope_parameters),
+        cmocka_unit_test(test_table_llama32),
+        cmocka_unit_test(test_table_mistral24b_matches_real_index),
+        cmocka_unit_test(test_table_smollm3_as_llama_matches_real_index),
+        cmocka_unit_test(test_supported_list_names_every_arch),
+        cmocka_unit_test(test_write_llama_untied),
+        cmocka_unit_test(test_write_qwen2_biases_tied),
+        cmocka_unit_test(test_write_qwen3_decoupled_head_dim),
+        cmocka_unit_test(test_write_mistral_and_llama_biases),
+        cmocka_unit_test(test_config_rewritten),
+        cmocka_unit_test(test_config_gets_torch_dtype_when_absent),
+        cmocka_unit_test(test_value_statistics),
+        cmocka_unit_test(test_same_args_same_bytes_any_threads),
+        cmocka_unit_test(test_dtypes_and_layers_share_values),
+        cmocka_unit_test(test_fill_split_independent),
+        cmocka_unit_test(test_shards_by_count),
+        cmocka_unit_test(test_shards_by_max_size),
+        cmocka_unit_test(test_shard_count_above_tensor_count),
+        cmocka_unit_test(test_tokenizer_copied_from_config_folder),
+        cmocka_unit_test(test_tokenizer_from_real_folder),
+        cmocka_unit_test(test_tokenizer_folder_without_files),
+        cmocka_unit_test(test_tokenizer_folder_missing),
+        cmocka_unit_test(test_out_not_empty_refused),
+        cmocka_unit_test(test_out_not_empty_force_replaces),
+        cmocka_unit_test(test_out_force_refuses_subfolder),
+        cmocka_unit_test(test_out_empty_folder_accepted),
+        cmocka_unit_test(test_out_is_a_file),
+        cmocka_unit_test(test_interrupted_run_leaves_nothing),
+        cmocka_unit_test(test_write_failure_reported),
+        cmocka_unit_test(test_bad_missing_config),
+        cmocka_unit_test(test_bad_config_not_json),
+        cmocka_unit_test(test_bad_config_not_object),
+        cmocka_unit_test(test_bad_unsupported_arch),
+        cmocka_unit_test(test_bad_real_moe_config),
+        cmocka_unit_test(test_bad_no_architectures),
+        cmocka_unit_test(test_bad_missing_field),
+        cmocka_unit_test(test_bad_zero_layers),
+        cmocka_unit_test(test_bad_field_type),
+        cmocka_unit_test(test_bad_fractional),
+        cmocka_unit_test(test_bad_huge_dim),
+        cmocka_unit_test(test_bad_heads_not_dividing_hidden),
+        cmocka_unit_test(test_bad_kv_heads),
+        cmocka_unit_test(test_bad_qwen3_without_head_dim),
+        cmocka_unit_test(test_bad_odd_head_dim),
+        cmocka_unit_test(test_bad_tie_type),
+        cmocka_unit_test(test_bad_options),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
