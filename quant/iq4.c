@@ -11,6 +11,7 @@
 
 #include "blocks.h"
 #include "fp16.h"
+#include "kquants_search.h"
 #include "legacy.h"
 
 #define IQ4_EPS 1e-15f /* blocks with max |x| below this are zeros (ggml's GROUP_MAX_EPS) */
@@ -129,7 +130,7 @@ static void quantize_superblock_xs(const float *x, const float *qw, block_iq4_xs
     y->scales_h = 0;
     memset(y->scales_l, 0, sizeof y->scales_l);
     for (int ib = 0; ib < Q_QK_K / 32; ib++) {
-        int l = q_lg_nearest_int(id * scales[ib]);
+        int l = q_nearest_int(id * scales[ib]);
         l = l < -32 ? -32 : l > 31 ? 31 : l;
         uint8_t L[32];
         codes_for_scale(x + 32 * ib, d * (float)l, L);

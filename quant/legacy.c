@@ -13,9 +13,7 @@
 
 #include "blocks.h"
 #include "fp16.h"
-
-/* Blocks whose largest |x| is below this are stored as zeros (ggml's GROUP_MAX_EPS). */
-#define LG_EPS 1e-15f
+#include "kquants_search.h"
 
 /* ---- float -> small int as ggml's casts compile on x86-64 ---------------------------------- */
 
@@ -237,140 +235,27 @@ void q_quantize_row_q8_1_ref(const float *x, void *y, int64_t k)
 
 /* ---- importance-weighted searches ---------------------------------------------------------- */
 
-/* Symmetric codes for one candidate inverse scale, and the weighted sums the candidates are
- * ranked by: sumlx = Σ w·x·l, suml2 = Σ w·l² with l in [-nmax, nmax-1]; L = l + nmax. */
-static void sym_candidate(const float *x, const float *w, int nmax, float iscale, uint8_t *L,
-                          float *sumlx, float *suml2)
-{
-    float slx = 0, sl2 = 0;
-    for (int i = 0; i < 32; i++) {
-        int l = q_lg_nearest_int(iscale * x[i]);
-        l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
-        L[i] = (uint8_t)(l + nmax);
-        slx += w[i] * x[i] * (float)l;
-        sl2 += w[i] * (float)l * (float)l;
-    }
-    *sumlx = slx;
-    *suml2 = sl2;
-}
+/* ggml runs the k-quants' searches for these types too: make_qx_quants (rmse_type 1) for the
+ * symmetric ones, make_qkx3_quants with squared error for those with a min. qkit shares those
+ * definitions (kquants_search.h), so the two families cannot drift apart. */
+static const q_qkx_params ASYM_SEARCH = {-0.9f, 0.05f, 36, 0};
 
-/* q4_0/q5_0 with weights (ggml's make_qx_quants, rmse_type 1): for a given set of levels the best
- * d is sumlx/suml2 and the weighted squared error drops by sumlx²/suml2, so that is the score.
- * Tries 1/iscale = max/-nmax and 18 nearby grid widths (nmax ± 0.1·k). Returns d, fills L. */
+/* Codes 0..2*nmax-1 (level + nmax) for weights w; returns d. */
 static float search_sym(const float *x, const float *w, int nmax, uint8_t *L)
 {
-    const float max = q_lg_signed_absmax(x, 32);
-    if (fabsf(max) < LG_EPS) {
-        memset(L, 0, 32);
-        return 0.0f;
-    }
-    float sumlx, suml2;
-    sym_candidate(x, w, nmax, (float)-nmax / max, L, &sumlx, &suml2);
-    float scale = suml2 ? sumlx / suml2 : 0.0f;
-    float best = scale * sumlx;
-    for (int is = -9; is <= 9; ++is) {
-        if (is == 0)
-            continue;
-        uint8_t Lc[32];
-        const float iscale = -((float)nmax + 0.1f * (float)is) / max;
-        sym_candidate(x, w, nmax, iscale, Lc, &sumlx, &suml2);
-        if (suml2 > 0 && sumlx * sumlx > best * suml2) {
-            memcpy(L, Lc, 32);
-            scale = sumlx / suml2;
-            best = scale * sumlx;
-        }
-    }
-    return scale;
+    int8_t Ls[32];
+    const float d = q_make_qx_quants(32, nmax, x, Ls, w);
+    memcpy(L, Ls, sizeof Ls);
+    return d;
 }
 
-static void asym_codes(const float *x, int nmax, float min, float iscale, uint8_t *L)
-{
-    for (int i = 0; i < 32; i++) {
-        const int l = q_lg_nearest_int(iscale * (x[i] - min));
-        L[i] = (uint8_t)(l < 0 ? 0 : l > nmax ? nmax : l);
-    }
-}
-
-/* Σ w·(d·L + m - x)², in index order. */
-static float asym_error(const float *x, const float *w, const uint8_t *L, float d, float m)
-{
-    float err = 0;
-    for (int i = 0; i < 32; i++) {
-        const float diff = d * (float)L[i] + m - x[i];
-        err += w[i] * (diff * diff);
-    }
-    return err;
-}
-
-/* Weighted least-squares (d, m) for fixed codes L; returns 0 when the system is singular.
- * m is kept <= 0 (the format's offset is a minimum): if the fit wants m > 0, m = 0 and d is
- * refit alone. */
-static int asym_fit(const float *x, const float *w, const uint8_t *L, float sum_w, float sum_x,
-                    float *d, float *m)
-{
-    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-    for (int i = 0; i < 32; i++) {
-        const float l = (float)L[i];
-        sum_l += w[i] * l;
-        sum_l2 += w[i] * l * l;
-        sum_xl += w[i] * l * x[i];
-    }
-    const float D = sum_w * sum_l2 - sum_l * sum_l;
-    if (!(D > 0))
-        return 0;
-    *d = (sum_w * sum_xl - sum_x * sum_l) / D;
-    *m = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-    if (*m > 0) {
-        *m = 0;
-        *d = sum_xl / sum_l2;
-    }
-    return 1;
-}
-
-/* q4_1/q5_1 with weights (ggml's make_qkx3_quants with weights, squared error): start from the
- * min/max grid, then for 37 grid widths (nmax - 0.9 ... nmax + 0.9) quantize, refit (d, m) by
- * least squares and keep the fit with the lowest weighted error. Returns d; *min_out = m <= 0. */
+/* Codes 0..nmax with x ≈ d*L + m, m <= 0; returns d. */
 static float search_asym(const float *x, const float *w, int nmax, uint8_t *L, float *min_out)
 {
-    const float rmin = -0.9f, rdelta = 0.05f;
-    const int nstep = 36;
-    float min = x[0], max = x[0], sum_w = w[0], sum_x = sum_w * x[0];
-    for (int i = 1; i < 32; i++) {
-        if (x[i] < min)
-            min = x[i];
-        if (x[i] > max)
-            max = x[i];
-        sum_w += w[i];
-        sum_x += w[i] * x[i];
-    }
-    if (min > 0)
-        min = 0;
-    if (max <= min) {
-        memset(L, 0, 32);
-        *min_out = min;
-        return 0.0f;
-    }
-    float iscale = (float)nmax / (max - min);
-    float scale = 1 / iscale;
-    asym_codes(x, nmax, min, iscale, L);
-    float best = asym_error(x, w, L, scale, min);
-    for (int is = 0; is <= nstep; ++is) {
-        uint8_t Lc[32];
-        float d, m;
-        iscale = (rmin + rdelta * (float)is + (float)nmax) / (max - min);
-        asym_codes(x, nmax, min, iscale, Lc);
-        if (!asym_fit(x, w, Lc, sum_w, sum_x, &d, &m))
-            continue;
-        const float err = asym_error(x, w, Lc, d, m);
-        if (err < best) {
-            memcpy(L, Lc, 32);
-            best = err;
-            scale = d;
-            min = m;
-        }
-    }
-    *min_out = min;
-    return scale;
+    float neg_min;
+    const float d = q_make_qkx_quants(32, nmax, x, w, L, &neg_min, &ASYM_SEARCH);
+    *min_out = -neg_min; /* exact: the search negated its min */
+    return d;
 }
 
 static void enc_q4_0_w(const float *x, const float *w, void *blk)

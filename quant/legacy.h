@@ -16,7 +16,6 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <string.h>
 
 /* Unweighted quantization of k values (ggml's quantize_row_<t>_ref). For iq4_nl/iq4_xs this is
  * q_quantize_<t>(x, y, 1, k, NULL), which is what ggml's quantize_iq4_* does without weights. */
@@ -68,18 +67,6 @@ extern const int8_t q_iq4_levels[16];
 int q_iq4_nearest_level(float v);
 
 /* ---- Helpers shared by legacy.c and iq4.c (not API; prefixed to stay out of other headers' way) */
-
-/* Rounds to the nearest int (ties to even, in the default rounding mode) for |f| <= 2^22: adding
- * 1.5 * 2^23 pushes the fraction out of the mantissa, which then holds the rounded value. This is
- * ggml's nearest_int; the kernels must round exactly as it does. For non-finite f the result is
- * garbage but a defined int, which the callers clamp. */
-static inline int q_lg_nearest_int(float f)
-{
-    const float v = f + 12582912.f;
-    int32_t bits;
-    memcpy(&bits, &v, sizeof bits);
-    return (bits & 0x007fffff) - 0x00400000;
-}
 
 /* The value of largest magnitude, with its sign; the first one wins a tie (ggml's scan order
  * decides the sign of d, hence the bytes). 0 for an all-zero block. */
