@@ -99,7 +99,8 @@ test-neon:
 	$(NEON_RUN) $(BUILD)/neon/check_neon_dotprod
 
 bench: $(QKIT) $(BENCHES)
-	@for b in $(BENCHES); do $$b || exit 1; done
+	@for b in $(BENCHES); do QKIT=$(QKIT) $$b || exit 1; done
+	@for s in tests/bench/*.sh; do QKIT=$(QKIT) sh $$s || exit 1; done
 
 demo: $(QKIT)
 	@QKIT=$(QKIT) sh tests/demo.sh

@@ -154,14 +154,16 @@ static void matmul(eng_ctx *c, const eng_tensor *W, const float *X, int n, float
     const size_t xrow = q_row_size(k->vec_dot_type, ne0), wrow = q_row_size(W->type, ne0);
     const char *xq = (const char *)X;
     if (k->vec_dot_type != Q_TYPE_F32) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= 64)
         for (int t = 0; t < n; t++)
             kv->from_float(X + (size_t)t * ne0, (char *)c->xq + (size_t)t * xrow, ne0);
         xq = c->xq;
     }
     const char *w = W->data;
+    /* Threads only pay off above ~1M multiply-adds; below that waking them costs more. */
+    const int par = (double)ne0 * (double)ne1 * n > 1e6;
     /* Blocks of rows keep a slice of W hot in cache while every token passes over it. */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (par)
     for (int64_t r0 = 0; r0 < ne1; r0 += 16) {
         const int64_t r1 = r0 + 16 < ne1 ? r0 + 16 : ne1;
         for (int t = 0; t < n; t++)

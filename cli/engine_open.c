@@ -4,18 +4,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../calib/model.h"
 #include "../calib/tokenizer_gguf.h"
+#include "../convert/hf_engine.h"
 
 int cli_engine_open(cli_engine_model *em, const char *path, qk_err *err)
 {
     memset(em, 0, sizeof *em);
     em->path = path;
-    int rc = gguf_open(&em->g, path, err);
-    if (!rc && (rc = eng_model_load_gguf(&em->m, em->g, err)))
+    struct stat st;
+    int rc;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        rc = cv_engine_open_hf(path, &em->m, &em->st, &em->vocab, err);
+    else if (!(rc = gguf_open(&em->g, path, err)) && (rc = eng_model_load_gguf(&em->m, em->g, err)))
         qk_err_prefix(err, path);
-    if (!rc && (rc = tok_vocab_load_gguf(em->g, &em->vocab, err)))
+    if (!rc && em->g && (rc = tok_vocab_load_gguf(em->g, &em->vocab, err)))
         qk_err_prefix(err, path);
     if (!rc && em->vocab->n_tokens != (uint32_t)em->m.n_vocab)
         rc = qk_err_set(err, QK_EFORMAT, "%s: the tokenizer has %u tokens but the model's vocabulary is %d",
@@ -30,6 +35,7 @@ void cli_engine_close(cli_engine_model *em)
     eng_model_free_owned(&em->m);
     tok_vocab_free(em->vocab);
     gguf_close(em->g);
+    st_model_close(em->st);
     memset(em, 0, sizeof *em);
 }
 

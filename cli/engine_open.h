@@ -6,15 +6,17 @@
 #include "../calib/engine.h"
 #include "../calib/tokenizer.h"
 #include "../formats/gguf.h"
+#include "../formats/safetensors.h"
 
 typedef struct {
     const char *path;
-    gguf_ctx *g;
+    gguf_ctx *g;       /* a GGUF file, or */
+    st_model *st;      /* a HuggingFace folder read through the converter's tables */
     eng_model m;
     tok_vocab *vocab;
 } cli_engine_model;
 
-/* Returns a qk status; the message names the file. */
+/* path is a GGUF file or a HuggingFace folder. Returns a qk status; the message names the file. */
 int cli_engine_open(cli_engine_model *em, const char *path, qk_err *err);
 void cli_engine_close(cli_engine_model *em);
 

@@ -12,6 +12,8 @@
 #endif
 
 static const cli_command COMMANDS[] = {
+    {"convert", cmd_convert, "convert a Hugging Face checkpoint folder to GGUF (f16, bf16, f32 or quantized)"},
+    {"tokenize", cmd_tokenize, "tokenize a text with a GGUF or HF folder's tokenizer, as llama-tokenize"},
     {"inspect", cmd_inspect, "show metadata and tensors of a .gguf, .safetensors or HF folder"},
     {"perplexity", cmd_perplexity, "perplexity of a model on a text, as llama-perplexity"},
     {"verify", cmd_verify, "compare candidates with a reference: PPL, KL divergence, CI bounds"},

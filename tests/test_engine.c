@@ -11,6 +11,7 @@
 #include "../calib/model.h"
 #include "../calib/perplexity.h"
 #include "../calib/tokenizer_gguf.h"
+#include "../convert/hf_engine.h"
 #include "../formats/gguf.h"
 #include "../formats/logits.h"
 #include "../quant/types.h"
@@ -78,6 +79,54 @@ static void test_perplexity_matches_llama_cpp(void **state)
     close_model(&f);
 }
 
+/* stories3M straight from its BF16 HuggingFace folder (no GGUF written): golden/README.md's
+ * running values of the F32 GGUF llama.cpp made from it. */
+static void test_hf_folder_matches_llama_cpp(void **state)
+{
+    (void)state;
+    TU_SHARED(dir, "models/stories3M");
+    TU_SHARED(text, "text/tinystories-eval.txt");
+    static const double golden[4] = {3.4319, 4.5797, 4.2093, 4.1298};
+    eng_model m;
+    st_model *st;
+    tok_vocab *v;
+    qk_err err;
+    if (cv_engine_open_hf(dir, &m, &st, &v, &err))
+        fail_msg("%s", err.msg);
+    tok_ids ids = {0};
+    size_t n;
+    char *t = tu_read(text, &n);
+    assert_int_equal(tok_encode(v, t, n, TOK_ADD_SPECIAL, &ids, &err), QK_OK);
+    free(t);
+    eng_ppl_acc acc = {0};
+    running_acc = &acc;
+    eng_ppl_opts o = {256, 4, v->special[TOK_BOS]};
+    assert_int_equal(eng_perplexity(&m, ids.ids, ids.n, &o, &acc, record, NULL, &err), QK_OK);
+    for (int i = 0; i < 4; i++)
+        tu_assert_near(running[i], golden[i], golden[i] * 1e-3);
+    tok_ids_free(&ids);
+    tok_vocab_free(v);
+    eng_model_free_owned(&m);
+    st_model_close(st);
+}
+
+/* One reference, one candidate, n_ctx/chunks as given: the candidate's summary and the
+ * reference's perplexity. */
+static void verify_pair(const fixture *ref, const eng_model *cand, int n_ctx, int chunks,
+                        eng_kld_summary *s, double *ref_ppl)
+{
+    eng_ppl_opts o = {n_ctx, chunks, 1};
+    const eng_model *cands[] = {cand};
+    eng_verify_models vm = {&ref->m, NULL, NULL, cands, 1};
+    eng_ppl_acc ref_acc = {0};
+    eng_kld_acc acc = {0};
+    qk_err err;
+    assert_int_equal(eng_verify(&vm, ref->ids.ids, ref->ids.n, &o, &ref_acc, &acc, NULL, NULL, &err), QK_OK);
+    eng_kld_summarize(&acc, s);
+    *ref_ppl = eng_ppl_value(&ref_acc);
+    eng_kld_free(&acc);
+}
+
 /* The full-text figures of golden/README.md; minutes of work, so only in the long tier. */
 static void test_full_text_golden(void **state)
 {
@@ -90,22 +139,15 @@ static void test_full_text_golden(void **state)
     fixture ref, cand;
     open_model(&ref, model, text);
     open_model(&cand, q4, NULL);
-    eng_ppl_opts o = {256, 0, 1};
-    const eng_model *cands[] = {&cand.m};
-    eng_verify_models vm = {&ref.m, NULL, NULL, cands, 1};
-    eng_ppl_acc ref_acc = {0};
-    eng_kld_acc acc = {0};
-    qk_err err;
-    assert_int_equal(eng_verify(&vm, ref.ids.ids, ref.ids.n, &o, &ref_acc, &acc, NULL, NULL, &err), QK_OK);
     eng_kld_summary s;
-    eng_kld_summarize(&acc, &s);
-    tu_assert_near(eng_ppl_value(&ref_acc), 5.4704, 5.4704 * 1e-3);
+    double ref_ppl;
+    verify_pair(&ref, &cand.m, 256, 0, &s, &ref_ppl);
+    tu_assert_near(ref_ppl, 5.4704, 5.4704 * 1e-3);
     tu_assert_near(s.kld_mean, 0.020091, 0.000148);
     tu_assert_near(s.top1, 92.359, 0.092);
     /* llama.cpp's PPL ratio (1.044778) is computed from 16-bit reference log-probabilities whose
      * tails are clipped at 16 nats; ours is exact, so only its consistency is asserted. */
-    tu_assert_near(s.ppl_ratio, s.ppl / eng_ppl_value(&ref_acc), 1e-9);
-    eng_kld_free(&acc);
+    tu_assert_near(s.ppl_ratio, s.ppl / ref_ppl, 1e-9);
     close_model(&cand);
     close_model(&ref);
 }
@@ -147,22 +189,15 @@ static void test_model_against_itself(void **state)
     TU_SHARED(text, "text/tinystories-eval.txt");
     fixture f;
     open_model(&f, model, text);
-    eng_ppl_opts o = {128, 3, 1};
-    const eng_model *cands[] = {&f.m};
-    eng_verify_models vm = {&f.m, NULL, NULL, cands, 1};
-    eng_ppl_acc ref_acc = {0};
-    eng_kld_acc acc = {0};
-    qk_err err;
-    assert_int_equal(eng_verify(&vm, f.ids.ids, f.ids.n, &o, &ref_acc, &acc, NULL, NULL, &err), QK_OK);
     eng_kld_summary s;
-    eng_kld_summarize(&acc, &s);
+    double ref_ppl;
+    verify_pair(&f, &f.m, 128, 3, &s, &ref_ppl);
     assert_int_equal(s.count, 3 * 63);
     tu_assert_near(s.kld_mean, 0.0, 1e-6);
     tu_assert_near(s.kld_max, 0.0, 1e-5);
     tu_assert_near(s.top1, 100.0, 0.0);
     tu_assert_near(s.ppl_ratio, 1.0, 1e-6);
-    tu_assert_near(s.ppl, eng_ppl_value(&ref_acc), 1e-4);
-    eng_kld_free(&acc);
+    tu_assert_near(s.ppl, ref_ppl, 1e-4);
     close_model(&f);
 }
 
@@ -349,6 +384,7 @@ int main(void)
         cmocka_unit_test(test_logits_file_damage),
         cmocka_unit_test(test_unsupported_models),
         cmocka_unit_test(test_perplexity_matches_llama_cpp),
+        cmocka_unit_test(test_hf_folder_matches_llama_cpp),
         cmocka_unit_test(test_logits_independent_of_threads),
         cmocka_unit_test(test_model_against_itself),
         cmocka_unit_test(test_saved_reference_logits),

@@ -42,3 +42,12 @@ if cmp -s "$TMP/a.k" "$TMP/b.k"; then echo "PASS verify-reuse-identical"; else e
 check verify-reuse-mismatch 2 "$QKIT" verify --ref-logits "$TMP/ref.lg" "$Q" -f "$T" --ctx 256 --chunks 3
 expect_err verify-reuse-mismatch-msg "this run needs"
 check verify-usage 2 "$QKIT" verify "$Q" -f "$T"
+
+# A HuggingFace folder is read through the converter's tables, no GGUF written.
+check hf-ppl 0 "$QKIT" perplexity "$SHARED/models/stories260K" -f "$T" --ctx 256 --chunks 2
+expect_out hf-ppl-same-as-gguf "[1]4.2248,[2]4.7464,"
+check hf-verify-ref 0 "$QKIT" verify --ref "$SHARED/models/stories260K" "$M" -f "$T" --ctx 128 --chunks 2 --max-kld 0.0001 --json
+expect_out hf-verify-top1 '"top1": 100.000'
+mkdir -p "$TMP/nocfg"
+check hf-missing-config 2 "$QKIT" perplexity "$TMP/nocfg" -f "$T"
+expect_err hf-missing-config-msg "config.json"

@@ -1,0 +1,177 @@
+/* cmd_convert.c — `qkit convert MODEL_DIR -o OUT.gguf [--outtype T] [--split-max-size SIZE]
+ * [--threads N] [--json] [--quiet]`: a Hugging Face folder to GGUF in one streaming pass. */
+#include <cJSON.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../convert/convert.h"
+#include "cli.h"
+
+static const char USAGE[] =
+    "usage: qkit convert MODEL_DIR -o OUT.gguf [--outtype TYPE] [--split-max-size SIZE]\n"
+    "                    [--threads N] [--json] [--quiet]\n"
+    "\n"
+    "Converts a Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer files) of a\n"
+    "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM or Qwen3ForCausalLM model to GGUF,\n"
+    "as llama.cpp's convert_hf_to_gguf.py does.\n"
+    "  --outtype TYPE        auto (default: keeps bf16 or f16, F32 checkpoints become f16), f32,\n"
+    "                        f16, bf16, or a quantization such as q8_0, q4_k_m, q6_k (as if\n"
+    "                        converted to f32 and then run through llama-quantize)\n"
+    "  --split-max-size SIZE write gguf-split parts OUT-0000i-of-0000N.gguf of at most SIZE\n"
+    "                        tensor bytes (K/M/G suffixes, powers of 1000)\n"
+    "  --threads N           quantization threads (default: all)\n"
+    "  --json                print one JSON object instead of the summary line\n"
+    "  --quiet               print nothing on success\n";
+
+typedef struct {
+    const char *dir, *out;
+    cv_options o;
+    int json, quiet;
+} args;
+
+static bool is_valued(const char *opt)
+{
+    static const char *const names[] = {"-o", "--output", "--outtype", "--threads", "-t", "--split-max-size"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(opt, names[i]))
+            return true;
+    return false;
+}
+
+/* opt is one of is_valued()'s names; v its value (NULL when missing). */
+static int parse_valued(args *a, const char *opt, const char *v)
+{
+    long n;
+    int64_t size;
+    if (!v)
+        return cli_usage_error("convert", "%s needs a value", opt);
+    if (!strcmp(opt, "-o") || !strcmp(opt, "--output")) {
+        a->out = v;
+    } else if (!strcmp(opt, "--outtype")) {
+        a->o.outtype = v;
+    } else if (!strcmp(opt, "--threads") || !strcmp(opt, "-t")) {
+        if (cli_parse_int(v, 1, 1024, &n))
+            return cli_usage_error("convert", "%s needs an integer in [1, 1024]", opt);
+        a->o.n_threads = (int)n;
+    } else if ((size = cli_parse_size(v)) <= 0) {
+        return cli_usage_error("convert", "--split-max-size needs a positive size such as 500M or 2G");
+    } else {
+        a->o.split_max_bytes = (uint64_t)size;
+    }
+    return CLI_OK;
+}
+
+/* CLI_OK, or the exit code after printing why; *help set for --help. */
+static int parse_args(int argc, char **argv, args *a, int *help)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
+            *help = 1;
+            return CLI_OK;
+        }
+        if (!strcmp(s, "--json") || !strcmp(s, "--quiet")) {
+            *(!strcmp(s, "--json") ? &a->json : &a->quiet) = 1;
+            continue;
+        }
+        if (s[0] == '-' && s[1]) {
+            if (!is_valued(s))
+                return cli_usage_error("convert", "unknown option '%s' (see qkit convert --help)", s);
+            int rc = parse_valued(a, s, i + 1 < argc ? argv[i + 1] : NULL);
+            if (rc)
+                return rc;
+            i++;
+            continue;
+        }
+        if (a->dir)
+            return cli_usage_error("convert", "unexpected argument '%s' (see qkit convert --help)", s);
+        a->dir = s;
+    }
+    if (!a->dir || !a->out)
+        return cli_usage_error("convert", "%s (see qkit convert --help)",
+                               a->dir ? "-o OUT.gguf is required" : "MODEL_DIR is required");
+    return CLI_OK;
+}
+
+typedef struct {
+    cli_progress bar;
+} ui;
+
+static void on_progress(void *user, size_t done, size_t total, uint64_t bytes_in, uint64_t bytes_out)
+{
+    ui *u = user;
+    (void)total;
+    (void)bytes_out;
+    cli_progress_update(&u->bar, (int64_t)done, (double)bytes_in);
+}
+
+static void on_warn(void *user, const char *msg)
+{
+    (void)user;
+    fprintf(stderr, "qkit convert: warning: %s\n", msg);
+}
+
+static void print_json(const args *a, const cv_plan *p, const cv_result *r, double seconds)
+{
+    const ca_config *c = cv_plan_config(p);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "output", a->out);
+    cJSON_AddNumberToObject(o, "parts", r->n_parts);
+    cJSON_AddStringToObject(o, "hf_architecture", c->hf_arch);
+    cJSON_AddStringToObject(o, "architecture", c->gguf_arch);
+    cJSON_AddStringToObject(o, "outtype", cv_plan_outtype(p));
+    cJSON_AddNumberToObject(o, "file_type", cv_plan_file_type(p));
+    cJSON_AddNumberToObject(o, "tensors", (double)r->n_tensors);
+    cJSON_AddNumberToObject(o, "params", (double)cv_plan_n_params(p));
+    cJSON_AddNumberToObject(o, "bytes_in", (double)r->in_bytes);
+    cJSON_AddNumberToObject(o, "bytes_out", (double)r->out_bytes);
+    cJSON_AddNumberToObject(o, "fallbacks", (double)cv_plan_n_fallback(p));
+    cJSON_AddNumberToObject(o, "seconds", seconds);
+    cJSON_AddNumberToObject(o, "gb_per_s", seconds > 0 ? (double)r->in_bytes / seconds / 1e9 : 0);
+    char *s = cJSON_PrintUnformatted(o);
+    if (s)
+        puts(s);
+    cJSON_free(s);
+    cJSON_Delete(o);
+}
+
+static void print_summary(const args *a, const cv_plan *p, const cv_result *r, double seconds)
+{
+    printf("%s: %zu tensors, %s, %.3f GB read, %.3f GB written in %.2f s (%.2f GB/s)%s\n", a->out,
+           r->n_tensors, cv_plan_outtype(p), (double)r->in_bytes / 1e9, (double)r->out_bytes / 1e9,
+           seconds, seconds > 0 ? (double)r->in_bytes / seconds / 1e9 : 0.0,
+           r->n_parts > 1 ? " (split)" : "");
+}
+
+int cmd_convert(int argc, char **argv)
+{
+    args a = {0};
+    int help = 0;
+    cv_options_init(&a.o);
+    int rc = parse_args(argc, argv, &a, &help);
+    if (rc || help) {
+        if (help)
+            fputs(USAGE, stdout);
+        return rc;
+    }
+    ui u;
+    a.o.progress = on_progress;
+    a.o.warn = on_warn;
+    a.o.user = &u;
+    qk_err err = {{0}};
+    double t0 = cli_now();
+    cv_plan *p;
+    if ((rc = cv_plan_create(a.dir, &a.o, &p, &err)))
+        return cli_fail(rc, &err);
+    cli_progress_start(&u.bar, "convert", (int64_t)cv_plan_n_tensors(p), a.quiet || a.json);
+    cv_result r;
+    rc = cv_plan_write(p, a.out, &a.o, &r, &err);
+    cli_progress_end(&u.bar);
+    if (!rc && a.json)
+        print_json(&a, p, &r, cli_now() - t0);
+    else if (!rc && !a.quiet)
+        print_summary(&a, p, &r, cli_now() - t0);
+    cv_plan_free(p);
+    return rc ? cli_fail(rc, &err) : CLI_OK;
+}
