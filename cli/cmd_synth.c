@@ -11,13 +11,16 @@
 #include "cli.h"
 
 static const char USAGE[] =
-    "usage: qkit synth --config CONFIG.json -o DIR [--tokenizer-from DIR] [--layers N]\n"
-    "                  [--dtype f32|f16|bf16] [--seed S] [--shards N | --max-shard-size SIZE]\n"
-    "                  [--threads N] [--force] [--quiet]\n"
+    "usage: qkit synth --config CONFIG.json -o DIR [--tokenizer-from DIR | --tokenizer-gen]\n"
+    "                  [--layers N] [--dtype f32|f16|bf16] [--seed S]\n"
+    "                  [--shards N | --max-shard-size SIZE] [--threads N] [--force] [--quiet]\n"
     "\n"
     "Writes a HuggingFace folder with the config's architecture and random weights (the same\n"
     "arguments give the same bytes on any machine): config.json, model.safetensors or shards and\n"
     "their index, and the tokenizer files found beside the config or in --tokenizer-from.\n"
+    "--tokenizer-gen writes a generated SentencePiece tokenizer instead (tokenizer.model with\n"
+    "the config's vocab_size pieces, at least 259: specials, 256 bytes, common English pieces;\n"
+    "tokenizer_config.json, special_tokens_map.json) and sets bos/eos_token_id to 1/2.\n"
     "Default dtype bf16, seed 0, one file. SIZE takes K/M/G suffixes (powers of 1000).\n";
 
 /* The temporary folder must not outlive an interrupted run. */
@@ -111,6 +114,8 @@ static int parse_args(int argc, char **argv, args *a)
         const char *opt = argv[i];
         if (!strcmp(opt, "--force"))
             a->o.force = 1;
+        else if (!strcmp(opt, "--tokenizer-gen"))
+            a->o.tokenizer_gen = 1;
         else if (!strcmp(opt, "--quiet") || !strcmp(opt, "-q"))
             a->quiet = 1;
         else if (!is_valued(opt))
@@ -124,6 +129,8 @@ static int parse_args(int argc, char **argv, args *a)
         return cli_usage_error("synth", "--config and -o are required (see qkit synth --help)");
     if (a->o.shards && a->o.max_shard_size)
         return cli_usage_error("synth", "--shards and --max-shard-size exclude each other");
+    if (a->o.tokenizer_gen && a->o.tokenizer_dir)
+        return cli_usage_error("synth", "--tokenizer-gen and --tokenizer-from exclude each other");
     return CLI_OK;
 }
 

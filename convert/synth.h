@@ -3,7 +3,8 @@
  * `qkit synth` turns a config (TinyLlama, SmolLM2, Qwen2.5, Qwen3, Llama-3.2, Mistral ...) into a
  * folder a converter cannot tell from a downloaded model except by its values: config.json,
  * model.safetensors (or model-0000i-of-0000N.safetensors shards and model.safetensors.index.json)
- * and the tokenizer files of a real model. It serves tests and full-size benchmarks.
+ * and the tokenizer files of a real model (or generated ones). It serves tests, full-size
+ * benchmarks and the demo.
  *
  * Contract
  * - Tensors: every tensor the architecture's HF module holds, with HF names and shapes (see
@@ -21,6 +22,10 @@
  *   transformers' save_pretrained; inside each file tensors are sorted by name, as the
  *   safetensors library stores them. Each file carries __metadata__ {"format": "pt"}. A run that
  *   yields a single shard writes model.safetensors and no index.
+ * - Tokenizer: copied from the config's folder or tokenizer_dir, or with tokenizer_gen generated
+ *   (sy_tokenizer_write), so a checkpoint can be made from a config alone. The generated one is a
+ *   SentencePiece BPE model with exactly vocab_size pieces, and config.json then says
+ *   bos_token_id 1 and eos_token_id 2 (and has no pad_token_id) to match it.
  * - Atomicity: everything is written into OUT.tmp-XXXXXX beside OUT, which is renamed to OUT at
  *   the end. On failure nothing named OUT or OUT.tmp-* is left; sy_remove_temporaries() does the
  *   same from a signal handler. An existing non-empty OUT is refused unless force is set; then
@@ -81,6 +86,8 @@ typedef void (*sy_progress_fn)(void *ud, uint64_t bytes_done, uint64_t bytes_tot
 typedef struct {
     const char *config_path;   /* config.json to imitate */
     const char *tokenizer_dir; /* NULL: the config's folder */
+    int tokenizer_gen;         /* generate the tokenizer (sy_tokenizer_write) instead of copying;
+                                  excludes tokenizer_dir */
     const char *out_dir;
     int64_t layers;            /* 0: keep num_hidden_layers */
     st_dtype dtype;            /* ST_F32, ST_F16 or ST_BF16 */
@@ -97,11 +104,25 @@ typedef struct {
     size_t n_tensors;
     uint64_t n_params, n_bytes;
     int64_t n_files;         /* safetensors files written */
-    int n_tokenizer_files;   /* copied; 0 is allowed when tokenizer_dir was not given */
+    int n_tokenizer_files;   /* copied or generated; 0 is allowed when tokenizer_dir was not
+                                given */
 } sy_result;
 
 /* Writes the checkpoint. Exactly one of shards/max_shard_size may be non-zero. */
 int sy_synth(const sy_options *opt, sy_result *res, qk_err *err);
+
+/* A generated Llama-style tokenizer: writes tokenizer.model, tokenizer_config.json and
+ * special_tokens_map.json into dir (each atomically). tokenizer.model is a SentencePiece BPE
+ * model with byte fallback (add_dummy_prefix on, remove_extra_whitespaces off) holding exactly
+ * vocab_size pieces: <unk> (UNKNOWN), <s>, </s> (CONTROL), <0x00>..<0xFF> (BYTE), then "▁", the
+ * printable ASCII characters and frequent English words ("▁the") and letter groups, each after
+ * its prefixes, scored 0, -1, -2 ... so common words encode as one token; letter strings fill
+ * larger vocabularies. The same vocab_size always gives the same bytes. tokenizer_config.json
+ * names LlamaTokenizer, add_bos_token true, add_eos_token false. QK_ERANGE when vocab_size is
+ * outside [SY_GEN_MIN_VOCAB, SY_GEN_MAX_VOCAB]. */
+#define SY_GEN_MIN_VOCAB 259
+#define SY_GEN_MAX_VOCAB (1 << 20)
+int sy_tokenizer_write(const char *dir, int64_t vocab_size, qk_err *err);
 
 /* Async-signal-safe: removes the files and temporary folder of a sy_synth() in progress (call
  * after of_remove_all_temporaries()). */

@@ -14,9 +14,11 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include "../calib/tokenizer.h"
 #include "../convert/synth.h"
 #include "../formats/outfile.h"
 #include "../formats/safetensors.h"
+#include "../formats/spm_model.h"
 #include "../quant/fp16.h"
 
 /* ---- helpers ------------------------------------------------------------------------------ */
@@ -780,6 +782,429 @@ static void test_tokenizer_folder_missing(void **state)
     synth_fails(&o, QK_EFORMAT, "no-such-folder: not a folder");
 }
 
+/* ---- generated tokenizer ------------------------------------------------------------------ */
+
+#define SPACE "\xE2\x96\x81"
+
+static spm_model *load_spm(const char *dir)
+{
+    spm_model *m = NULL;
+    qk_err err = {{0}};
+    if (spm_model_load(join(dir, "tokenizer.model"), &m, &err) != QK_OK)
+        fail_msg("%s", err.msg);
+    return m;
+}
+
+static const char *gen_dir(const char *name, int64_t vocab)
+{
+    const char *dir = make_dir(name);
+    qk_err err = {{0}};
+    if (sy_tokenizer_write(dir, vocab, &err) != QK_OK)
+        fail_msg("sy_tokenizer_write: %s", err.msg);
+    return dir;
+}
+
+static int piece_is(const spm_piece *p, const char *text)
+{
+    return p->len == strlen(text) && !memcmp(p->text, text, p->len);
+}
+
+/* Id of the piece with this text, -1 when absent. */
+static int64_t piece_id(const spm_model *m, const char *text, size_t len)
+{
+    for (uint32_t i = 0; i < m->n_pieces; i++)
+        if (m->pieces[i].len == len && !memcmp(m->pieces[i].text, text, len))
+            return i;
+    return -1;
+}
+
+/* The SPM encoder can only build a word out of pieces whose prefixes are pieces: every NORMAL
+ * piece longer than one character must have its prefix without the last character at a lower
+ * id (for a "▁x" piece, the prefix is "▁"). */
+static void expect_prefix_closed(const spm_model *m)
+{
+    for (uint32_t i = 259; i < m->n_pieces; i++) {
+        const spm_piece *p = &m->pieces[i];
+        size_t cut = p->len;
+        while (cut > 0 && ((unsigned char)p->text[cut - 1] & 0xC0) == 0x80)
+            cut--; /* back to the start of the last UTF-8 character */
+        cut = cut > 0 ? cut - 1 : 0;
+        if (cut == 0)
+            continue;
+        int64_t id = piece_id(m, p->text, cut);
+        if (id < 0 || id >= i)
+            fail_msg("piece %u '%s': prefix '%.*s' is %s", i, p->text, (int)cut, p->text,
+                     id < 0 ? "missing" : "a later piece");
+    }
+}
+
+/* The layout sentencepiece gives Llama 2's tokenizer, and the trainer/normalizer fields. */
+static void test_gen_tokenizer_layout(void **state)
+{
+    (void)state;
+    spm_model *m = load_spm(gen_dir("gen-layout", 512));
+    assert_int_equal(m->n_pieces, 512);
+    assert_int_equal(m->vocab_size, 512);
+    assert_int_equal(m->model_type, 2);
+    assert_true(m->byte_fallback);
+    assert_int_equal(m->unk_id, 0);
+    assert_int_equal(m->bos_id, 1);
+    assert_int_equal(m->eos_id, 2);
+    assert_int_equal(m->pad_id, -1);
+    assert_true(m->add_dummy_prefix);
+    assert_false(m->remove_extra_whitespaces);
+    assert_true(m->escape_whitespaces);
+    assert_true(piece_is(&m->pieces[0], "<unk>") && m->pieces[0].type == SPM_PIECE_UNKNOWN);
+    assert_true(piece_is(&m->pieces[1], "<s>") && m->pieces[1].type == SPM_PIECE_CONTROL);
+    assert_true(piece_is(&m->pieces[2], "</s>") && m->pieces[2].type == SPM_PIECE_CONTROL);
+    for (int b = 0; b < 256; b++) {
+        char name[8];
+        snprintf(name, sizeof name, "<0x%02X>", b);
+        assert_true(piece_is(&m->pieces[3 + b], name));
+        assert_int_equal(m->pieces[3 + b].type, SPM_PIECE_BYTE);
+    }
+    for (uint32_t i = 0; i < 259; i++)
+        tu_assert_near(m->pieces[i].score, 0.0, 0);
+    assert_true(piece_is(&m->pieces[259], SPACE));
+    /* then each printable ASCII character once */
+    int seen[128] = {0};
+    for (uint32_t i = 260; i < 260 + 94; i++) {
+        const spm_piece *p = &m->pieces[i];
+        assert_int_equal(p->len, 1);
+        assert_true(p->text[0] > ' ' && p->text[0] < 127);
+        assert_int_equal(seen[(int)p->text[0]]++, 0);
+    }
+    for (uint32_t i = 259; i < m->n_pieces; i++) {
+        assert_int_equal(m->pieces[i].type, SPM_PIECE_NORMAL);
+        if (i > 259 && !(m->pieces[i].score < m->pieces[i - 1].score))
+            fail_msg("score of piece %u is not below its predecessor's", i);
+    }
+    expect_prefix_closed(m);
+    spm_model_free(m);
+}
+
+/* The protobuf bytes themselves, worked out by hand from sentencepiece_model.proto, so the
+ * writer is checked against the format and not only against qkit's own reader. */
+static void test_gen_tokenizer_wire_bytes(void **state)
+{
+    (void)state;
+    size_t n;
+    uint8_t *b = tu_read(join(gen_dir("gen-wire", 512), "tokenizer.model"), &n);
+    /* pieces (1, LEN 14) { piece (1, LEN 5) "<unk>", score (2, I32) 0.0f, type (3) UNKNOWN } */
+    static const uint8_t head[] = {0x0A, 0x0E, 0x0A, 0x05, '<', 'u', 'n', 'k', '>',
+                                   0x15, 0, 0, 0, 0, 0x18, 0x02};
+    /* trainer_spec (2, LEN 29) { model_type 2, vocab_size 512, byte_fallback 1, unk_id 0,
+     * bos_id 1, eos_id 2, pad_id -1 as ten bytes }, normalizer_spec (3, LEN 16) { name
+     * "identity", add_dummy_prefix 1, remove_extra_whitespaces 0, escape_whitespaces 1 } */
+    static const uint8_t tail[] = {
+        0x12, 0x1D, 0x18, 0x02, 0x20, 0x80, 0x04, 0x98, 0x02, 0x01, 0xC0, 0x02, 0x00, 0xC8,
+        0x02, 0x01, 0xD0, 0x02, 0x02, 0xD8, 0x02, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xFF, 0xFF, 0x01, 0x1A, 0x10, 0x0A, 0x08, 'i', 'd', 'e', 'n', 't', 'i', 't', 'y',
+        0x18, 0x01, 0x20, 0x00, 0x28, 0x01};
+    assert_true(n > sizeof head + sizeof tail);
+    assert_memory_equal(b, head, sizeof head);
+    assert_memory_equal(b + n - sizeof tail, tail, sizeof tail);
+    /* "▁" (piece 259) scores +0.0f and the character after it -1.0f; NORMAL has no type field */
+    static const uint8_t space[] = {0x0A, 0x0A, 0x0A, 0x03, 0xE2, 0x96, 0x81, 0x15, 0, 0, 0, 0,
+                                    0x0A, 0x08, 0x0A, 0x01};
+    const uint8_t *at = NULL;
+    for (size_t i = 0; !at && i + sizeof space <= n; i++)
+        if (!memcmp(b + i, space, sizeof space))
+            at = b + i;
+    assert_non_null(at);
+    static const uint8_t minus_one[] = {0x15, 0x00, 0x00, 0x80, 0xBF};
+    assert_memory_equal(at + sizeof space + 1, minus_one, sizeof minus_one);
+    free(b);
+}
+
+static void test_gen_tokenizer_deterministic_and_nested(void **state)
+{
+    (void)state;
+    const char *a = gen_dir("gen-det-a", 512), *b = gen_dir("gen-det-b", 512);
+    const char *big = gen_dir("gen-det-big", 2000);
+    const char *files[] = {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"};
+    for (size_t i = 0; i < 3; i++)
+        assert_true(files_equal(join(a, files[i]), join(b, files[i])));
+    /* a larger vocabulary extends a smaller one: the same first 512 pieces */
+    spm_model *s = load_spm(a), *l = load_spm(big);
+    assert_int_equal(l->n_pieces, 2000);
+    for (uint32_t i = 0; i < 512; i++) {
+        assert_int_equal(s->pieces[i].len, l->pieces[i].len);
+        assert_memory_equal(s->pieces[i].text, l->pieces[i].text, s->pieces[i].len);
+    }
+    spm_model_free(s);
+    spm_model_free(l);
+}
+
+/* Beyond the built-in list letter strings fill the vocabulary: still unique (tok_vocab_create
+ * refuses duplicates) and prefix-closed. */
+static void test_gen_tokenizer_large_vocab(void **state)
+{
+    (void)state;
+    const char *dir = gen_dir("gen-big", 32000);
+    spm_model *m = load_spm(dir);
+    assert_int_equal(m->n_pieces, 32000);
+    assert_int_equal(m->vocab_size, 32000);
+    expect_prefix_closed(m);
+    tu_assert_near(m->pieces[31999].score, -(31999.0 - 259.0), 0);
+    tok_vocab *v = NULL;
+    qk_err err = {{0}};
+    if (tok_vocab_from_spm(m, &v, &err) != QK_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(v->n_tokens, 32000);
+    tok_vocab_free(v);
+    spm_model_free(m);
+}
+
+static void test_gen_tokenizer_smallest_and_largest(void **state)
+{
+    (void)state;
+    spm_model *m = load_spm(gen_dir("gen-259", 259));
+    assert_int_equal(m->n_pieces, 259);
+    assert_true(piece_is(&m->pieces[258], "<0xFF>"));
+    spm_model_free(m);
+    m = load_spm(gen_dir("gen-max", SY_GEN_MAX_VOCAB));
+    assert_int_equal(m->n_pieces, SY_GEN_MAX_VOCAB);
+    assert_int_equal(m->vocab_size, SY_GEN_MAX_VOCAB);
+    spm_model_free(m);
+}
+
+/* The vocabulary qkit convert builds from the folder: ids, specials, English as multi-character
+ * tokens, and any text back exactly. */
+static tok_vocab *load_hf_vocab(const char *dir)
+{
+    tok_vocab *v = NULL;
+    qk_err err = {{0}};
+    if (tok_vocab_load_hf(dir, NULL, &v, &err) != QK_OK)
+        fail_msg("tok_vocab_load_hf: %s", err.msg);
+    return v;
+}
+
+static void encode(const tok_vocab *v, const char *text, unsigned flags, tok_ids *ids)
+{
+    qk_err err = {{0}};
+    ids->n = 0;
+    if (tok_encode(v, text, strlen(text), flags, ids, &err) != QK_OK)
+        fail_msg("tok_encode: %s", err.msg);
+}
+
+static void expect_round_trip(const tok_vocab *v, const char *text)
+{
+    tok_ids ids = {0};
+    encode(v, text, 0, &ids);
+    char *back = NULL;
+    size_t len = 0;
+    qk_err err = {{0}};
+    for (size_t i = 0; i < ids.n; i++)
+        assert_true(ids.ids[i] >= 0 && (uint32_t)ids.ids[i] < v->n_tokens);
+    if (tok_decode(v, ids.ids, ids.n, 0, &back, &len, &err) != QK_OK)
+        fail_msg("tok_decode: %s", err.msg);
+    if (len != strlen(text) || memcmp(back, text, len))
+        fail_msg("'%s' came back as '%s'", text, back);
+    free(back);
+    tok_ids_free(&ids);
+}
+
+/* A 512-token Llama synthesized with --tokenizer-gen; extra is appended to the config, and
+ * a file named `plant` (if not NULL) is put beside it. */
+static const char *gen_synth(const char *name, const char *extra, const char *plant)
+{
+    char json[1024];
+    snprintf(json, sizeof json,
+             "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64, "
+             "\"intermediate_size\": 96, \"num_hidden_layers\": 1, \"num_attention_heads\": 4, "
+             "\"vocab_size\": 512%s}", extra);
+    char dir_name[256];
+    snprintf(dir_name, sizeof dir_name, "%s-cfg", name);
+    const char *cfg = config_text(dir_name, json);
+    if (plant)
+        tu_write(join(tu_tmp(dir_name), plant), "{}", 2);
+    const char *out = tu_tmp(name);
+    sy_options o = opts(cfg, out);
+    o.tokenizer_gen = 1;
+    sy_result r;
+    synth_ok(&o, &r);
+    assert_int_equal(r.n_tokenizer_files, 3);
+    return out;
+}
+
+static void test_gen_tokenizer_encodes_english(void **state)
+{
+    (void)state;
+    tok_vocab *v = load_hf_vocab(gen_synth("gen-enc", "", NULL));
+    assert_int_equal(v->kind, TOK_KIND_SPM);
+    assert_int_equal(v->n_tokens, 512);
+    assert_int_equal(v->special[TOK_BOS], 1);
+    assert_int_equal(v->special[TOK_EOS], 2);
+    assert_true(tok_vocab_add_bos(v));
+    assert_false(tok_vocab_add_eos(v));
+    assert_true(v->add_space_prefix);
+    /* common words are one token each, the word with its space */
+    static const char *const words[] = {"the", "and", "of", "to", "in", "is", "was", "that",
+                                        "with", "for", "The", "she", "you", "from", "have"};
+    tok_ids ids = {0};
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+        encode(v, words[i], 0, &ids);
+        char want[32];
+        snprintf(want, sizeof want, SPACE "%s", words[i]);
+        if (ids.n != 1 || strcmp(v->tokens[ids.ids[0]], want))
+            fail_msg("'%s': %zu tokens, first '%s'", words[i], ids.n, v->tokens[ids.ids[0]]);
+    }
+    const char *text = "The cat and the dog were in the house, but she was not there with them.";
+    encode(v, text, TOK_ADD_SPECIAL, &ids);
+    assert_int_equal(ids.ids[0], 1);
+    assert_true((ids.n - 1) * 5 <= strlen(text) * 2); /* 2.5+ characters a token, not letters */
+    for (size_t i = 0; i < ids.n; i++)
+        assert_true(ids.ids[i] >= 0 && ids.ids[i] < 512);
+    tok_ids_free(&ids);
+    expect_round_trip(v, text);
+    expect_round_trip(v, "Caf\xC3\xA9 \xE2\x9C\x85 na\xC3\xAFve:\ttabs,\n\nnewlines and  two  "
+                         "spaces ");
+    expect_round_trip(v, "int main(void) { return 0; } // {}[]<>~`^|\\");
+    tok_vocab_free(v);
+}
+
+/* The model file alone loads too, with the trainer's special ids. */
+static void test_gen_tokenizer_loads_as_spm(void **state)
+{
+    (void)state;
+    const char *dir = gen_dir("gen-spm", 400);
+    tok_vocab *v = NULL;
+    qk_err err = {{0}};
+    if (tok_vocab_load_spm(join(dir, "tokenizer.model"), &v, &err) != QK_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(v->n_tokens, 400);
+    assert_int_equal(v->special[TOK_UNK], 0);
+    assert_int_equal(v->special[TOK_BOS], 1);
+    assert_int_equal(v->special[TOK_EOS], 2);
+    assert_int_equal(v->special[TOK_PAD], -1);
+    assert_int_equal(v->types[0], TOK_TYPE_UNKNOWN);
+    assert_int_equal(v->types[1], TOK_TYPE_CONTROL);
+    assert_int_equal(v->types[3 + 0x41], TOK_TYPE_BYTE);
+    expect_round_trip(v, "A short line of text.");
+    tok_vocab_free(v);
+}
+
+static void test_gen_tokenizer_hf_json(void **state)
+{
+    (void)state;
+    const char *dir = gen_dir("gen-json", 300);
+    cJSON *c = load_json(join(dir, "tokenizer_config.json"));
+    assert_string_equal(cJSON_GetObjectItem(c, "tokenizer_class")->valuestring, "LlamaTokenizer");
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(c, "add_bos_token")));
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItem(c, "add_eos_token")));
+    assert_string_equal(cJSON_GetObjectItem(c, "bos_token")->valuestring, "<s>");
+    assert_string_equal(cJSON_GetObjectItem(c, "eos_token")->valuestring, "</s>");
+    assert_string_equal(cJSON_GetObjectItem(c, "unk_token")->valuestring, "<unk>");
+    cJSON_Delete(c);
+    c = load_json(join(dir, "special_tokens_map.json"));
+    assert_int_equal(cJSON_GetArraySize(c), 3);
+    assert_string_equal(cJSON_GetObjectItem(c, "bos_token")->valuestring, "<s>");
+    assert_string_equal(cJSON_GetObjectItem(c, "eos_token")->valuestring, "</s>");
+    assert_string_equal(cJSON_GetObjectItem(c, "unk_token")->valuestring, "<unk>");
+    cJSON_Delete(c);
+}
+
+/* The config agrees with the generated tokenizer; tokenizer files beside the config are left
+ * alone; the same arguments give the same folder. */
+static void test_gen_tokenizer_in_synth(void **state)
+{
+    (void)state;
+    const char *ids = ", \"bos_token_id\": 128000, \"eos_token_id\": 128001, \"pad_token_id\": 5";
+    const char *out = gen_synth("gen-cfg", ids, NULL);
+    cJSON *c = load_json(join(out, "config.json"));
+    assert_int_equal(cJSON_GetObjectItem(c, "bos_token_id")->valueint, 1);
+    assert_int_equal(cJSON_GetObjectItem(c, "eos_token_id")->valueint, 2);
+    assert_null(cJSON_GetObjectItem(c, "pad_token_id"));
+    assert_int_equal(cJSON_GetObjectItem(c, "vocab_size")->valueint, 512);
+    cJSON_Delete(c);
+    const char *again = gen_synth("gen-cfg-again", ids, "tokenizer.json");
+    assert_false(tu_exists(join(again, "tokenizer.json")));
+    const char *files[] = {"config.json", "tokenizer.model", "tokenizer_config.json",
+                           "special_tokens_map.json", "model.safetensors"};
+    for (size_t i = 0; i < 5; i++)
+        assert_true(files_equal(join(out, files[i]), join(again, files[i])));
+}
+
+/* The demo's model: the config the README's `make demo` starts from. */
+static void test_gen_tokenizer_demo_config(void **state)
+{
+    (void)state;
+    const char *cfg = "tests/data/demo/config.json";
+    table tb;
+    table_real(cfg, &tb);
+    assert_string_equal(tb.a.arch, "LlamaForCausalLM");
+    assert_int_equal(tb.a.hidden, 256);
+    assert_int_equal(tb.a.n_layers, 4);
+    assert_int_equal(tb.a.n_heads, 4);
+    assert_int_equal(tb.a.n_kv_heads, 2);
+    assert_int_equal(tb.a.head_dim, 64);
+    assert_int_equal(tb.a.intermediate, 768);
+    assert_int_equal(tb.a.vocab, 512);
+    assert_false(tb.a.tied);
+    tu_assert_near(tb.a.init_std, 0.02, 1e-9);
+    /* embeddings and head 2·512·256; per layer q, o 256², k, v 256·128, three MLP matrices
+     * 256·768 and two norms; the final norm */
+    assert_true(tb.params == 2 * 512 * 256 + 4 * (2 * 65536 + 2 * 32768 + 3 * 196608 + 512) + 256);
+    free(tb.t);
+    const char *out = tu_tmp("gen-demo");
+    sy_options o = opts(cfg, out);
+    o.tokenizer_gen = 1;
+    sy_result r;
+    synth_ok(&o, &r);
+    tok_vocab *v = load_hf_vocab(out);
+    assert_int_equal(v->n_tokens, 512);
+    expect_round_trip(v, "qkit converts, quantizes and verifies models.");
+    tok_vocab_free(v);
+    cJSON *c = load_json(join(out, "config.json"));
+    assert_int_equal(cJSON_GetObjectItem(c, "max_position_embeddings")->valueint, 1024);
+    tu_assert_near(cJSON_GetObjectItem(c, "rope_theta")->valuedouble, 10000, 0);
+    tu_assert_near(cJSON_GetObjectItem(c, "rms_norm_eps")->valuedouble, 1e-5, 0);
+    cJSON_Delete(c);
+}
+
+static void test_gen_tokenizer_vocab_too_small(void **state)
+{
+    (void)state;
+    const char *cfg = config_text("gen-small", "{\"architectures\": [\"LlamaForCausalLM\"], "
+                                  "\"hidden_size\": 64, \"intermediate_size\": 96, "
+                                  "\"num_hidden_layers\": 1, \"num_attention_heads\": 4, "
+                                  "\"vocab_size\": 258}");
+    sy_options o = opts(cfg, tu_tmp("gen-small-out"));
+    o.tokenizer_gen = 1;
+    synth_fails(&o, QK_ERANGE, "gen-small/config.json: vocab_size 258 is below 259");
+    assert_false(tu_exists(o.out_dir));
+    /* without --tokenizer-gen the same config is fine */
+    o.tokenizer_gen = 0;
+    sy_result r;
+    synth_ok(&o, &r);
+}
+
+static void test_gen_tokenizer_vocab_too_large(void **state)
+{
+    (void)state;
+    const char *dir = make_dir("gen-huge");
+    qk_err err = {{0}};
+    assert_int_equal(sy_tokenizer_write(dir, SY_GEN_MAX_VOCAB + 1, &err), QK_ERANGE);
+    if (!strstr(err.msg, "gen-huge: vocab_size 1048577 is above 1048576"))
+        fail_msg("message: %s", err.msg);
+    assert_false(tu_exists(join(dir, "tokenizer.model")));
+    assert_int_equal(sy_tokenizer_write(dir, -1, &err), QK_ERANGE);
+    if (!strstr(err.msg, "vocab_size -1 is below 259"))
+        fail_msg("message: %s", err.msg);
+}
+
+static void test_gen_tokenizer_excludes_folder(void **state)
+{
+    (void)state;
+    const char *cfg = config_small("gen-excl", "LlamaForCausalLM", 64, 4, 2, 0, NULL);
+    sy_options o = opts(cfg, tu_tmp("gen-excl-out"));
+    o.tokenizer_gen = 1;
+    o.tokenizer_dir = tu_tmp("gen-excl");
+    synth_fails(&o, QK_EFORMAT, "generate the tokenizer or copy it from");
+    assert_false(tu_exists(o.out_dir));
+}
+
 /* ---- output folder ------------------------------------------------------------------------ */
 
 static void test_out_not_empty_refused(void **state)
@@ -1078,6 +1503,19 @@ int main(void)
         cmocka_unit_test(test_tokenizer_from_real_folder),
         cmocka_unit_test(test_tokenizer_folder_without_files),
         cmocka_unit_test(test_tokenizer_folder_missing),
+        cmocka_unit_test(test_gen_tokenizer_layout),
+        cmocka_unit_test(test_gen_tokenizer_wire_bytes),
+        cmocka_unit_test(test_gen_tokenizer_deterministic_and_nested),
+        cmocka_unit_test(test_gen_tokenizer_large_vocab),
+        cmocka_unit_test(test_gen_tokenizer_smallest_and_largest),
+        cmocka_unit_test(test_gen_tokenizer_encodes_english),
+        cmocka_unit_test(test_gen_tokenizer_loads_as_spm),
+        cmocka_unit_test(test_gen_tokenizer_hf_json),
+        cmocka_unit_test(test_gen_tokenizer_in_synth),
+        cmocka_unit_test(test_gen_tokenizer_demo_config),
+        cmocka_unit_test(test_gen_tokenizer_vocab_too_small),
+        cmocka_unit_test(test_gen_tokenizer_vocab_too_large),
+        cmocka_unit_test(test_gen_tokenizer_excludes_folder),
         cmocka_unit_test(test_out_not_empty_refused),
         cmocka_unit_test(test_out_not_empty_force_replaces),
         cmocka_unit_test(test_out_force_refuses_subfolder),

@@ -60,6 +60,30 @@ expect_fail synth_usage_bad_dtype 2 "bad value 'q4' for --dtype" -- synth --conf
 expect_fail synth_usage_both_shard_options 2 "exclude each other" -- synth --config "$T/config.json" -o "$T/x" --shards 2 --max-shard-size 1M
 expect_fail synth_too_many_shards 2 "only 30 tensors" -- synth --config "$T/config.json" -o "$T/x" --shards 31
 
+# --tokenizer-gen: a SentencePiece tokenizer made from nothing, byte-identical on reruns, and
+# one that `qkit tokenize` reads back (a common word is one token: " the").
+"$QKIT" synth --config "$T/config.json" -o "$T/g1" --tokenizer-gen -q >"$T/out" 2>"$T/err" &&
+    test -s "$T/g1/tokenizer.model" && test -s "$T/g1/tokenizer_config.json" &&
+    test -s "$T/g1/special_tokens_map.json" && grep -q '3 tokenizer files' "$T/out" && ! test -s "$T/err" &&
+    grep -q '"bos_token_id": 1,' "$T/g1/config.json" && grep -q '"tokenizer_class": "LlamaTokenizer"' "$T/g1/tokenizer_config.json"
+check synth_tokenizer_gen_files $?
+"$QKIT" synth --config "$T/config.json" -o "$T/g2" --tokenizer-gen --threads 1 -q >/dev/null 2>&1 &&
+    (for f in tokenizer.model tokenizer_config.json special_tokens_map.json config.json model.safetensors; do
+        cmp -s "$T/g1/$f" "$T/g2/$f" || exit 1; done)
+check synth_tokenizer_gen_identical $?
+"$QKIT" tokenize "$T/g1" -p 'the' --no-bos >"$T/out" 2>&1 &&
+    [ "$(wc -l <"$T/out")" -eq 1 ] && grep -q "^ *[0-9][0-9]* -> ' the'\$" "$T/out"
+check synth_tokenizer_gen_encodes $?
+"$QKIT" synth --config tests/data/demo/config.json -o "$T/demo" --tokenizer-gen -q >"$T/out" 2>&1 &&
+    grep -q 'LlamaForCausalLM, 4 layers, 39 tensors, 3410176 parameters' "$T/out"
+check synth_demo_config $?
+expect_fail synth_tokenizer_gen_and_from 2 "--tokenizer-gen and --tokenizer-from exclude each other" \
+    -- synth --config "$T/config.json" -o "$T/x" --tokenizer-gen --tokenizer-from "$T"
+sed 's/"vocab_size": 512/"vocab_size": 100/' "$T/config.json" >"$T/small.json"
+expect_fail synth_tokenizer_gen_small_vocab 2 "vocab_size 100 is below 259" \
+    -- synth --config "$T/small.json" -o "$T/x" --tokenizer-gen
+! test -e "$T/x"; check synth_tokenizer_gen_failure_leaves_nothing $?
+
 if [ -d "$CFGS" ]; then
     expect_fail synth_unsupported_arch 2 "(supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)" \
         -- synth --config "$CFGS/Mixtral-8x7B-v0.1/config.json" -o "$T/x"
