@@ -104,12 +104,15 @@ static void print_json(const verify_args *a, const eng_ppl_acc *ref, const eng_k
 
 static void print_table(const verify_args *a, const eng_ppl_acc *ref, const eng_kld_summary *s)
 {
-    printf("\n%-32s %20s %9s %9s %9s %9s %9s %8s %7s\n", "model", "PPL", "ratio", "KLD mean", "median",
-           "p99", "max", "top1 %", "RMS dp%");
-    printf("%-32s %10.4f ± %7.4f %9s\n", a->ref ? a->ref : a->ref_logits, eng_ppl_value(ref),
-           eng_ppl_stderr(ref), "(ref)");
+    const char *ref_name = a->ref ? a->ref : a->ref_logits;
+    int w = (int)strlen(ref_name);
     for (int i = 0; i < a->n_cands; i++)
-        printf("%-32s %10.4f ± %7.4f %9.5f %9.6f %9.6f %9.6f %9.6f %8.3f %7.3f\n", a->cands[i], s[i].ppl,
+        w = (int)strlen(a->cands[i]) > w ? (int)strlen(a->cands[i]) : w;
+    printf("\n%-*s %20s %9s %9s %9s %9s %9s %8s %7s\n", w, "model", "PPL", "ratio", "KLD mean", "median",
+           "p99", "max", "top1 %", "RMS dp%");
+    printf("%-*s %10.4f ± %7.4f %9s\n", w, ref_name, eng_ppl_value(ref), eng_ppl_stderr(ref), "(ref)");
+    for (int i = 0; i < a->n_cands; i++)
+        printf("%-*s %10.4f ± %7.4f %9.5f %9.6f %9.6f %9.6f %9.6f %8.3f %7.3f\n", w, a->cands[i], s[i].ppl,
                s[i].ppl_stderr, s[i].ppl_ratio, s[i].kld_mean, s[i].kld_median, s[i].kld_p99,
                s[i].kld_max, s[i].top1, s[i].rms_dp);
 }
