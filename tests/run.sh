@@ -35,7 +35,10 @@ for s in tests/e2e/*.sh; do
     if [ $rc -ne 0 ] || [ "$f" -ne 0 ]; then
         [ "$f" -eq 0 ] && failed=$((failed + 1))
         echo "FAIL $(basename "$s")"; cat "$log"
-    else echo "PASS $(basename "$s") ($p checks)"; fi
+    else
+        echo "PASS $(basename "$s") ($p checks)"
+        if grep -q 'skipped' "$log"; then skipped=$((skipped + 1)); grep -h 'skipped' "$log" | sed 's/^/    /'; fi
+    fi
 done
 echo "tests: $passed passed, $failed failed, $skipped skipped"
 [ $failed -eq 0 ]
