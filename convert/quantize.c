@@ -36,8 +36,7 @@ typedef struct {
     qz_report *r;
     int n_threads;
     gguf_writer *w;
-    gguf_split_opts split;    /* --keep-split limits, when use_split */
-    int use_split;
+    int use_split;            /* --keep-split of a split input */
     float *f32, *rowbuf;      /* source as f32; per-thread dequantized rows */
     void *qbuf;               /* quantized tensor */
     double *row_err;          /* [n_rows][2]: Σw(x−q)², Σw·x² */
@@ -248,26 +247,11 @@ static int match_imatrix(job *j, size_t i)
                       (long long)t->ne[0], (long long)t->ne[2]);
 }
 
-/* --keep-split: the output parts must hold the same tensors as the input parts. The writer
- * splits by tensor count, which reproduces splits of equal counts (gguf-split
- * --split-max-tensors); other layouts are refused rather than silently changed. */
+/* --keep-split: the output parts hold the same tensors as the input parts (tensors keep file
+ * order, and each input part boundary becomes an explicit part break in the writer). */
 static int check_split(job *j)
 {
     j->use_split = j->p->keep_split && gguf_n_parts(j->in) > 1;
-    if (!j->use_split)
-        return QK_OK;
-    uint64_t n = gguf_n_tensors(j->in), first = 0;
-    for (uint64_t i = 0; i < n && gguf_tensor(j->in, i)->part == 0; i++)
-        first++;
-    for (uint64_t i = 0; i < n; i++) {
-        const gguf_tensor_info *t = gguf_tensor(j->in, i);
-        if (t->part != i / first)
-            return qk_err_set(j->err, QK_EUNSUPPORTED,
-                              "%s: --keep-split: the parts hold different numbers of tensors; "
-                              "qkit can only keep splits made by tensor count",
-                              j->p->in_path);
-    }
-    j->split.max_tensors = first;
     return QK_OK;
 }
 
@@ -330,13 +314,18 @@ static void set_metadata(job *j)
 
 static int open_output(job *j)
 {
-    int rc = gguf_writer_open(&j->w, j->p->out_path, j->use_split ? &j->split : NULL, j->err);
+    int rc = gguf_writer_open(&j->w, j->p->out_path, NULL, j->err);
     if (rc)
         return rc;
     set_metadata(j);
+    uint32_t part = 0;
     for (size_t k = 0; k < mx_plan_count(j->plan); k++) {
         size_t i = mx_plan_order(j->plan, k);
         const mx_tensor *t = &j->mt[i];
+        if (j->use_split && gguf_tensor(j->in, i)->part != part) {
+            part = gguf_tensor(j->in, i)->part;
+            gguf_writer_next_part(j->w);
+        }
         /* ggml writes ggml_n_dims(): trailing dimensions of 1 are dropped */
         gguf_writer_add_tensor(j->w, t->name, mx_plan_get(j->plan, i)->type, mx_ggml_n_dims(t->ne),
                                t->ne);

@@ -225,6 +225,10 @@ int gguf_writer_set_value(gguf_writer *w, const char *key, const gguf_value *v);
 int gguf_writer_add_tensor(gguf_writer *w, const char *name, int type, uint32_t n_dims,
                            const int64_t *ne);
 
+/* The next declared tensor starts a new split part (explicit layouts, e.g. keeping an input's
+ * parts); turns split output on. Limits in gguf_split_opts still apply on top. */
+int gguf_writer_next_part(gguf_writer *w);
+
 /* Ends the declarations: creates the temporaries and writes everything before the data. */
 int gguf_writer_begin_data(gguf_writer *w);
 

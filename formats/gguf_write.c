@@ -27,6 +27,7 @@ typedef struct {
     uint64_t nbytes;
     uint64_t offset; /* in its part's data section */
     uint32_t part;
+    bool new_part;   /* gguf_writer_next_part() was called before it */
 } wtensor;
 
 typedef struct {
@@ -51,6 +52,7 @@ struct gguf_writer {
     wpart *parts;
     uint32_t n_parts;
     bool data_phase;
+    bool break_next;  /* the next declared tensor starts a part */
     uint64_t cur;     /* the tensor being written */
     uint64_t written; /* bytes of it so far */
     int status;       /* sticky: the first error */
@@ -272,7 +274,7 @@ int gguf_writer_add_tensor(gguf_writer *w, const char *name, int type, uint32_t 
 {
     if (w->status || check_tensor_name(w, name))
         return w->status;
-    wtensor t = {.type = type, .n_dims = n_dims};
+    wtensor t = {.type = type, .n_dims = n_dims, .new_part = w->break_next};
     for (uint32_t d = 0; d < GGUF_MAX_DIMS; d++)
         t.ne[d] = ne && d < n_dims ? ne[d] : 1;
     qk_err why;
@@ -286,6 +288,17 @@ int gguf_writer_add_tensor(gguf_writer *w, const char *name, int type, uint32_t 
     }
     w->t[w->n_t] = t;
     gguf_index_put(&w->names, w->n_t++, wt_name, w->t);
+    w->break_next = false;
+    return QK_OK;
+}
+
+int gguf_writer_next_part(gguf_writer *w)
+{
+    if (w->status)
+        return w->status;
+    if (w->data_phase)
+        return fail(w, QK_EFORMAT, "%s: part break after gguf_writer_begin_data", w->path);
+    w->split = w->break_next = true;
     return QK_OK;
 }
 
@@ -293,10 +306,13 @@ int gguf_writer_add_tensor(gguf_writer *w, const char *name, int type, uint32_t 
 
 static uint64_t pad_to(uint64_t n, uint64_t a) { return (n + a - 1) / a * a; }
 
-static bool starts_new_part(const gguf_writer *w, uint64_t count, uint64_t bytes, uint64_t padded)
+static bool starts_new_part(const gguf_writer *w, const wtensor *t, uint64_t count, uint64_t bytes,
+                            uint64_t padded)
 {
     if (!w->split || count == 0) /* an oversized tensor still gets a part of its own */
         return false;
+    if (t->new_part)
+        return true;
     if (w->opts.max_tensors && count >= w->opts.max_tensors)
         return true;
     return w->opts.max_bytes && (bytes + padded < bytes || bytes + padded > w->opts.max_bytes);
@@ -310,7 +326,7 @@ static int layout(gguf_writer *w)
     for (uint64_t i = 0; i < w->n_t; i++) {
         wtensor *t = &w->t[i];
         uint64_t padded = pad_to(t->nbytes, w->alignment); /* nbytes < 2^63: no overflow */
-        if (starts_new_part(w, count, bytes, padded)) {
+        if (starts_new_part(w, t, count, bytes, padded)) {
             if (++p >= GGUF_MAX_PARTS)
                 return fail(w, QK_ERANGE, "%s: more than %d split parts", w->path, GGUF_MAX_PARTS);
             bytes = count = 0;

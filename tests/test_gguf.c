@@ -792,6 +792,51 @@ static void test_split_max_bytes(void **state)
     free_tensors(ts, 6);
 }
 
+/* Explicit part breaks (how quantize --keep-split reproduces any input layout). */
+static void test_split_explicit_breaks(void **state)
+{
+    (void)state;
+    const char *path = tu_tmp("eb.gguf");
+    qk_err err;
+    gguf_writer *w;
+    static const uint8_t zeros[64];
+    assert_int_equal(gguf_writer_open(&w, path, NULL, &err), QK_OK);
+    for (int i = 0; i < 4; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "t%d", i);
+        if (i == 1 || i == 3)
+            assert_int_equal(gguf_writer_next_part(w), QK_OK);
+        assert_int_equal(gguf_writer_add_tensor(w, name, Q_TYPE_I8, 1, (const int64_t[]){16}), QK_OK);
+    }
+    assert_int_equal(gguf_writer_begin_data(w), QK_OK);
+    assert_int_equal(gguf_writer_n_parts(w), 3);
+    assert_int_equal(gguf_writer_next_part(w), QK_EFORMAT); /* too late: sticky error */
+    gguf_writer_abort(w);
+    assert_false(tu_exists(path));
+
+    assert_int_equal(gguf_writer_open(&w, path, NULL, &err), QK_OK);
+    for (int i = 0; i < 4; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "t%d", i);
+        if (i == 1 || i == 3)
+            gguf_writer_next_part(w);
+        gguf_writer_add_tensor(w, name, Q_TYPE_I8, 1, (const int64_t[]){16});
+    }
+    assert_int_equal(gguf_writer_begin_data(w), QK_OK);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(gguf_writer_write(w, zeros, 16), QK_OK);
+    assert_int_equal(gguf_writer_commit(w, &err), QK_OK);
+    char first[4096], prefix[4096];
+    snprintf(prefix, sizeof prefix, "%.*s", (int)strlen(path) - 5, path);
+    gguf_split_path(first, sizeof first, prefix, 2, 3);
+    gguf_ctx *ctx = open_ok(first);
+    static const uint32_t want[4] = {0, 1, 1, 2};
+    assert_int_equal(gguf_n_parts(ctx), 3);
+    for (uint64_t i = 0; i < 4; i++)
+        assert_int_equal(gguf_tensor(ctx, i)->part, want[i]);
+    gguf_close(ctx);
+}
+
 static void test_split_single_part_and_no_split(void **state)
 {
     (void)state;
@@ -1456,6 +1501,7 @@ int main(void)
         cmocka_unit_test(test_stories260k),
         cmocka_unit_test(test_split_max_tensors),
         cmocka_unit_test(test_split_max_bytes),
+        cmocka_unit_test(test_split_explicit_breaks),
         cmocka_unit_test(test_split_single_part_and_no_split),
         cmocka_unit_test(test_split_hand_made_and_errors),
         cmocka_unit_test(test_truncated_at_every_length),

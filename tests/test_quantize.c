@@ -1459,8 +1459,8 @@ static void test_qz_split(void **state)
     gguf_close(ref);
 }
 
-/* Parts cut by size hold different tensor counts: the writer cannot reproduce them. */
-static void test_qz_keep_split_unsupported(void **state)
+/* Parts cut by size hold different tensor counts; --keep-split reproduces them exactly. */
+static void test_qz_keep_split_by_size(void **state)
 {
     (void)state;
     TU_SHARED(in, "models/stories260K.gguf");
@@ -1472,10 +1472,23 @@ static void test_qz_keep_split_unsupported(void **state)
     p.out_path = tu_tmp("kept2.gguf");
     p.keep_split = 1;
     qk_err err = {{0}};
-    int out_failed = -1;
-    int rc = qz_quantize(&p, NULL, &out_failed, &err);
-    expect_fail(rc, QK_EUNSUPPORTED, &err, "--keep-split: the parts hold different numbers", p.out_path);
-    assert_int_equal(out_failed, 0);
+    assert_int_equal(qz_quantize(&p, NULL, NULL, &err), QK_OK);
+    gguf_ctx *src, *out;
+    char kp[600], kprefix[512];
+    assert_int_equal(gguf_open(&src, part1, &err), QK_OK);
+    snprintf(kprefix, sizeof kprefix, "%.*s", (int)(strlen(p.out_path) - 5), p.out_path);
+    gguf_split_path(kp, sizeof kp, kprefix, 0, gguf_n_parts(src));
+    assert_int_equal(gguf_open(&out, kp, &err), QK_OK);
+    assert_true(gguf_n_parts(src) > 2);
+    assert_int_equal(gguf_n_parts(out), gguf_n_parts(src));
+    assert_int_equal(gguf_n_tensors(out), gguf_n_tensors(src));
+    for (uint64_t i = 0; i < gguf_n_tensors(src); i++) {
+        const gguf_tensor_info *a = gguf_tensor(src, i), *b = gguf_tensor(out, i);
+        assert_string_equal(a->name, b->name);
+        assert_int_equal(a->part, b->part);
+    }
+    gguf_close(out);
+    gguf_close(src);
 }
 
 int main(void)
@@ -1539,7 +1552,7 @@ int main(void)
         cmocka_unit_test(test_qz_needs_imatrix),
         cmocka_unit_test(test_qz_output_dir_missing),
         cmocka_unit_test(test_qz_split),
-        cmocka_unit_test(test_qz_keep_split_unsupported),
+        cmocka_unit_test(test_qz_keep_split_by_size),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
