@@ -63,23 +63,8 @@ QZ_FLOAT_DOT(q_vec_dot_bf16_f32_zmm, uint16_t, qz_load_bf16)
 
 #define QZ_ENTRY(t, vdt) {NULL, QX(q_dequantize_row_##t), NULL, QX(q_vec_dot_##t##_##vdt##_zmm), -1}
 
-const q_kernels q_kernels_avx512_dot[Q_TYPE_COUNT] = {
-    [Q_TYPE_F32] = {NULL, NULL, NULL, QX(q_vec_dot_f32_f32), -1},
-    [Q_TYPE_F16] = QZ_ENTRY(f16, f32),
-    [Q_TYPE_BF16] = QZ_ENTRY(bf16, f32),
-    [Q_TYPE_Q4_0] = QX_ENTRY(q4_0, q8_0),
-    [Q_TYPE_Q4_1] = QX_ENTRY(q4_1, q8_1),
-    [Q_TYPE_Q5_0] = QX_ENTRY(q5_0, q8_0),
-    [Q_TYPE_Q5_1] = QX_ENTRY(q5_1, q8_1),
-    [Q_TYPE_Q8_0] = QX_ENTRY(q8_0, q8_0),
-    [Q_TYPE_Q2_K] = QX_ENTRY(q2_K, q8_K),
-    [Q_TYPE_Q3_K] = QX_ENTRY(q3_K, q8_K),
-    [Q_TYPE_Q4_K] = QX_ENTRY(q4_K, q8_K),
-    [Q_TYPE_Q5_K] = QX_ENTRY(q5_K, q8_K),
-    [Q_TYPE_Q6_K] = QX_ENTRY(q6_K, q8_K),
-    [Q_TYPE_IQ4_NL] = QX_ENTRY(iq4_nl, q8_0),
-    [Q_TYPE_IQ4_XS] = QX_ENTRY(iq4_xs, q8_K),
-};
+const q_kernels q_kernels_avx512_dot[Q_TYPE_COUNT] =
+    QX_TABLE(QZ_ENTRY(f16, f32), QZ_ENTRY(bf16, f32));
 
 #else
 

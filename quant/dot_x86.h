@@ -766,4 +766,24 @@ QX_KERNEL void QX(q_vec_dot_q6_K_q8_K)(int n, float *s, const void *x, const voi
  * vec_dot_type field is the reference table's; overlays ignore it here. */
 #define QX_ENTRY(t, vdt) {NULL, QX(q_dequantize_row_##t), NULL, QX(q_vec_dot_##t##_##vdt), -1}
 
+/* The whole table, with the f16 and bf16 entries each ISA file chooses for itself. */
+#define QX_TABLE(F16_ENTRY, BF16_ENTRY)                                                            \
+    {                                                                                              \
+        [Q_TYPE_F32] = {NULL, NULL, NULL, QX(q_vec_dot_f32_f32), -1},                              \
+        [Q_TYPE_F16] = F16_ENTRY,                                                                  \
+        [Q_TYPE_BF16] = BF16_ENTRY,                                                                \
+        [Q_TYPE_Q4_0] = QX_ENTRY(q4_0, q8_0),                                                      \
+        [Q_TYPE_Q4_1] = QX_ENTRY(q4_1, q8_1),                                                      \
+        [Q_TYPE_Q5_0] = QX_ENTRY(q5_0, q8_0),                                                      \
+        [Q_TYPE_Q5_1] = QX_ENTRY(q5_1, q8_1),                                                      \
+        [Q_TYPE_Q8_0] = QX_ENTRY(q8_0, q8_0),                                                      \
+        [Q_TYPE_Q2_K] = QX_ENTRY(q2_K, q8_K),                                                      \
+        [Q_TYPE_Q3_K] = QX_ENTRY(q3_K, q8_K),                                                      \
+        [Q_TYPE_Q4_K] = QX_ENTRY(q4_K, q8_K),                                                      \
+        [Q_TYPE_Q5_K] = QX_ENTRY(q5_K, q8_K),                                                      \
+        [Q_TYPE_Q6_K] = QX_ENTRY(q6_K, q8_K),                                                      \
+        [Q_TYPE_IQ4_NL] = QX_ENTRY(iq4_nl, q8_0),                                                  \
+        [Q_TYPE_IQ4_XS] = QX_ENTRY(iq4_xs, q8_K),                                                  \
+    }
+
 #endif

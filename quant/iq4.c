@@ -11,6 +11,7 @@
 
 #include "blocks.h"
 #include "fp16.h"
+#include "kquants_impl.h"
 #include "kquants_search.h"
 #include "legacy.h"
 
@@ -111,33 +112,38 @@ static void quantize_block_nl(const float *x, const float *qw, block_iq4_nl *y)
 /* The eight 32-scales are rounded to multiples of d = -max_scale/32 (so the largest becomes
  * l = -32 exactly, using the full signed 6-bit range), and the codes are then recomputed for the
  * rounded scale. Note d is negative for a positive max_scale, and -0.0 for an all-zero block. */
-static void quantize_superblock_xs(const float *x, const float *qw, block_iq4_xs *y)
+float q_kq_iq4_xs_scales(const float *scales, block_iq4_xs *y, int *l)
 {
-    const float sigma2 = superblock_sigma2(x, Q_QK_K);
-    float scales[Q_QK_K / 32], max_scale = 0, amax_scale = 0;
-    for (int ib = 0; ib < Q_QK_K / 32; ib++) {
-        float w[32];
-        block_weights(x + 32 * ib, qw ? qw + 32 * ib : NULL, sigma2, w);
-        scales[ib] = block_scale(x + 32 * ib, w);
-        if (fabsf(scales[ib]) > amax_scale) {
-            amax_scale = fabsf(scales[ib]);
-            max_scale = scales[ib];
-        }
-    }
+    const float max_scale = q_lg_signed_absmax(scales, Q_QK_K / 32);
     const float d = -max_scale / 32;
     const float id = d ? 1 / d : 0.0f;
     y->d = q_fp32_to_fp16(d);
     y->scales_h = 0;
     memset(y->scales_l, 0, sizeof y->scales_l);
     for (int ib = 0; ib < Q_QK_K / 32; ib++) {
-        int l = q_nearest_int(id * scales[ib]);
-        l = l < -32 ? -32 : l > 31 ? 31 : l;
-        uint8_t L[32];
-        codes_for_scale(x + 32 * ib, d * (float)l, L);
-        q_lg_pack_nibbles(L, y->qs + 16 * ib);
-        const unsigned u = (unsigned)(l + 32);
+        l[ib] = q_clampi(q_nearest_int(id * scales[ib]), -32, 31);
+        const unsigned u = (unsigned)(l[ib] + 32);
         y->scales_l[ib / 2] |= (uint8_t)((u & 0x0F) << 4 * (ib % 2));
         y->scales_h |= (uint16_t)((u >> 4) << 2 * ib);
+    }
+    return d;
+}
+
+static void quantize_superblock_xs(const float *x, const float *qw, block_iq4_xs *y)
+{
+    const float sigma2 = superblock_sigma2(x, Q_QK_K);
+    float scales[Q_QK_K / 32];
+    int l[Q_QK_K / 32];
+    for (int ib = 0; ib < Q_QK_K / 32; ib++) {
+        float w[32];
+        block_weights(x + 32 * ib, qw ? qw + 32 * ib : NULL, sigma2, w);
+        scales[ib] = block_scale(x + 32 * ib, w);
+    }
+    const float d = q_kq_iq4_xs_scales(scales, y, l);
+    for (int ib = 0; ib < Q_QK_K / 32; ib++) {
+        uint8_t L[32];
+        codes_for_scale(x + 32 * ib, d * (float)l[ib], L);
+        q_lg_pack_nibbles(L, y->qs + 16 * ib);
     }
 }
 

@@ -5,7 +5,8 @@
  * themselves quantized to 4, 6 or 8 bits under a half-precision super-block scale, (3) every value
  * is re-rounded against the scales as the decoder will see them (fp16 round trip included), then
  * bit-packed. Types differ in steps (1)-(2) with and without importance weights exactly as ggml's
- * quantize_row_<t>_ref and quantize_row_<t>_impl do. */
+ * quantize_row_<t>_ref and quantize_row_<t>_impl do. Steps (2)-(3) are also what the SIMD
+ * quantizers run after their own searches, so they are published in kquants_impl.h. */
 #include "kquants.h"
 
 #include <math.h>
@@ -13,12 +14,19 @@
 
 #include "blocks.h"
 #include "fp16.h"
+#include "kquants_impl.h"
 #include "kquants_search.h"
+#include "legacy.h"
 
 #define QK Q_QK_K
 
 /* A super-block quantizer: qw is NULL (unweighted) or the block's 256 importance weights. */
 typedef void (*kq_block_fn)(const float *x, const float *qw, void *y);
+
+const q_qkx_params q_kq_search_q2_ref = {-0.5f, 0.1f, 15, 1};
+const q_qkx_params q_kq_search_q4_ref = {-1.f, 0.1f, 20, 0};
+const q_qkx_params q_kq_search_q5_ref = {-0.5f, 0.1f, 15, 0};
+const q_qkx_params q_kq_search_imat = {-0.9f, 0.05f, 36, 0};
 
 /* ---- shared steps ---- */
 
@@ -50,10 +58,10 @@ static void requant_affine(const float *x, int n, float d, float m, int nmax, ui
 }
 
 /* Step (3) for symmetric types: x ≈ d*l, l in [lo, hi], stored as l - lo. */
-static void requant_sym(const float *x, int n, float d, int lo, int hi, int8_t *L)
+static void requant_sym(const float *x, int n, float d, int lo, int hi, uint8_t *L)
 {
     for (int i = 0; i < n; ++i)
-        L[i] = (int8_t)(q_clampi(q_nearest_int(x[i] / d), lo, hi) - lo);
+        L[i] = (uint8_t)(q_clampi(q_nearest_int(x[i] / d), lo, hi) - lo);
 }
 
 /* q2_K and q3_K: byte l of each 32-byte run holds values l, l+32, l+64, l+96 of a 128-value half,
@@ -88,266 +96,78 @@ static size_t quantize_matrix(kq_block_fn fn, size_t bsize, const float *src, vo
 
 /* ---- q2_K: 16 sub-blocks of 16, 2-bit levels, 4-bit scale and min each ---- */
 
-static const q_qkx_params Q2_REF_SEARCH = {-0.5f, 0.1f, 15, 1};
-/* Every weighted k-quant with a min (q2_K, q4_K, q5_K) searches the same candidates. */
-static const q_qkx_params IMAT_SEARCH = {-0.9f, 0.05f, 36, 0};
-
-static void q2_scales_ref(const float *x, block_q2_K *y, uint8_t *L)
-{
-    float w[16], scales[16], mins[16];
-    float max_scale = 0, max_min = 0; /* the min is subtracted, so scales are >= 0 */
-    for (int j = 0; j < 16; ++j) {
-        for (int l = 0; l < 16; ++l)
-            w[l] = fabsf(x[16 * j + l]);
-        scales[j] = q_make_qkx_quants(16, 3, x + 16 * j, w, L + 16 * j, &mins[j], &Q2_REF_SEARCH);
-        if (scales[j] > max_scale)
-            max_scale = scales[j];
-        if (mins[j] > max_min)
-            max_min = mins[j];
-    }
-    if (max_scale > 0) {
-        const float iscale = 15.f / max_scale;
-        for (int j = 0; j < 16; ++j)
-            y->scales[j] = (uint8_t)q_nearest_int(iscale * scales[j]);
-        y->d = q_fp32_to_fp16(max_scale / 15.f);
-    } else {
-        memset(y->scales, 0, sizeof y->scales);
-        y->d = q_fp32_to_fp16(0.f);
-    }
-    if (max_min > 0) {
-        const float iscale = 15.f / max_min;
-        for (int j = 0; j < 16; ++j)
-            y->scales[j] |= (uint8_t)((unsigned)q_nearest_int(iscale * mins[j]) << 4);
-        y->dmin = q_fp32_to_fp16(max_min / 15.f);
-    } else {
-        y->dmin = q_fp32_to_fp16(0.f);
-    }
-}
-
-static void q2_scales_imat(const float *x, const float *qw, block_q2_K *y, uint8_t *L)
-{
-    float w[16], sw[16], scales[16], mins[16];
-    uint8_t Ls[16], Lm[16];
-    const float sigma2 = sum_squares(x, QK) / QK;
-    for (int j = 0; j < 16; ++j) {
-        sw[j] = imat_weights(x + 16 * j, qw + 16 * j, 16, sigma2, w);
-        scales[j] = q_make_qkx_quants(16, 3, x + 16 * j, w, L + 16 * j, &mins[j], &IMAT_SEARCH);
-    }
-    y->d = q_fp32_to_fp16(q_make_qp_quants(16, 15, scales, Ls, sw));
-    y->dmin = q_fp32_to_fp16(q_make_qp_quants(16, 15, mins, Lm, sw));
-    for (int j = 0; j < 16; ++j)
-        y->scales[j] = (uint8_t)(Ls[j] | (Lm[j] << 4));
-}
-
 static void q2_block(const float *x, const float *qw, void *vy)
 {
-    block_q2_K *y = vy;
+    float w[16], sw[16], scales[16], mins[16];
     uint8_t L[QK];
-    if (qw)
-        q2_scales_imat(x, qw, y, L);
-    else
-        q2_scales_ref(x, y, L);
-    const float d = q_fp16_to_fp32(y->d), dmin = q_fp16_to_fp32(y->dmin);
+    const float sigma2 = qw ? sum_squares(x, QK) / QK : 0.f;
     for (int j = 0; j < 16; ++j) {
-        const float dl = d * (y->scales[j] & 0xF);
-        if (!dl)
-            continue; /* the search's levels stay, as in ggml */
-        requant_affine(x + 16 * j, 16, dl, dmin * (y->scales[j] >> 4), 3, L + 16 * j);
+        if (qw) {
+            sw[j] = imat_weights(x + 16 * j, qw + 16 * j, 16, sigma2, w);
+        } else {
+            for (int l = 0; l < 16; ++l)
+                w[l] = fabsf(x[16 * j + l]);
+        }
+        scales[j] = q_make_qkx_quants(16, 3, x + 16 * j, w, L + 16 * j, &mins[j],
+                                      qw ? &q_kq_search_imat : &q_kq_search_q2_ref);
     }
+    block_q2_K *y = vy;
+    q_kq_q2_levels(x, (q_kq_found){scales, mins, qw ? sw : NULL}, requant_affine, y, L);
     pack_2bit(L, y->qs);
 }
 
 /* ---- q3_K: 16 sub-blocks of 16, 3-bit levels (2 low bits + hmask), 6-bit signed scales ---- */
 
-/* Scale j (6 bits, stored +32): low nibbles in bytes 0..7, the two high bits in bytes 8..11.
- * The 12 bytes must be zero beforehand. */
-static void q3_set_scale(uint8_t *s, int j, int l)
-{
-    if (j < 8)
-        s[j] = (uint8_t)(l & 0xF);
-    else
-        s[j - 8] |= (uint8_t)((l & 0xF) << 4);
-    s[8 + j % 4] |= (uint8_t)((l >> 4) << (2 * (j / 4)));
-}
-
-static int q3_get_scale(const uint8_t *s, int j)
-{
-    const int lo = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
-    return (lo | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
-}
-
-static void q3_scales_ref(const float *x, block_q3_K *y, int8_t *L)
-{
-    float scales[16];
-    float max_scale = 0, amax = 0;
-    for (int j = 0; j < 16; ++j) {
-        scales[j] = q_make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
-        if (fabsf(scales[j]) > amax) {
-            amax = fabsf(scales[j]);
-            max_scale = scales[j];
-        }
-    }
-    memset(y->scales, 0, sizeof y->scales);
-    if (!max_scale) {
-        y->d = q_fp32_to_fp16(0.f);
-        return;
-    }
-    /* -32 for the largest: scales of the other sign get up to +31 (clamped). */
-    const float iscale = -32.f / max_scale;
-    for (int j = 0; j < 16; ++j) {
-        const int8_t l = (int8_t)q_nearest_int(iscale * scales[j]);
-        q3_set_scale(y->scales, j, q_clampi(l, -32, 31) + 32);
-    }
-    y->d = q_fp32_to_fp16(1 / iscale);
-}
-
-static void q3_scales_imat(const float *x, const float *qw, block_q3_K *y, int8_t *L)
-{
-    float w[16], sw[16], scales[16];
-    int8_t Ls[16];
-    const float sigma2 = 2 * sum_squares(x, QK) / QK;
-    for (int j = 0; j < 16; ++j) {
-        sw[j] = imat_weights(x + 16 * j, qw + 16 * j, 16, sigma2, w);
-        scales[j] = q_make_qx_quants(16, 4, x + 16 * j, L + 16 * j, w);
-    }
-    memset(y->scales, 0, sizeof y->scales);
-    const float d_block = q_make_qx_quants(16, 32, scales, Ls, sw);
-    for (int j = 0; j < 16; ++j)
-        q3_set_scale(y->scales, j, Ls[j]);
-    y->d = q_fp32_to_fp16(d_block);
-}
-
 static void q3_block(const float *x, const float *qw, void *vy)
 {
-    block_q3_K *y = vy;
-    int8_t L[QK];
-    if (qw)
-        q3_scales_imat(x, qw, y, L);
-    else
-        q3_scales_ref(x, y, L);
-    const float d = q_fp16_to_fp32(y->d);
+    float w[16], sw[16], scales[16];
+    uint8_t L[QK];
+    int8_t *Ls = (int8_t *)L; /* the searches store level + 4, never negative */
+    const float sigma2 = qw ? 2 * sum_squares(x, QK) / QK : 0.f;
     for (int j = 0; j < 16; ++j) {
-        const float dl = d * q3_get_scale(y->scales, j);
-        if (dl)
-            requant_sym(x + 16 * j, 16, dl, -4, 3, L + 16 * j);
+        if (qw) {
+            sw[j] = imat_weights(x + 16 * j, qw + 16 * j, 16, sigma2, w);
+            scales[j] = q_make_qx_quants(16, 4, x + 16 * j, Ls + 16 * j, w);
+        } else {
+            scales[j] = q_make_q3_quants(16, 4, x + 16 * j, Ls + 16 * j);
+        }
     }
+    block_q3_K *y = vy;
+    q_kq_q3_levels(x, (q_kq_found){scales, NULL, qw ? sw : NULL}, requant_sym, y, L);
     /* The third bit of value j goes to bit j/32 of hmask[j%32]. */
     memset(y->hmask, 0, sizeof y->hmask);
     for (int j = 0; j < QK; ++j) {
         if (L[j] > 3) {
             y->hmask[j % 32] |= (uint8_t)(1u << (j / 32));
-            L[j] = (int8_t)(L[j] - 4);
+            L[j] = (uint8_t)(L[j] - 4);
         }
     }
-    pack_2bit((const uint8_t *)L, y->qs);
+    pack_2bit(L, y->qs);
 }
 
 /* ---- q4_K and q5_K: 8 sub-blocks of 32, 6-bit scale and min each ---- */
 
-static const q_qkx_params Q4_REF_SEARCH = {-1.f, 0.1f, 20, 0};
-static const q_qkx_params Q5_REF_SEARCH = {-0.5f, 0.1f, 15, 0};
-
-/* The scale/min header both block layouts share. */
-typedef struct {
-    uint16_t *d, *dmin;
-    uint8_t *scales; /* 12 bytes */
-} k45_head;
-
-/* Scales and mins 0..3 fill the low 6 bits of bytes 0..3 and 4..7; 4..7 put their low nibbles in
- * bytes 8..11 and their top two bits in the spare high bits of bytes 0..7. Written in order
- * j = 0..7, like ggml (an oversized ls for j < 4 spills into those high bits exactly as there). */
-static void k45_set_scale_min(uint8_t *s, int j, uint8_t ls, uint8_t lm)
-{
-    if (j < 4) {
-        s[j] = ls;
-        s[j + 4] = lm;
-    } else {
-        s[j + 4] = (uint8_t)((ls & 0xF) | ((lm & 0xF) << 4));
-        s[j - 4] |= (uint8_t)((ls >> 4) << 6);
-        s[j] |= (uint8_t)((lm >> 4) << 6);
-    }
-}
-
-static void k45_get_scale_min(const uint8_t *s, int j, int *sc, int *m)
-{
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *m = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
-        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-    }
-}
-
-static void k45_scales_ref(const float *x, int nmax, const q_qkx_params *search, k45_head h,
-                           uint8_t *L)
-{
-    float w[32], scales[8], mins[8];
-    float max_scale = 0, max_min = 0;
-    for (int j = 0; j < 8; ++j) {
-        const float *xj = x + 32 * j;
-        const float av_x = sqrtf(sum_squares(xj, 32) / 32);
-        for (int l = 0; l < 32; ++l)
-            w[l] = av_x + fabsf(xj[l]);
-        scales[j] = q_make_qkx_quants(32, nmax, xj, w, L + 32 * j, &mins[j], search);
-        if (scales[j] > max_scale)
-            max_scale = scales[j];
-        if (mins[j] > max_min)
-            max_min = mins[j];
-    }
-    const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
-    const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
-    for (int j = 0; j < 8; ++j) {
-        /* Through uint8_t first, as ggml: a negative level wraps, then clamps to 63. */
-        uint8_t ls = (uint8_t)q_nearest_int(inv_scale * scales[j]);
-        uint8_t lm = (uint8_t)q_nearest_int(inv_min * mins[j]);
-        k45_set_scale_min(h.scales, j, ls < 63 ? ls : 63, lm < 63 ? lm : 63);
-    }
-    *h.d = q_fp32_to_fp16(max_scale / 63.f);
-    *h.dmin = q_fp32_to_fp16(max_min / 63.f);
-}
-
-/* clamp63: ggml's q5_K clamps the levels from make_qp_quants to 63, its q4_K does not. They only
- * exceed 63 for a negative sub-block scale, which the search does not normally produce. */
-static void k45_scales_imat(const float *x, const float *qw, int nmax, int clamp63, k45_head h,
-                            uint8_t *L)
+/* Levels 0..nmax of one q4_K/q5_K super-block, its header filled. */
+static void k45_block_levels(const float *x, const float *qw, int nmax, q_kq_k45_head h,
+                             uint8_t *L)
 {
     float w[32], sw[8], scales[8], mins[8];
-    uint8_t Ls[8], Lm[8];
-    const float sigma2 = 2 * sum_squares(x, QK) / QK;
+    const float sigma2 = qw ? 2 * sum_squares(x, QK) / QK : 0.f;
+    const q_qkx_params *search = qw ? &q_kq_search_imat
+                                 : nmax == 31 ? &q_kq_search_q5_ref
+                                              : &q_kq_search_q4_ref;
     for (int j = 0; j < 8; ++j) {
-        sw[j] = imat_weights(x + 32 * j, qw + 32 * j, 32, sigma2, w);
-        scales[j] = q_make_qkx_quants(32, nmax, x + 32 * j, w, L + 32 * j, &mins[j], &IMAT_SEARCH);
-    }
-    const float d_block = q_make_qp_quants(8, 63, scales, Ls, sw);
-    const float m_block = q_make_qp_quants(8, 63, mins, Lm, sw);
-    for (int j = 0; j < 8; ++j) {
-        uint8_t ls = Ls[j], lm = Lm[j];
-        if (clamp63) {
-            ls = ls < 63 ? ls : 63;
-            lm = lm < 63 ? lm : 63;
+        const float *xj = x + 32 * j;
+        if (qw) {
+            sw[j] = imat_weights(xj, qw + 32 * j, 32, sigma2, w);
+        } else {
+            const float av_x = sqrtf(sum_squares(xj, 32) / 32);
+            for (int l = 0; l < 32; ++l)
+                w[l] = av_x + fabsf(xj[l]);
         }
-        k45_set_scale_min(h.scales, j, ls, lm);
+        scales[j] = q_make_qkx_quants(32, nmax, xj, w, L + 32 * j, &mins[j], search);
     }
-    *h.d = q_fp32_to_fp16(d_block);
-    *h.dmin = q_fp32_to_fp16(m_block);
-}
-
-/* Levels 0..nmax of one q4_K/q5_K super-block, its header filled. */
-static void k45_levels(const float *x, const float *qw, int nmax, k45_head h, uint8_t *L)
-{
-    if (qw)
-        k45_scales_imat(x, qw, nmax, nmax == 31, h, L);
-    else
-        k45_scales_ref(x, nmax, nmax == 31 ? &Q5_REF_SEARCH : &Q4_REF_SEARCH, h, L);
-    const float d = q_fp16_to_fp32(*h.d), dmin = q_fp16_to_fp32(*h.dmin);
-    for (int j = 0; j < 8; ++j) {
-        int sc, m;
-        k45_get_scale_min(h.scales, j, &sc, &m);
-        const float dl = d * sc;
-        if (dl)
-            requant_affine(x + 32 * j, 32, dl, dmin * m, nmax, L + 32 * j);
-    }
+    q_kq_k45_levels(x, (q_kq_found){scales, mins, qw ? sw : NULL}, nmax, requant_affine, h, L);
 }
 
 /* q4_K: each 32-byte run holds two sub-blocks, the even one in the low nibbles. */
@@ -355,7 +175,7 @@ static void q4_block(const float *x, const float *qw, void *vy)
 {
     block_q4_K *y = vy;
     uint8_t L[QK];
-    k45_levels(x, qw, 15, (k45_head){&y->d, &y->dmin, y->scales}, L);
+    k45_block_levels(x, qw, 15, (q_kq_k45_head){&y->d, &y->dmin, y->scales}, L);
     for (int j = 0; j < QK / 64; ++j)
         for (int l = 0; l < 32; ++l)
             y->qs[32 * j + l] = (uint8_t)(L[64 * j + l] | (L[64 * j + l + 32] << 4));
@@ -366,7 +186,7 @@ static void q5_block(const float *x, const float *qw, void *vy)
 {
     block_q5_K *y = vy;
     uint8_t L[QK];
-    k45_levels(x, qw, 31, (k45_head){&y->d, &y->dmin, y->scales}, L);
+    k45_block_levels(x, qw, 31, (q_kq_k45_head){&y->d, &y->dmin, y->scales}, L);
     memset(y->qh, 0, sizeof y->qh);
     for (int j = 0; j < QK / 64; ++j) {
         for (int l = 0; l < 32; ++l) {
@@ -382,38 +202,18 @@ static void q5_block(const float *x, const float *qw, void *vy)
 static void q6_block(const float *x, const float *qw, void *vy)
 {
     block_q6_K *y = vy;
-    int8_t L[QK];
+    uint8_t L[QK];
     float scales[16];
-    float max_scale = 0, max_abs_scale = 0;
     /* With weights, ggml passes the raw importance weights (no sigma2 term) to the search. */
-    for (int j = 0; j < 16; ++j) {
-        scales[j] = q_make_qx_quants(16, 32, x + 16 * j, L + 16 * j, qw ? qw + 16 * j : NULL);
-        if (fabsf(scales[j]) > max_abs_scale) {
-            max_abs_scale = fabsf(scales[j]);
-            max_scale = scales[j];
-        }
-    }
-    if (max_abs_scale < Q_GROUP_MAX_EPS) {
-        memset(y, 0, sizeof *y);
-        y->d = q_fp32_to_fp16(0.f);
+    for (int j = 0; j < 16; ++j)
+        scales[j] = q_make_qx_quants(16, 32, x + 16 * j, (int8_t *)L + 16 * j,
+                                     qw ? qw + 16 * j : NULL);
+    if (!q_kq_q6_levels(x, (q_kq_found){scales, NULL, NULL}, requant_sym, y, L))
         return;
-    }
-    const float iscale = -128.f / max_scale;
-    y->d = q_fp32_to_fp16(1 / iscale);
-    for (int j = 0; j < 16; ++j) {
-        const int l = q_nearest_int(iscale * scales[j]);
-        y->scales[j] = (int8_t)(l < 127 ? l : 127);
-    }
-    const float d = q_fp16_to_fp32(y->d);
-    for (int j = 0; j < 16; ++j) {
-        const float dl = d * y->scales[j];
-        if (dl)
-            requant_sym(x + 16 * j, 16, dl, -32, 31, L + 16 * j);
-    }
     /* Per 128-value half: low nibbles of values l, l+32 | l+64, l+96 in ql[l], ql[l+32]; the two
      * high bits of all four in qh[l]. */
     for (int h = 0; h < 2; ++h) {
-        const int8_t *Lh = L + 128 * h;
+        const uint8_t *Lh = L + 128 * h;
         uint8_t *ql = y->ql + 64 * h, *qh = y->qh + 32 * h;
         for (int l = 0; l < 32; ++l) {
             ql[l] = (uint8_t)((Lh[l] & 0xF) | ((Lh[l + 64] & 0xF) << 4));
@@ -557,7 +357,7 @@ static void unpack_q3_K(const void *vb, kq_unpacked *u)
     u->d = q_fp16_to_fp32(b->d);
     u->dmin = 0;
     for (int g = 0; g < 16; ++g) {
-        u->sc[g] = q3_get_scale(b->scales, g);
+        u->sc[g] = q_kq_q3_get_scale(b->scales, g);
         u->mn[g] = 0;
     }
     unpack_2bit(b->qs, u->q);
@@ -572,7 +372,7 @@ static void unpack_k45_head(const uint8_t *scales, uint16_t d, uint16_t dmin, kq
     u->dmin = q_fp16_to_fp32(dmin);
     for (int j = 0; j < 8; ++j) {
         int sc, m;
-        k45_get_scale_min(scales, j, &sc, &m);
+        q_kq_k45_get_scale_min(scales, j, &sc, &m);
         u->sc[2 * j] = u->sc[2 * j + 1] = sc;
         u->mn[2 * j] = u->mn[2 * j + 1] = m;
     }

@@ -13,6 +13,7 @@
 
 #include "blocks.h"
 #include "fp16.h"
+#include "kquants_impl.h"
 #include "kquants_search.h"
 
 /* ---- float -> small int as ggml's casts compile on x86-64 ---------------------------------- */
@@ -237,8 +238,8 @@ void q_quantize_row_q8_1_ref(const float *x, void *y, int64_t k)
 
 /* ggml runs the k-quants' searches for these types too: make_qx_quants (rmse_type 1) for the
  * symmetric ones, make_qkx3_quants with squared error for those with a min. qkit shares those
- * definitions (kquants_search.h), so the two families cannot drift apart. */
-static const q_qkx_params ASYM_SEARCH = {-0.9f, 0.05f, 36, 0};
+ * definitions (kquants_search.h) and the weighted candidate set (kquants_impl.h), so the two
+ * families cannot drift apart. */
 
 /* Codes 0..2*nmax-1 (level + nmax) for weights w; returns d. */
 static float search_sym(const float *x, const float *w, int nmax, uint8_t *L)
@@ -253,7 +254,7 @@ static float search_sym(const float *x, const float *w, int nmax, uint8_t *L)
 static float search_asym(const float *x, const float *w, int nmax, uint8_t *L, float *min_out)
 {
     float neg_min;
-    const float d = q_make_qkx_quants(32, nmax, x, w, L, &neg_min, &ASYM_SEARCH);
+    const float d = q_make_qkx_quants(32, nmax, x, w, L, &neg_min, &q_kq_search_imat);
     *min_out = -neg_min; /* exact: the search negated its min */
     return d;
 }

@@ -5,6 +5,7 @@
  * that header, so the two ISAs cannot drift apart. Compiled with -mavx2 -mfma -mf16c; the table at
  * the end is data only, so nothing here runs before the CPU check (quant/cpu.h).
  * No FMA intrinsic is used anywhere: the reference multiplies, rounds, then adds. */
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
@@ -186,3 +187,8 @@ static inline vf iq4_value_nonan(vf v) { return iq4_value_of(iq4_index_nonan(v))
 #include "simd_quant_impl.h"
 
 const q_kernels q_kernels_avx2_quant[Q_TYPE_COUNT] = QS_TABLE;
+
+#else /* other machines: an empty table, so the library builds there */
+#include "quant.h"
+const q_kernels q_kernels_avx2_quant[Q_TYPE_COUNT] = {{0}};
+#endif

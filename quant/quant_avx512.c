@@ -5,6 +5,7 @@
  * permutes, which AVX2 lacks. Compiled with the AVX-512 F/BW/VL/DQ/VNNI flags; the table at the end
  * is data only, so nothing here runs before the CPU check (quant/cpu.h). No FMA intrinsic is used:
  * the reference multiplies, rounds, then adds. */
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
@@ -162,3 +163,8 @@ static inline vf iq4_value_nonan(vf v)
 #include "simd_quant_impl.h"
 
 const q_kernels q_kernels_avx512_quant[Q_TYPE_COUNT] = QS_TABLE;
+
+#else /* other machines: an empty table, so the library builds there */
+#include "quant.h"
+const q_kernels q_kernels_avx512_quant[Q_TYPE_COUNT] = {{0}};
+#endif

@@ -20,8 +20,8 @@
  *    turn into the same levels.
  * Where the reference takes early exits (a zero group, a degenerate fit, a candidate that does
  * not improve), lanes compute anyway and a mask decides what is kept. The reference's scalar
- * steps around the searches (scale quantization, fp16 round trips, make_qp_quants on 8 or 16
- * values) are kept in its own code or restated here line by line; the per-value loops around them
+ * steps after the searches (scale quantization, fp16 round trips, make_qp_quants on 8 or 16
+ * values) are its own code, called through kquants_impl.h; the per-value loops around them
  * (requantization, bit packing) are vectorized across values, which changes no rounding.
  * Byte packing and transposes use AVX2 instructions directly: both ISA files are built with them. */
 #ifndef QKIT_QUANT_SIMD_QUANT_IMPL_H
@@ -36,6 +36,7 @@
 #include "floats.h"
 #include "fp16.h"
 #include "kquants.h"
+#include "kquants_impl.h"
 #include "kquants_search.h"
 #include "legacy.h"
 #include "simd_quant.h"
@@ -913,113 +914,27 @@ static inline void pack_nibbles(const uint8_t *L, uint8_t *qs)
     }
 }
 
-/* ---- q2_K ---- */
+/* ---- the k-quants: kquants.c's steps (2)-(3) with the vector requantizers, then packing ---- */
 
-static const q_qkx_params Q2_REF_SEARCH = {-0.5f, 0.1f, 15, 1};
-static const q_qkx_params IMAT_SEARCH = {-0.9f, 0.05f, 36, 0};
-static const q_qkx_params Q4_REF_SEARCH = {-1.f, 0.1f, 20, 0};
-static const q_qkx_params Q5_REF_SEARCH = {-0.5f, 0.1f, 15, 0};
+/* What the searches found for item k (the search's levels, requantized in place, are f->L). */
+static inline q_kq_found found_item(const qs_found *f, const float *qw, int k, int nsub)
+{
+    return (q_kq_found){f->scale + nsub * k, f->the_min + nsub * k, qw ? f->sw + nsub * k : NULL};
+}
 
 static void finish_q2_K(const float *x, const float *qw, qs_found *f, int k, void *blk)
 {
     block_q2_K *y = blk;
-    const float *scales = f->scale + 16 * k, *mins = f->the_min + 16 * k;
-    uint8_t *L = f->L + (size_t)k * Q_QK_K; /* the search's levels, requantized in place */
-    if (qw) {
-        uint8_t Ls[16], Lm[16];
-        y->d = q_fp32_to_fp16(q_make_qp_quants(16, 15, scales, Ls, f->sw + 16 * k));
-        y->dmin = q_fp32_to_fp16(q_make_qp_quants(16, 15, mins, Lm, f->sw + 16 * k));
-        for (int j = 0; j < 16; ++j)
-            y->scales[j] = (uint8_t)(Ls[j] | (Lm[j] << 4));
-    } else {
-        float max_scale = 0, max_min = 0;
-        for (int j = 0; j < 16; ++j) {
-            if (scales[j] > max_scale)
-                max_scale = scales[j];
-            if (mins[j] > max_min)
-                max_min = mins[j];
-        }
-        if (max_scale > 0) {
-            const float iscale = 15.f / max_scale;
-            for (int j = 0; j < 16; ++j)
-                y->scales[j] = (uint8_t)q_nearest_int(iscale * scales[j]);
-            y->d = q_fp32_to_fp16(max_scale / 15.f);
-        } else {
-            memset(y->scales, 0, sizeof y->scales);
-            y->d = q_fp32_to_fp16(0.f);
-        }
-        if (max_min > 0) {
-            const float iscale = 15.f / max_min;
-            for (int j = 0; j < 16; ++j)
-                y->scales[j] |= (uint8_t)((unsigned)q_nearest_int(iscale * mins[j]) << 4);
-            y->dmin = q_fp32_to_fp16(max_min / 15.f);
-        } else {
-            y->dmin = q_fp32_to_fp16(0.f);
-        }
-    }
-    const float d = q_fp16_to_fp32(y->d), dmin = q_fp16_to_fp32(y->dmin);
-    for (int j = 0; j < 16; ++j) {
-        const float dl = d * (y->scales[j] & 0xF);
-        if (dl)
-            requant_affine_v(x + 16 * j, 16, dl, dmin * (y->scales[j] >> 4), 3, L + 16 * j);
-    }
+    uint8_t *L = f->L + (size_t)k * Q_QK_K;
+    q_kq_q2_levels(x, found_item(f, qw, k, 16), requant_affine_v, y, L);
     pack_2bit(L, y->qs);
-}
-
-/* ---- q3_K ---- */
-
-static inline void q3_set_scale(uint8_t *s, int j, int l)
-{
-    if (j < 8)
-        s[j] = (uint8_t)(l & 0xF);
-    else
-        s[j - 8] |= (uint8_t)((l & 0xF) << 4);
-    s[8 + j % 4] |= (uint8_t)((l >> 4) << (2 * (j / 4)));
-}
-
-static inline int q3_get_scale(const uint8_t *s, int j)
-{
-    const int lo = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
-    return (lo | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
 }
 
 static void finish_q3_K(const float *x, const float *qw, qs_found *f, int k, void *blk)
 {
     block_q3_K *y = blk;
-    const float *scales = f->scale + 16 * k;
-    uint8_t *L = f->L + (size_t)k * Q_QK_K; /* the search's levels, requantized in place */
-    memset(y->scales, 0, sizeof y->scales);
-    if (qw) {
-        int8_t Ls[16];
-        const float d_block = q_make_qx_quants(16, 32, scales, Ls, f->sw + 16 * k);
-        for (int j = 0; j < 16; ++j)
-            q3_set_scale(y->scales, j, Ls[j]);
-        y->d = q_fp32_to_fp16(d_block);
-    } else {
-        float max_scale = 0, amax = 0;
-        for (int j = 0; j < 16; ++j) {
-            if (fabsf(scales[j]) > amax) {
-                amax = fabsf(scales[j]);
-                max_scale = scales[j];
-            }
-        }
-        if (!max_scale) {
-            y->d = q_fp32_to_fp16(0.f);
-        } else {
-            const float iscale = -32.f / max_scale;
-            for (int j = 0; j < 16; ++j) {
-                const int8_t l = (int8_t)q_nearest_int(iscale * scales[j]);
-                q3_set_scale(y->scales, j, q_clampi(l, -32, 31) + 32);
-            }
-            y->d = q_fp32_to_fp16(1 / iscale);
-        }
-    }
-    const float d = q_fp16_to_fp32(y->d);
-    for (int j = 0; j < 16; ++j) {
-        const float dl = d * q3_get_scale(y->scales, j);
-        if (dl)
-            requant_sym_v(x + 16 * j, 16, dl, -4, 3, L + 16 * j);
-    }
+    uint8_t *L = f->L + (size_t)k * Q_QK_K;
+    q_kq_q3_levels(x, found_item(f, qw, k, 16), requant_sym_v, y, L);
     /* The third bit of value j goes to bit j/32 of hmask[j%32]. */
     b32 h = b32_set(0);
     for (int b = 0; b < 8; ++b) {
@@ -1031,84 +946,12 @@ static void finish_q3_K(const float *x, const float *qw, qs_found *f, int k, voi
     pack_2bit(L, y->qs);
 }
 
-/* ---- q4_K and q5_K ---- */
-
-static inline void k45_set_scale_min(uint8_t *s, int j, uint8_t ls, uint8_t lm)
-{
-    if (j < 4) {
-        s[j] = ls;
-        s[j + 4] = lm;
-    } else {
-        s[j + 4] = (uint8_t)((ls & 0xF) | ((lm & 0xF) << 4));
-        s[j - 4] |= (uint8_t)((ls >> 4) << 6);
-        s[j] |= (uint8_t)((lm >> 4) << 6);
-    }
-}
-
-static inline void k45_get_scale_min(const uint8_t *s, int j, int *sc, int *m)
-{
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *m = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
-        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-    }
-}
-
-/* Header of one q4_K/q5_K super-block; returns its levels (the search's, requantized in place). */
-static uint8_t *k45_finish(const float *x, const float *qw, qs_found *f, int k, int nmax,
-                           uint16_t *hd, uint16_t *hdmin, uint8_t *hscales)
-{
-    const float *scales = f->scale + 8 * k, *mins = f->the_min + 8 * k;
-    uint8_t *L = f->L + (size_t)k * Q_QK_K;
-    if (qw) {
-        uint8_t Ls[8], Lm[8];
-        const float d_block = q_make_qp_quants(8, 63, scales, Ls, f->sw + 8 * k);
-        const float m_block = q_make_qp_quants(8, 63, mins, Lm, f->sw + 8 * k);
-        for (int j = 0; j < 8; ++j) {
-            uint8_t ls = Ls[j], lm = Lm[j];
-            if (nmax == 31) { /* ggml clamps these for q5_K only */
-                ls = ls < 63 ? ls : 63;
-                lm = lm < 63 ? lm : 63;
-            }
-            k45_set_scale_min(hscales, j, ls, lm);
-        }
-        *hd = q_fp32_to_fp16(d_block);
-        *hdmin = q_fp32_to_fp16(m_block);
-    } else {
-        float max_scale = 0, max_min = 0;
-        for (int j = 0; j < 8; ++j) {
-            if (scales[j] > max_scale)
-                max_scale = scales[j];
-            if (mins[j] > max_min)
-                max_min = mins[j];
-        }
-        const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
-        const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
-        for (int j = 0; j < 8; ++j) {
-            const uint8_t ls = (uint8_t)q_nearest_int(inv_scale * scales[j]);
-            const uint8_t lm = (uint8_t)q_nearest_int(inv_min * mins[j]);
-            k45_set_scale_min(hscales, j, ls < 63 ? ls : 63, lm < 63 ? lm : 63);
-        }
-        *hd = q_fp32_to_fp16(max_scale / 63.f);
-        *hdmin = q_fp32_to_fp16(max_min / 63.f);
-    }
-    const float d = q_fp16_to_fp32(*hd), dmin = q_fp16_to_fp32(*hdmin);
-    for (int j = 0; j < 8; ++j) {
-        int sc, m;
-        k45_get_scale_min(hscales, j, &sc, &m);
-        const float dl = d * sc;
-        if (dl)
-            requant_affine_v(x + 32 * j, 32, dl, dmin * m, nmax, L + 32 * j);
-    }
-    return L;
-}
-
 static void finish_q4_K(const float *x, const float *qw, qs_found *f, int k, void *blk)
 {
     block_q4_K *y = blk;
-    const uint8_t *L = k45_finish(x, qw, f, k, 15, &y->d, &y->dmin, y->scales);
+    uint8_t *L = f->L + (size_t)k * Q_QK_K;
+    q_kq_k45_levels(x, found_item(f, qw, k, 8), 15, requant_affine_v,
+                    (q_kq_k45_head){&y->d, &y->dmin, y->scales}, L);
     for (int j = 0; j < Q_QK_K / 64; ++j)
         b32_store(y->qs + 32 * j, b32_or(b32_load(L + 64 * j), b32_shl(b32_load(L + 64 * j + 32), 4)));
 }
@@ -1116,7 +959,9 @@ static void finish_q4_K(const float *x, const float *qw, qs_found *f, int k, voi
 static void finish_q5_K(const float *x, const float *qw, qs_found *f, int k, void *blk)
 {
     block_q5_K *y = blk;
-    const uint8_t *L = k45_finish(x, qw, f, k, 31, &y->d, &y->dmin, y->scales);
+    uint8_t *L = f->L + (size_t)k * Q_QK_K;
+    q_kq_k45_levels(x, found_item(f, qw, k, 8), 31, requant_affine_v,
+                    (q_kq_k45_head){&y->d, &y->dmin, y->scales}, L);
     const b32 lo4 = b32_set(0xF);
     b32 qh = b32_set(0);
     for (int j = 0; j < Q_QK_K / 64; ++j) {
@@ -1127,38 +972,14 @@ static void finish_q5_K(const float *x, const float *qw, qs_found *f, int k, voi
     b32_store(y->qh, qh);
 }
 
-/* ---- q6_K ---- */
-
+/* q6_K's search weighs with the raw importance weights, so its step (2) does not look at sw. */
 static void finish_q6_K(const float *x, const float *qw, qs_found *f, int k, void *blk)
 {
     (void)qw;
     block_q6_K *y = blk;
-    const float *scales = f->scale + 16 * k;
-    uint8_t *L = f->L + (size_t)k * Q_QK_K; /* the search's levels, requantized in place */
-    float max_scale = 0, max_abs_scale = 0;
-    for (int j = 0; j < 16; ++j) {
-        if (fabsf(scales[j]) > max_abs_scale) {
-            max_abs_scale = fabsf(scales[j]);
-            max_scale = scales[j];
-        }
-    }
-    if (max_abs_scale < Q_GROUP_MAX_EPS) {
-        memset(y, 0, sizeof *y);
-        y->d = q_fp32_to_fp16(0.f);
+    uint8_t *L = f->L + (size_t)k * Q_QK_K;
+    if (!q_kq_q6_levels(x, found_item(f, NULL, k, 16), requant_sym_v, y, L))
         return;
-    }
-    const float iscale = -128.f / max_scale;
-    y->d = q_fp32_to_fp16(1 / iscale);
-    for (int j = 0; j < 16; ++j) {
-        const int l = q_nearest_int(iscale * scales[j]);
-        y->scales[j] = (int8_t)(l < 127 ? l : 127);
-    }
-    const float d = q_fp16_to_fp32(y->d);
-    for (int j = 0; j < 16; ++j) {
-        const float dl = d * y->scales[j];
-        if (dl)
-            requant_sym_v(x + 16 * j, 16, dl, -32, 31, L + 16 * j);
-    }
     for (int h = 0; h < 2; ++h) {
         const uint8_t *Lh = L + 128 * h;
         const b32 a = b32_load(Lh), b = b32_load(Lh + 32), c = b32_load(Lh + 64), e = b32_load(Lh + 96);
@@ -1185,26 +1006,10 @@ static void finish_iq4_xs(const float *x, const float *qw, qs_found *f, int k, v
 {
     (void)qw;
     block_iq4_xs *y = blk;
-    const float *scales = f->scale + 8 * k;
-    float max_scale = 0, amax_scale = 0;
-    for (int ib = 0; ib < 8; ++ib) {
-        if (fabsf(scales[ib]) > amax_scale) {
-            amax_scale = fabsf(scales[ib]);
-            max_scale = scales[ib];
-        }
-    }
-    const float d = -max_scale / 32;
-    const float id = d ? 1 / d : 0.0f;
-    y->d = q_fp32_to_fp16(d);
-    y->scales_h = 0;
-    memset(y->scales_l, 0, sizeof y->scales_l);
-    for (int ib = 0; ib < 8; ++ib) {
-        const int l = q_clampi(q_nearest_int(id * scales[ib]), -32, 31);
-        iq4_codes_packed(x + 32 * ib, d * (float)l, y->qs + 16 * ib);
-        const unsigned u = (unsigned)(l + 32);
-        y->scales_l[ib / 2] |= (uint8_t)((u & 0x0F) << 4 * (ib % 2));
-        y->scales_h |= (uint16_t)((u >> 4) << 2 * ib);
-    }
+    int l[8];
+    const float d = q_kq_iq4_xs_scales(f->scale + 8 * k, y, l);
+    for (int ib = 0; ib < 8; ++ib)
+        iq4_codes_packed(x + 32 * ib, d * (float)l[ib], y->qs + 16 * ib);
 }
 
 /* ---- the block-32 types with importance weights ---- */
@@ -1488,18 +1293,18 @@ static void QS_ISA(q_from_float_bf16)(const float *x, void *vy, int64_t k)
                                         {N, NSUB, NMAX, WU, SU, QKXU, QS_SIG_NONE},               \
                                         sizeof(BLK), finish_##t}
 
-QS_ITEMS(q2_K, 16, 16, 3, QS_W_IMAT, QS_S_QKX, &IMAT_SEARCH, QS_SIG_Q2, QS_W_ABS, QS_S_QKX, &Q2_REF_SEARCH, block_q2_K);
+QS_ITEMS(q2_K, 16, 16, 3, QS_W_IMAT, QS_S_QKX, &q_kq_search_imat, QS_SIG_Q2, QS_W_ABS, QS_S_QKX, &q_kq_search_q2_ref, block_q2_K);
 QS_ITEMS(q3_K, 16, 16, 4, QS_W_IMAT, QS_S_QX, NULL, QS_SIG_K, QS_W_SQ, QS_S_Q3, NULL, block_q3_K);
-QS_ITEMS(q4_K, 32, 8, 15, QS_W_IMAT, QS_S_QKX, &IMAT_SEARCH, QS_SIG_K, QS_W_RMS_ABS, QS_S_QKX, &Q4_REF_SEARCH, block_q4_K);
-QS_ITEMS(q5_K, 32, 8, 31, QS_W_IMAT, QS_S_QKX, &IMAT_SEARCH, QS_SIG_K, QS_W_RMS_ABS, QS_S_QKX, &Q5_REF_SEARCH, block_q5_K);
+QS_ITEMS(q4_K, 32, 8, 15, QS_W_IMAT, QS_S_QKX, &q_kq_search_imat, QS_SIG_K, QS_W_RMS_ABS, QS_S_QKX, &q_kq_search_q4_ref, block_q4_K);
+QS_ITEMS(q5_K, 32, 8, 31, QS_W_IMAT, QS_S_QKX, &q_kq_search_imat, QS_SIG_K, QS_W_RMS_ABS, QS_S_QKX, &q_kq_search_q5_ref, block_q5_K);
 QS_ITEMS(q6_K, 16, 16, 32, QS_W_RAW, QS_S_QX, NULL, QS_SIG_NONE, QS_W_SQ, QS_S_QX, NULL, block_q6_K);
 QS_ITEMS(iq4_nl, 32, 1, 0, QS_W_IMAT, QS_S_IQ4, NULL, QS_SIG_IQ4, QS_W_SQ, QS_S_IQ4, NULL, block_iq4_nl);
 QS_ITEMS(iq4_xs, 32, 8, 0, QS_W_IMAT, QS_S_IQ4, NULL, QS_SIG_IQ4, QS_W_SQ, QS_S_IQ4, NULL, block_iq4_xs);
 /* The block-32 types search only with weights; without, they take legacy.c's min/max path. */
 QS_ITEMS(q4_0, 32, 1, 8, QS_W_IMAT, QS_S_QX, NULL, QS_SIG_ROW, QS_W_SQ, QS_S_QX, NULL, block_q4_0);
 QS_ITEMS(q5_0, 32, 1, 16, QS_W_IMAT, QS_S_QX, NULL, QS_SIG_ROW, QS_W_SQ, QS_S_QX, NULL, block_q5_0);
-QS_ITEMS(q4_1, 32, 1, 15, QS_W_IMAT, QS_S_QKX, &IMAT_SEARCH, QS_SIG_ROW, QS_W_SQ, QS_S_QKX, &IMAT_SEARCH, block_q4_1);
-QS_ITEMS(q5_1, 32, 1, 31, QS_W_IMAT, QS_S_QKX, &IMAT_SEARCH, QS_SIG_ROW, QS_W_SQ, QS_S_QKX, &IMAT_SEARCH, block_q5_1);
+QS_ITEMS(q4_1, 32, 1, 15, QS_W_IMAT, QS_S_QKX, &q_kq_search_imat, QS_SIG_ROW, QS_W_SQ, QS_S_QKX, &q_kq_search_imat, block_q4_1);
+QS_ITEMS(q5_1, 32, 1, 31, QS_W_IMAT, QS_S_QKX, &q_kq_search_imat, QS_SIG_ROW, QS_W_SQ, QS_S_QKX, &q_kq_search_imat, block_q5_1);
 
 /* q_quantize_<t>. */
 #define QS_QUANTIZE(t, body)                                                                       \
