@@ -1,6 +1,6 @@
 #include "synth.h"
+#include "synth_impl.h"
 
-#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -13,7 +13,6 @@
 #include <unistd.h>
 
 #include "../formats/outfile.h"
-#include "../formats/spm_model.h" /* the piece types */
 #include "../quant/fp16.h"
 
 #define MAX_DIM (1 << 24)     /* per hyper-parameter; products are checked by st_spec_nbytes */
@@ -23,7 +22,6 @@
  * OpenMP join, and idle OpenMP threads spin for milliseconds before sleeping: on a busy machine
  * thousands of small pieces would burn seconds of CPU the writer needs. */
 #define PIECE_BYTES ((size_t)8 << 20)
-#define PATH_MAX_LEN 4096
 #define SINGLE_NAME "model.safetensors"
 #define INDEX_NAME "model.safetensors.index.json"
 #define DEFAULT_STD 0.02f
@@ -356,13 +354,13 @@ void sy_fill(uint64_t key, uint64_t first, size_t n, float mean, float std, st_d
 
 /* The folder being written and how many shards it will hold: enough for a signal handler to
  * name every file a run can create, without allocating or walking the folder. */
-static char sig_dir[PATH_MAX_LEN];
+static char sig_dir[SY_PATH_MAX];
 static volatile sig_atomic_t sig_active;
 static volatile sig_atomic_t sig_n_files;
 
 static void sig_unlink(const char *dir, size_t dlen, const char *name)
 {
-    char p[PATH_MAX_LEN + 64];
+    char p[SY_PATH_MAX + 64];
     size_t nlen = strlen(name);
     if (dlen + 1 + nlen >= sizeof p)
         return;
@@ -409,12 +407,12 @@ void sy_remove_temporaries(void)
     rmdir(sig_dir);
 }
 
-/* ---- small file helpers ------------------------------------------------------------------- */
+/* ---- small file helpers (synth_impl.h shares them with synth_tokenizer.c) ------------------ */
 
-static int path_join(char *out, const char *dir, const char *name, qk_err *err)
+int sy_path_join(char *out, const char *dir, const char *name, qk_err *err)
 {
-    int len = snprintf(out, PATH_MAX_LEN, "%s/%s", dir, name);
-    if (len < 0 || len >= PATH_MAX_LEN)
+    int len = snprintf(out, SY_PATH_MAX, "%s/%s", dir, name);
+    if (len < 0 || len >= SY_PATH_MAX)
         return qk_err_set(err, QK_ERANGE, "%s/%s: path too long", dir, name);
     return QK_OK;
 }
@@ -449,7 +447,7 @@ static int read_config(const char *path, cJSON **out, qk_err *err)
     return rc;
 }
 
-static int write_bytes(const char *path, const void *data, size_t n, qk_err *err)
+int sy_write_bytes(const char *path, const void *data, size_t n, qk_err *err)
 {
     of_file *f;
     int rc = of_open(&f, path, err);
@@ -483,10 +481,10 @@ static char *retab(const char *text)
     return out;
 }
 
-static int write_json(const char *path, const cJSON *json, qk_err *err)
+int sy_write_json(const char *path, const cJSON *json, qk_err *err)
 {
     char *raw = cJSON_Print(json), *text = raw ? retab(raw) : NULL;
-    int rc = text ? write_bytes(path, text, strlen(text), err)
+    int rc = text ? sy_write_bytes(path, text, strlen(text), err)
                   : qk_err_set(err, QK_ENOMEM, "%s: out of memory", path);
     cJSON_free(raw);
     free(text);
@@ -531,10 +529,10 @@ static int remove_flat_dir(const char *dir, qk_err *err)
     int rc = QK_OK;
     struct dirent *e;
     while ((e = readdir(d))) {
-        char p[PATH_MAX_LEN];
+        char p[SY_PATH_MAX];
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
             continue;
-        if (path_join(p, dir, e->d_name, err) != QK_OK || unlink(p) != 0)
+        if (sy_path_join(p, dir, e->d_name, err) != QK_OK || unlink(p) != 0)
             rc = qk_err_set(err, QK_EIO, "%s: cannot remove '%s'", dir, e->d_name);
     }
     closedir(d);
@@ -559,13 +557,13 @@ static int check_out_dir(const char *out, int force, qk_err *err)
     int rc = QK_OK;
     struct dirent *e;
     while (rc == QK_OK && (e = readdir(d))) {
-        char p[PATH_MAX_LEN];
+        char p[SY_PATH_MAX];
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
             continue;
         if (!force)
             rc = qk_err_set(err, QK_EFORMAT,
                             "%s: folder exists and is not empty (--force replaces it)", out);
-        else if ((rc = path_join(p, out, e->d_name, err)) == QK_OK &&
+        else if ((rc = sy_path_join(p, out, e->d_name, err)) == QK_OK &&
                  (lstat(p, &st) != 0 || S_ISDIR(st.st_mode)))
             rc = qk_err_set(err, QK_EFORMAT,
                             "%s: holds the sub-folder '%.100s'; refusing to replace it", out,
@@ -586,7 +584,7 @@ static int install_dir(const char *tmp, const char *out, int force, qk_err *err)
         return qk_err_set(err, occupied ? QK_EFORMAT : QK_EIO,
                           "%s: cannot rename the finished folder into place: %s", out,
                           strerror(e));
-    char old[PATH_MAX_LEN];
+    char old[SY_PATH_MAX];
     if (snprintf(old, sizeof old, "%s.old-XXXXXX", out) >= (int)sizeof old || !mkdtemp(old))
         return qk_err_set(err, QK_EIO, "%s: cannot create a folder to move it aside", out);
     if (rename(out, old) != 0) {
@@ -602,386 +600,6 @@ static int install_dir(const char *tmp, const char *out, int force, qk_err *err)
         return qk_err_set(err, QK_EIO, "%s: rename failed: %s", out, strerror(e));
     }
     return remove_flat_dir(old, err);
-}
-
-/* ---- generated tokenizer ------------------------------------------------------------------ */
-
-/* A SentencePiece BPE model with byte fallback laid out like Llama 2's: <unk>, <s>, </s>, the
- * 256 <0xXX> byte pieces, then NORMAL pieces scored 0, -1, -2 ... in the order generated here.
- * Every piece is added after all of its prefixes ("▁t" before "▁th" before "▁the"). The SPM
- * encoder merges two neighbours only when their joined text is a piece; with every prefix of a
- * word present, the symbol that starts the word can always absorb its right neighbour, so a
- * listed word ends as one token whatever order the merges run in. */
-
-#define GEN_N_SPECIAL 3
-#define GEN_FIRST_NORMAL (GEN_N_SPECIAL + 256)
-#define GEN_SPACE "\xE2\x96\x81" /* U+2581, SentencePiece's visible space */
-#define GEN_MAX_LETTERS 8        /* filler pieces never get this long below SY_GEN_MAX_VOCAB */
-
-/* The 94 printable ASCII characters, most frequent first, so a vocabulary cut short keeps the
- * useful ones. */
-static const char GEN_CHARS[] = "etaoinshrdlcumwfgypbvkjxqz"
-                                "TAISHWOBMCFDPLNERGYJUKVQXZ"
-                                "0123456789"
-                                ".,'\"-?!:;()/&*#@%$+=<>[]{}_|\\^`~";
-
-/* Frequent English words (a leading space stands for "▁": the word starts after a space) and
- * letter groups, roughly in the order a BPE trainer would merge them. */
-static const char *const GEN_ENGLISH[] = {
-    " the", "th", "he", "in", "er", "an", " a", " and", " to", " of", "re", "on", " in", "at",
-    "en", "ing", "ed", " is", " it", "or", "es", " that", " was", "nd", "ou", " for", " The",
-    " he", " on", "st", "ar", "al", " you", " with", " as", " I", " she", " be", "le", "ly",
-    " his", " they", " at", " are", " this", " have", " from", " not", " by", " or", " had",
-    " but", "ion", "it", "is", "as", "ve", "ll", "om", "ic", "ch", "ent", "ter", "tion", " we",
-    " her", " all", " can", " one", " there", " were", " what", " so", " when", " if", " an",
-    " will", " do", " would", " up", " which", " their", " out", " about", " said", " them",
-    " then", " It", " He", " She", " In", " A", " This", " We", " They", " But", " some",
-    " other", " time", " how", " each", " like", " into", " more", " no", " my", " me", " him",
-    " two", " has", " see", " could", " go", " come", " did", " been", " now", " who", " its",
-    " than", " first", " way", " may", " day", " over", " just", " new", " after", " also",
-    " only", " any", " most", " people", " know", " get", " make", " made", " back", " little",
-    " good", " very", " through", " where", " much", " before", " right", " too", " does",
-    " old", " same", " three", " want", " well", " because", " these", " those", " many",
-    " long", " look", " work", " use", " used", " find", " give", " take", " here", " must",
-    " should", " still", " while", " between", " never", " under", " always", " again",
-    " world", " home", " life", " year", " years", " place", " thing", " things", " why",
-    " our", " your", " us", " even", " every", " own", " big", " small", " great", " high",
-    " end", " part", " number", " name", " such", " both", " off", " down", " went", " came",
-    " saw", " found", " got", " put", " let", " say", " says", " think", " thought", " help",
-    " play", " run", " happy", " friend", " friends", " mother", " father", " house", " water",
-    " light", " night", " school", " story", " wanted", " next", " last", " file", " files",
-    " data", " model", " value", " values", " size", " line", " test", " tests", " return",
-    " error", " type", " list", " text", " code", " set", " read", " write", " output", " input",
-    " For", " If", " When", " There", " What", " You", " And", " One", " Once", " upon",
-    "ers", "ies", "est", "ity", "ment", "ness", "able", "ally", "ous", "ive", "ful", "ate",
-    "ted", "ure", "ver", "per", "pro", "con", "com", "ight", "ould", "ook", "ame", "ake",
-    "ound", "ong", "ance", "ence", "ction", "ated", "ting", "ning", "ring", "ling",
-};
-#define GEN_N_ENGLISH (sizeof GEN_ENGLISH / sizeof GEN_ENGLISH[0])
-
-/* The pieces in id order, with a hash set for uniqueness. Adding stops silently at max. */
-typedef struct {
-    char *text;     /* the pieces' bytes back to back */
-    size_t len, cap;
-    size_t *start;  /* [max + 1] offset of piece i; start[n] is the end */
-    uint32_t n, max;
-    uint32_t *slot; /* open addressing: piece id + 1, 0 when empty */
-    uint32_t mask;
-    int oom;        /* sticky */
-} piece_set;
-
-static uint32_t piece_hash(const char *s, size_t n)
-{
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 16777619u;
-    return h;
-}
-
-/* max <= SY_GEN_MAX_VOCAB, so the table size cannot overflow. A failed allocation sets oom. */
-static void piece_set_init(piece_set *ps, uint32_t max)
-{
-    memset(ps, 0, sizeof *ps);
-    uint32_t size = 1;
-    while (size < 2 * max)
-        size *= 2;
-    ps->max = max;
-    ps->mask = size - 1;
-    ps->start = calloc((size_t)max + 1, sizeof *ps->start);
-    ps->slot = calloc(size, sizeof *ps->slot);
-    ps->cap = (size_t)max * 8; /* pieces average fewer bytes: no growth in practice */
-    ps->text = malloc(ps->cap);
-    ps->oom = !ps->start || !ps->slot || !ps->text;
-}
-
-static void piece_set_free(piece_set *ps)
-{
-    free(ps->text);
-    free(ps->start);
-    free(ps->slot);
-}
-
-static void piece_add(piece_set *ps, const char *s, size_t n)
-{
-    if (ps->oom || ps->n == ps->max)
-        return;
-    uint32_t i = piece_hash(s, n) & ps->mask;
-    for (; ps->slot[i]; i = (i + 1) & ps->mask) {
-        uint32_t id = ps->slot[i] - 1;
-        size_t len = ps->start[id + 1] - ps->start[id];
-        if (len == n && !memcmp(ps->text + ps->start[id], s, n))
-            return;
-    }
-    if (n > ps->cap - ps->len) {
-        size_t cap = 2 * ps->cap + n;
-        char *t = realloc(ps->text, cap);
-        if (!t) {
-            ps->oom = 1;
-            return;
-        }
-        ps->text = t;
-        ps->cap = cap;
-    }
-    memcpy(ps->text + ps->len, s, n);
-    ps->len += n;
-    ps->slot[i] = ++ps->n;
-    ps->start[ps->n] = ps->len;
-}
-
-/* An English entry and, before it, each of its prefixes that is missing. Entries are ASCII,
- * so every byte ends a character. */
-static void piece_add_with_prefixes(piece_set *ps, const char *entry)
-{
-    char buf[64];
-    size_t head = 0, n = strlen(entry);
-    assert(n < sizeof buf - 3);
-    if (entry[0] == ' ') {
-        memcpy(buf, GEN_SPACE, 3);
-        head = 3;
-        entry++;
-        n--;
-    }
-    memcpy(buf + head, entry, n);
-    for (size_t k = 1; k <= n; k++)
-        piece_add(ps, buf, head + k);
-}
-
-/* The next string of m lowercase letters ("az" -> "ba"); 0 after "zz...z". */
-static int next_letters(char *w, size_t m)
-{
-    for (size_t d = m; d > 0; d--) {
-        if (w[d - 1] != 'z') {
-            w[d - 1]++;
-            return 1;
-        }
-        w[d - 1] = 'a';
-    }
-    return 0;
-}
-
-/* Past the built-in list, larger vocabularies get letter strings, shortest first: "▁" + k
- * letters and k + 1 letters at level k, lexicographic. Each one's prefixes come at an earlier
- * level, so the prefix order holds here too. */
-static void piece_add_letters(piece_set *ps)
-{
-    for (size_t level = 1; level < GEN_MAX_LETTERS && ps->n < ps->max; level++) {
-        for (int spaced = 1; spaced >= 0; spaced--) {
-            char buf[3 + GEN_MAX_LETTERS];
-            size_t head = spaced ? 3 : 0, m = spaced ? level : level + 1;
-            memcpy(buf, GEN_SPACE, head);
-            memset(buf + head, 'a', m);
-            do
-                piece_add(ps, buf, head + m);
-            while (ps->n < ps->max && !ps->oom && next_letters(buf + head, m));
-        }
-    }
-}
-
-static void piece_add_all(piece_set *ps)
-{
-    piece_add(ps, "<unk>", 5);
-    piece_add(ps, "<s>", 3);
-    piece_add(ps, "</s>", 4);
-    for (int b = 0; b < 256; b++) {
-        char name[8];
-        snprintf(name, sizeof name, "<0x%02X>", b);
-        piece_add(ps, name, 6);
-    }
-    piece_add(ps, GEN_SPACE, 3);
-    for (const char *c = GEN_CHARS; *c; c++)
-        piece_add(ps, c, 1);
-    for (size_t i = 0; i < GEN_N_ENGLISH; i++)
-        piece_add_with_prefixes(ps, GEN_ENGLISH[i]);
-    piece_add_letters(ps);
-}
-
-/* ---- protobuf writer: just what ModelProto needs ---- */
-
-enum { PB_VARINT = 0, PB_LEN = 2, PB_I32 = 5 };
-
-typedef struct {
-    uint8_t *p;
-    size_t n, cap;
-    int oom; /* sticky: after a failed growth nothing more is written */
-} pb_out;
-
-static void pb_put(pb_out *o, const void *data, size_t n)
-{
-    if (o->oom)
-        return;
-    if (n > o->cap - o->n) {
-        size_t cap = o->cap ? o->cap : 4096;
-        while (cap - o->n < n)
-            cap *= 2;
-        uint8_t *p = realloc(o->p, cap);
-        if (!p) {
-            o->oom = 1;
-            return;
-        }
-        o->p = p;
-        o->cap = cap;
-    }
-    memcpy(o->p + o->n, data, n);
-    o->n += n;
-}
-
-static void pb_varint(pb_out *o, uint64_t v)
-{
-    uint8_t b[10];
-    size_t k = 0;
-    do {
-        b[k++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
-        v >>= 7;
-    } while (v);
-    pb_put(o, b, k);
-}
-
-static void pb_key(pb_out *o, unsigned field, unsigned wire)
-{
-    pb_varint(o, (uint64_t)field << 3 | wire);
-}
-
-/* int32 and enum fields: a negative value is sign-extended to ten bytes, as protobuf does. */
-static void pb_int(pb_out *o, unsigned field, int64_t v)
-{
-    pb_key(o, field, PB_VARINT);
-    pb_varint(o, (uint64_t)v);
-}
-
-static void pb_bytes(pb_out *o, unsigned field, const void *data, size_t n)
-{
-    pb_key(o, field, PB_LEN);
-    pb_varint(o, n);
-    pb_put(o, data, n);
-}
-
-static void pb_float(pb_out *o, unsigned field, float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    uint8_t b[4] = {(uint8_t)u, (uint8_t)(u >> 8), (uint8_t)(u >> 16), (uint8_t)(u >> 24)};
-    pb_key(o, field, PB_I32);
-    pb_put(o, b, sizeof b);
-}
-
-/* A finished sub-message as a length-delimited field of o; sub is emptied for reuse. */
-static void pb_message(pb_out *o, unsigned field, pb_out *sub)
-{
-    o->oom |= sub->oom;
-    pb_bytes(o, field, sub->p, sub->n);
-    sub->n = 0;
-}
-
-static int gen_piece_type(uint32_t i)
-{
-    return i == 0 ? SPM_PIECE_UNKNOWN : i < GEN_N_SPECIAL ? SPM_PIECE_CONTROL
-         : i < GEN_FIRST_NORMAL ? SPM_PIECE_BYTE : SPM_PIECE_NORMAL;
-}
-
-/* ModelProto (sentencepiece_model.proto): pieces = 1 {piece = 1, score = 2, type = 3},
- * trainer_spec = 2 {model_type = 3, vocab_size = 4, byte_fallback = 35, unk/bos/eos/pad_id =
- * 40..43}, normalizer_spec = 3 {name = 1, add_dummy_prefix = 3, remove_extra_whitespaces = 4,
- * escape_whitespaces = 5}. */
-static void gen_model_proto(const piece_set *ps, pb_out *o, pb_out *sub)
-{
-    for (uint32_t i = 0; i < ps->n; i++) {
-        pb_bytes(sub, 1, ps->text + ps->start[i], ps->start[i + 1] - ps->start[i]);
-        /* 0, -1, -2 ...: (float) of a negative integer, never -0.0f */
-        pb_float(sub, 2, i < GEN_FIRST_NORMAL ? 0.0f : (float)(GEN_FIRST_NORMAL - (int64_t)i));
-        if (gen_piece_type(i) != SPM_PIECE_NORMAL) /* the default: sentencepiece omits it */
-            pb_int(sub, 3, gen_piece_type(i));
-        pb_message(o, 1, sub);
-    }
-    pb_int(sub, 3, 2); /* BPE */
-    pb_int(sub, 4, ps->n);
-    pb_int(sub, 35, 1);
-    pb_int(sub, 40, 0);
-    pb_int(sub, 41, 1);
-    pb_int(sub, 42, 2);
-    pb_int(sub, 43, -1); /* no padding piece */
-    pb_message(o, 2, sub);
-    pb_bytes(sub, 1, "identity", 8);
-    pb_int(sub, 3, 1);
-    pb_int(sub, 4, 0); /* keep runs of spaces: text round-trips exactly */
-    pb_int(sub, 5, 1);
-    pb_message(o, 3, sub);
-}
-
-static int write_spm_model(const char *dir, uint32_t vocab, qk_err *err)
-{
-    char path[PATH_MAX_LEN];
-    int rc = path_join(path, dir, "tokenizer.model", err);
-    if (rc != QK_OK)
-        return rc;
-    piece_set ps;
-    pb_out o = {0}, sub = {0};
-    piece_set_init(&ps, vocab);
-    piece_add_all(&ps);
-    if (!ps.oom)
-        gen_model_proto(&ps, &o, &sub);
-    if (ps.oom || o.oom)
-        rc = qk_err_set(err, QK_ENOMEM, "%s: out of memory for %u pieces", path, vocab);
-    else if (ps.n != vocab)
-        rc = qk_err_set(err, QK_EINTERNAL, "%s: generated %u pieces instead of %u", path, ps.n,
-                        vocab);
-    else
-        rc = write_bytes(path, o.p, o.n, err);
-    piece_set_free(&ps);
-    free(o.p);
-    free(sub.p);
-    return rc;
-}
-
-/* tokenizer_config.json as a LlamaTokenizer saves it, and special_tokens_map.json. */
-static int write_hf_tokenizer_json(const char *dir, qk_err *err)
-{
-    char cfg_path[PATH_MAX_LEN], map_path[PATH_MAX_LEN];
-    int rc = path_join(cfg_path, dir, "tokenizer_config.json", err);
-    if (rc == QK_OK)
-        rc = path_join(map_path, dir, "special_tokens_map.json", err);
-    if (rc != QK_OK)
-        return rc;
-    cJSON *cfg = cJSON_CreateObject(), *map = cJSON_CreateObject();
-    int ok = cfg && map && cJSON_AddTrueToObject(cfg, "add_bos_token") &&
-             cJSON_AddFalseToObject(cfg, "add_eos_token");
-    static const char *const special[][2] = {
-        {"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}};
-    for (size_t i = 0; ok && i < 3; i++)
-        ok = cJSON_AddStringToObject(cfg, special[i][0], special[i][1]) &&
-             cJSON_AddStringToObject(map, special[i][0], special[i][1]);
-    ok = ok && cJSON_AddFalseToObject(cfg, "clean_up_tokenization_spaces") &&
-         cJSON_AddTrueToObject(cfg, "legacy") && cJSON_AddNullToObject(cfg, "pad_token") &&
-         cJSON_AddStringToObject(cfg, "tokenizer_class", "LlamaTokenizer");
-    rc = ok ? write_json(cfg_path, cfg, err)
-            : qk_err_set(err, QK_ENOMEM, "%s: out of memory", cfg_path);
-    if (rc == QK_OK)
-        rc = write_json(map_path, map, err);
-    cJSON_Delete(cfg);
-    cJSON_Delete(map);
-    return rc;
-}
-
-static int gen_vocab_check(int64_t vocab, const char *what, qk_err *err)
-{
-    if (vocab < SY_GEN_MIN_VOCAB)
-        return qk_err_set(err, QK_ERANGE, "%s: vocab_size %" PRId64 " is below %d, the smallest "
-                          "vocabulary a generated tokenizer can have (<unk>, <s>, </s> and the "
-                          "256 byte pieces)", what, vocab, SY_GEN_MIN_VOCAB);
-    if (vocab > SY_GEN_MAX_VOCAB)
-        return qk_err_set(err, QK_ERANGE, "%s: vocab_size %" PRId64 " is above %d, the largest "
-                          "vocabulary a generated tokenizer can have", what, vocab,
-                          SY_GEN_MAX_VOCAB);
-    return QK_OK;
-}
-
-int sy_tokenizer_write(const char *dir, int64_t vocab_size, qk_err *err)
-{
-    int rc = gen_vocab_check(vocab_size, dir, err);
-    if (rc == QK_OK)
-        rc = write_spm_model(dir, (uint32_t)vocab_size, err);
-    if (rc == QK_OK)
-        rc = write_hf_tokenizer_json(dir, err);
-    return rc;
 }
 
 /* ---- background writer -------------------------------------------------------------------- */
@@ -1092,8 +710,8 @@ typedef struct {
     int64_t *shard;    /* [n] file index of each tensor (0-based) */
     int64_t n_files;
     uint64_t total, done;
-    char out[PATH_MAX_LEN]; /* out_dir without trailing slashes */
-    char tmp[PATH_MAX_LEN + 16];
+    char out[SY_PATH_MAX]; /* out_dir without trailing slashes */
+    char tmp[SY_PATH_MAX + 16];
     void *buf[2];      /* PIECE_BYTES each: one is generated while the other is written */
     int cur;
     bg_writer bg;
@@ -1201,7 +819,7 @@ static int make_tmp_dir(job *j, qk_err *err)
     size_t len = strlen(j->o->out_dir);
     while (len > 1 && j->o->out_dir[len - 1] == '/')
         len--;
-    if (len + 16 >= PATH_MAX_LEN)
+    if (len + 16 >= SY_PATH_MAX)
         return qk_err_set(err, QK_ERANGE, "%s: output path too long", j->o->out_dir);
     memcpy(j->out, j->o->out_dir, len);
     j->out[len] = 0;
@@ -1268,8 +886,8 @@ static int set_gen_special_ids(cJSON *c)
 
 static int write_config(const job *j, const cJSON *cfg, qk_err *err)
 {
-    char path[PATH_MAX_LEN];
-    int rc = path_join(path, j->tmp, "config.json", err);
+    char path[SY_PATH_MAX];
+    int rc = sy_path_join(path, j->tmp, "config.json", err);
     if (rc != QK_OK)
         return rc;
     cJSON *c = cJSON_Duplicate(cfg, 1);
@@ -1284,7 +902,8 @@ static int write_config(const job *j, const cJSON *cfg, qk_err *err)
         ok = cJSON_AddStringToObject(c, "torch_dtype", dt) != NULL;
     if (ok && j->o->tokenizer_gen)
         ok = set_gen_special_ids(c);
-    rc = ok ? write_json(path, c, err) : qk_err_set(err, QK_ENOMEM, "%s: out of memory", path);
+    rc = ok ? sy_write_json(path, c, err)
+            : qk_err_set(err, QK_ENOMEM, "%s: out of memory", path);
     cJSON_Delete(c);
     return rc;
 }
@@ -1294,11 +913,11 @@ static int copy_tokenizer(const job *j, const char *src_dir, int explicit_dir, i
 {
     *copied = 0;
     for (size_t i = 0; i < N_TOKENIZER_FILES; i++) {
-        char src[PATH_MAX_LEN], dst[PATH_MAX_LEN];
+        char src[SY_PATH_MAX], dst[SY_PATH_MAX];
         int got = 0;
-        int rc = path_join(src, src_dir, TOKENIZER_FILES[i], err);
+        int rc = sy_path_join(src, src_dir, TOKENIZER_FILES[i], err);
         if (rc == QK_OK)
-            rc = path_join(dst, j->tmp, TOKENIZER_FILES[i], err);
+            rc = sy_path_join(dst, j->tmp, TOKENIZER_FILES[i], err);
         if (rc == QK_OK)
             rc = copy_if_present(src, dst, &got, err);
         if (rc != QK_OK)
@@ -1350,9 +969,9 @@ static int write_shard(job *j, int64_t k, const sy_tensor **list, st_tensor_spec
         specs[i] = (st_tensor_spec){.name = list[i]->name, .dtype = j->o->dtype,
                                     .n_dims = list[i]->n_dims,
                                     .shape = {list[i]->shape[0], list[i]->shape[1]}};
-    char name[40], path[PATH_MAX_LEN];
+    char name[40], path[SY_PATH_MAX];
     file_name(j, k, name);
-    int rc = path_join(path, j->tmp, name, err);
+    int rc = sy_path_join(path, j->tmp, name, err);
     static const char *const keys[] = {"format"}, *const vals[] = {"pt"};
     st_writer *w = NULL;
     if (rc == QK_OK)
@@ -1390,8 +1009,8 @@ static int write_shards(job *j, qk_err *err)
  * with names sorted. */
 static int write_index(const job *j, uint64_t n_params, qk_err *err)
 {
-    char path[PATH_MAX_LEN];
-    int rc = path_join(path, j->tmp, INDEX_NAME, err);
+    char path[SY_PATH_MAX];
+    int rc = sy_path_join(path, j->tmp, INDEX_NAME, err);
     if (rc != QK_OK)
         return rc;
     const sy_tensor **list = malloc(j->n * sizeof *list);
@@ -1408,25 +1027,26 @@ static int write_index(const job *j, uint64_t n_params, qk_err *err)
         file_name(j, j->shard[list[i] - j->t], name);
         ok = cJSON_AddStringToObject(wm, list[i]->name, name) != NULL;
     }
-    rc = ok ? write_json(path, root, err) : qk_err_set(err, QK_ENOMEM, "%s: out of memory", path);
+    rc = ok ? sy_write_json(path, root, err)
+            : qk_err_set(err, QK_ENOMEM, "%s: out of memory", path);
     cJSON_Delete(root);
     free(list);
     return rc;
 }
 
 /* The folder of the config file: where a downloaded model keeps its tokenizer. */
-static int config_dir(const char *config_path, char out[PATH_MAX_LEN], qk_err *err)
+static int config_dir(const char *config_path, char out[SY_PATH_MAX], qk_err *err)
 {
     const char *slash = strrchr(config_path, '/');
     size_t len = slash ? (size_t)(slash - config_path) : 0;
-    if (len >= PATH_MAX_LEN)
+    if (len >= SY_PATH_MAX)
         return qk_err_set(err, QK_ERANGE, "%s: path too long", config_path);
     if (!slash)
-        snprintf(out, PATH_MAX_LEN, ".");
+        snprintf(out, SY_PATH_MAX, ".");
     else if (len == 0)
-        snprintf(out, PATH_MAX_LEN, "/");
+        snprintf(out, SY_PATH_MAX, "/");
     else
-        snprintf(out, PATH_MAX_LEN, "%.*s", (int)len, config_path);
+        snprintf(out, SY_PATH_MAX, "%.*s", (int)len, config_path);
     return QK_OK;
 }
 
@@ -1436,7 +1056,7 @@ static int plan(job *j, const cJSON *cfg, sy_result *res, qk_err *err)
     if (rc == QK_OK && j->o->layers)
         res->arch.n_layers = j->o->layers;
     if (rc == QK_OK && j->o->tokenizer_gen)
-        rc = gen_vocab_check(res->arch.vocab, j->o->config_path, err);
+        rc = sy_gen_vocab_check(res->arch.vocab, j->o->config_path, err);
     if (rc == QK_OK)
         rc = sy_arch_tensors(&res->arch, &j->t, &j->n, err);
     if (rc == QK_OK)
@@ -1461,7 +1081,7 @@ static int write_tokenizer(const job *j, int64_t vocab, int *n_files, qk_err *er
         *n_files = rc == QK_OK ? 3 : 0;
         return rc;
     }
-    char dir[PATH_MAX_LEN];
+    char dir[SY_PATH_MAX];
     int rc = QK_OK;
     if (j->o->tokenizer_dir)
         snprintf(dir, sizeof dir, "%s", j->o->tokenizer_dir);

@@ -1,4 +1,5 @@
-/* spm_model.c — a hand-written protobuf decoder for just the ModelProto fields we need.
+/* spm_model.c — a hand-written protobuf decoder and encoder for just the ModelProto fields we
+ * need.
  *
  * Wire format: each field is a varint key (field_number << 3 | wire_type) followed by a varint
  * (type 0), 8 bytes (1), a varint length and that many bytes (2) or 4 bytes (5). Groups (3, 4)
@@ -6,11 +7,14 @@
  * skipped, as protobuf requires, but still bounds-checked. */
 #include "spm_model.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "hf_tokenizer.h" /* hf_file_read */
+#include "outfile.h"
 
 enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
 
@@ -378,4 +382,175 @@ void spm_model_free(spm_model *m)
     free(m->pieces);
     free(m->pool_);
     free(m);
+}
+
+/* ---- writer ---- */
+
+/* A growing buffer with a sticky out-of-memory flag: the encoder runs to the end and the
+ * failure is reported once. */
+typedef struct {
+    uint8_t *p;
+    size_t n, cap;
+    bool oom;
+} pb_out;
+
+static void pw_put(pb_out *o, const void *data, size_t n)
+{
+    if (o->oom)
+        return;
+    if (n > o->cap - o->n) {
+        size_t cap = o->cap ? o->cap : 4096;
+        while (cap - o->n < n && cap <= SIZE_MAX / 2)
+            cap *= 2;
+        uint8_t *p = cap - o->n < n ? NULL : realloc(o->p, cap);
+        if (!p) {
+            o->oom = true;
+            return;
+        }
+        o->p = p;
+        o->cap = cap;
+    }
+    memcpy(o->p + o->n, data, n);
+    o->n += n;
+}
+
+static void pw_varint(pb_out *o, uint64_t v)
+{
+    uint8_t b[10];
+    size_t k = 0;
+    do {
+        b[k++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+    pw_put(o, b, k);
+}
+
+static void pw_key(pb_out *o, unsigned field, unsigned wire)
+{
+    pw_varint(o, (uint64_t)field << 3 | wire);
+}
+
+/* int32, bool and enum fields: a negative value is sign-extended to ten bytes, as protobuf
+ * does (and as pb_int32 expects). */
+static void pw_int(pb_out *o, unsigned field, int64_t v)
+{
+    pw_key(o, field, WT_VARINT);
+    pw_varint(o, (uint64_t)v);
+}
+
+static void pw_bytes(pb_out *o, unsigned field, const void *data, size_t n)
+{
+    pw_key(o, field, WT_LEN);
+    pw_varint(o, n);
+    pw_put(o, data, n);
+}
+
+static void pw_float(pb_out *o, unsigned field, float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    uint8_t b[4] = {(uint8_t)u, (uint8_t)(u >> 8), (uint8_t)(u >> 16), (uint8_t)(u >> 24)};
+    pw_key(o, field, WT_I32);
+    pw_put(o, b, sizeof b);
+}
+
+/* A finished sub-message as a length-delimited field of o; sub is emptied for reuse. */
+static void pw_message(pb_out *o, unsigned field, pb_out *sub)
+{
+    o->oom |= sub->oom;
+    pw_bytes(o, field, sub->p, sub->n);
+    sub->n = 0;
+}
+
+static int check_pieces(const spm_piece *pieces, size_t n, const char *name, qk_err *err)
+{
+    if (n == 0 || n > INT32_MAX)
+        return qk_err_set(err, QK_ERANGE, "%s: %zu pieces; a model holds 1 to %d", name, n,
+                          INT32_MAX);
+    for (size_t i = 0; i < n; i++) {
+        const spm_piece *p = &pieces[i];
+        if (p->len == 0)
+            return qk_err_set(err, QK_ERANGE, "%s: piece %zu has no text", name, i);
+        if (isnan(p->score))
+            return qk_err_set(err, QK_ERANGE, "%s: piece %zu has a NaN score", name, i);
+        if (p->type < SPM_PIECE_NORMAL || p->type > SPM_PIECE_BYTE)
+            return qk_err_set(err, QK_ERANGE, "%s: piece %zu has unknown type %d", name, i,
+                              p->type);
+    }
+    return QK_OK;
+}
+
+/* ModelProto (sentencepiece_model.proto), the fields parse_piece/trainer/normalizer read:
+ * pieces = 1 {piece = 1, score = 2, type = 3}, trainer_spec = 2 {model_type = 3, vocab_size = 4,
+ * treat_whitespace_as_suffix = 24, byte_fallback = 35, unk/bos/eos/pad_id = 40..43},
+ * normalizer_spec = 3 {name = 1, add_dummy_prefix = 3, remove_extra_whitespaces = 4,
+ * escape_whitespaces = 5}. */
+static void encode(const spm_piece *pieces, size_t n, const spm_write_opts *w, pb_out *o,
+                   pb_out *sub)
+{
+    for (size_t i = 0; i < n; i++) {
+        pw_bytes(sub, 1, pieces[i].text, pieces[i].len);
+        pw_float(sub, 2, pieces[i].score);
+        if (pieces[i].type != SPM_PIECE_NORMAL) /* the default: sentencepiece omits it */
+            pw_int(sub, 3, pieces[i].type);
+        pw_message(o, 1, sub);
+    }
+    pw_int(sub, 3, w->model_type);
+    pw_int(sub, 4, w->vocab_size);
+    if (w->treat_whitespace_as_suffix)
+        pw_int(sub, 24, 1);
+    pw_int(sub, 35, w->byte_fallback);
+    pw_int(sub, 40, w->unk_id);
+    pw_int(sub, 41, w->bos_id);
+    pw_int(sub, 42, w->eos_id);
+    pw_int(sub, 43, w->pad_id);
+    pw_message(o, 2, sub);
+    if (w->normalizer_name)
+        pw_bytes(sub, 1, w->normalizer_name, strlen(w->normalizer_name));
+    pw_int(sub, 3, w->add_dummy_prefix);
+    pw_int(sub, 4, w->remove_extra_whitespaces);
+    pw_int(sub, 5, w->escape_whitespaces);
+    pw_message(o, 3, sub);
+}
+
+int spm_model_serialize(const spm_piece *pieces, size_t n, const spm_write_opts *opts,
+                        const char *name, uint8_t **out, size_t *size, qk_err *err)
+{
+    *out = NULL;
+    *size = 0;
+    if (!name)
+        name = "tokenizer.model";
+    int rc = check_pieces(pieces, n, name, err);
+    if (rc)
+        return rc;
+    pb_out o = {0}, sub = {0};
+    encode(pieces, n, opts, &o, &sub);
+    free(sub.p);
+    if (o.oom) {
+        free(o.p);
+        return qk_err_set(err, QK_ENOMEM, "%s: out of memory encoding %zu pieces", name, n);
+    }
+    *out = o.p;
+    *size = o.n;
+    return QK_OK;
+}
+
+int spm_model_write(const char *path, const spm_piece *pieces, size_t n,
+                    const spm_write_opts *opts, qk_err *err)
+{
+    uint8_t *data;
+    size_t size;
+    int rc = spm_model_serialize(pieces, n, opts, path, &data, &size, err);
+    if (rc)
+        return rc;
+    of_file *f;
+    rc = of_open(&f, path, err);
+    if (rc == QK_OK && fwrite(data, 1, size, of_stream(f)) != size) {
+        of_abort(f);
+        rc = qk_err_set(err, QK_EIO, "%s: write failed: %s", path, strerror(errno));
+    } else if (rc == QK_OK) {
+        rc = of_commit(f, err);
+    }
+    free(data);
+    return rc;
 }

@@ -1,9 +1,10 @@
-/* spm_model.h — decode a SentencePiece `tokenizer.model` (a protobuf ModelProto).
+/* spm_model.h — decode and encode a SentencePiece `tokenizer.model` (a protobuf ModelProto).
  *
  * Only the fields a tokenizer needs are kept: the pieces (text, score, type), the trainer's
  * model type, byte_fallback and special ids, and the normalizer flags. The file is untrusted:
  * every varint, length and field type is checked against the buffer, and a bad file yields
- * QK_EFORMAT with a message naming the file, the byte offset and the field. */
+ * QK_EFORMAT with a message naming the file, the byte offset and the field. The writer emits
+ * the same fields, so what it writes reads back unchanged. */
 #ifndef QKIT_SPM_MODEL_H
 #define QKIT_SPM_MODEL_H
 
@@ -59,5 +60,32 @@ int spm_model_parse(const void *data, size_t size, const char *name, spm_model *
 int spm_model_load(const char *path, spm_model **out, qk_err *err);
 
 void spm_model_free(spm_model *m);
+
+/* ---- writing ---- */
+
+/* The TrainerSpec and NormalizerSpec fields a written model carries; every one is written
+ * (treat_whitespace_as_suffix only when true, as sentencepiece leaves it out by default), so a
+ * reader never falls back to a proto default the caller did not choose. */
+typedef struct {
+    int model_type;                  /* 1 unigram, 2 bpe, 3 word, 4 char */
+    int32_t vocab_size;              /* usually the number of pieces */
+    bool byte_fallback;
+    bool treat_whitespace_as_suffix;
+    int32_t unk_id, bos_id, eos_id, pad_id; /* -1: none */
+    const char *normalizer_name;     /* NULL: left out */
+    bool add_dummy_prefix, remove_extra_whitespaces, escape_whitespaces;
+} spm_write_opts;
+
+/* Encodes a ModelProto: pieces (text, score, type; the type is left out for NORMAL, as
+ * sentencepiece does), then trainer_spec, then normalizer_spec, each field in number order.
+ * Only text[0, len) is read. *out is malloc'd (the caller frees it) and holds *size bytes.
+ * `name` (e.g. the path) prefixes error messages. QK_ERANGE for what the reader would refuse:
+ * no pieces, more than INT32_MAX, an empty text, a NaN score or an unknown type; QK_ENOMEM. */
+int spm_model_serialize(const spm_piece *pieces, size_t n, const spm_write_opts *opts,
+                        const char *name, uint8_t **out, size_t *size, qk_err *err);
+
+/* spm_model_serialize, then writes path atomically (formats/outfile.h). */
+int spm_model_write(const char *path, const spm_piece *pieces, size_t n,
+                    const spm_write_opts *opts, qk_err *err);
 
 #endif

@@ -1,5 +1,5 @@
-/* test_tokenizer.c — SentencePiece model parsing, Hugging Face tokenizer files, the vocabulary
- * builder and the SPM / BPE encoders.
+/* test_tokenizer.c — SentencePiece model parsing and writing, Hugging Face tokenizer files, the
+ * vocabulary builder and the SPM / BPE encoders.
  *
  * Expected values come from llama.cpp's golden outputs (../shared/golden/tokenizer), from the
  * vocabulary files themselves (ids looked up in vocab.json / the protobuf pieces), from
@@ -686,6 +686,206 @@ static void t_spm_missing_file(void **state)
     spm_model *m;
     EXPECT_ERR(spm_model_load(tu_tmp("nope.model"), &m, &err), QK_EIO, "nope.model: not found");
     assert_null(m);
+}
+
+/* ================================================================ SentencePiece model writing */
+
+static spm_write_opts opts_of(const spm_model *m)
+{
+    spm_write_opts o = {
+        .model_type = m->model_type,
+        .vocab_size = m->vocab_size,
+        .byte_fallback = m->byte_fallback,
+        .treat_whitespace_as_suffix = m->treat_whitespace_as_suffix,
+        .unk_id = m->unk_id,
+        .bos_id = m->bos_id,
+        .eos_id = m->eos_id,
+        .pad_id = m->pad_id,
+        .normalizer_name = m->normalizer_name[0] ? m->normalizer_name : NULL,
+        .add_dummy_prefix = m->add_dummy_prefix,
+        .remove_extra_whitespaces = m->remove_extra_whitespaces,
+        .escape_whitespaces = m->escape_whitespaces,
+    };
+    return o;
+}
+
+/* Writes (pieces, opts) to a file, reads it back with the parser and compares every field. */
+static void round_trip(const char *name, const spm_piece *p, uint32_t n, const spm_write_opts *o)
+{
+    const char *path = tu_tmp(name);
+    qk_err err;
+    spm_model *m = NULL;
+    if (spm_model_write(path, p, n, o, &err) || spm_model_load(path, &m, &err))
+        fail_msg("%s", err.msg);
+    assert_int_equal(m->n_pieces, n);
+    for (uint32_t i = 0; i < n; i++) {
+        assert_int_equal(m->pieces[i].len, p[i].len);
+        assert_memory_equal(m->pieces[i].text, p[i].text, p[i].len);
+        uint32_t got, want;
+        memcpy(&got, &m->pieces[i].score, 4);
+        memcpy(&want, &p[i].score, 4);
+        assert_int_equal(got, want); /* bit for bit: -0.0f stays negative */
+        assert_int_equal(m->pieces[i].type, p[i].type);
+    }
+    spm_write_opts back = opts_of(m);
+    assert_int_equal(back.model_type, o->model_type);
+    assert_int_equal(back.vocab_size, o->vocab_size);
+    assert_int_equal(back.byte_fallback, o->byte_fallback);
+    assert_int_equal(back.treat_whitespace_as_suffix, o->treat_whitespace_as_suffix);
+    assert_int_equal(back.unk_id, o->unk_id);
+    assert_int_equal(back.bos_id, o->bos_id);
+    assert_int_equal(back.eos_id, o->eos_id);
+    assert_int_equal(back.pad_id, o->pad_id);
+    assert_string_equal(m->normalizer_name, o->normalizer_name ? o->normalizer_name : "");
+    assert_int_equal(back.add_dummy_prefix, o->add_dummy_prefix);
+    assert_int_equal(back.remove_extra_whitespaces, o->remove_extra_whitespaces);
+    assert_int_equal(back.escape_whitespaces, o->escape_whitespaces);
+    spm_model_free(m);
+}
+
+/* Every piece type, a NUL inside a text, a text long enough for a two-byte length, scores of
+ * every sign; settings that all differ from the proto defaults the parser falls back to, then
+ * their opposites, so an omitted field cannot pass. */
+static void t_spm_write_round_trip(void **state)
+{
+    (void)state;
+    char long_text[200];
+    memset(long_text, 'x', sizeof long_text);
+    spm_piece p[] = {
+        {"<unk>", 5, 0.0f, SPM_PIECE_UNKNOWN},  {"<s>", 3, 0.0f, SPM_PIECE_CONTROL},
+        {"<0x41>", 6, 0.0f, SPM_PIECE_BYTE},    {"<pad>", 5, 0.0f, SPM_PIECE_USER_DEFINED},
+        {"old", 3, -0.0f, SPM_PIECE_UNUSED},    {"a\0b", 3, -1.5f, SPM_PIECE_NORMAL},
+        {"\xE2\x96\x81the", 6, 1e30f, SPM_PIECE_NORMAL},
+        {long_text, sizeof long_text, -31740.0f, SPM_PIECE_NORMAL},
+    };
+    uint32_t n = sizeof p / sizeof p[0];
+    spm_write_opts o = {
+        .model_type = 4, .vocab_size = 70000, .byte_fallback = true,
+        .treat_whitespace_as_suffix = true, .unk_id = 3, .bos_id = -1, .eos_id = 300,
+        .pad_id = 2, .normalizer_name = "nmt_nfkc", .add_dummy_prefix = false,
+        .remove_extra_whitespaces = false, .escape_whitespaces = false,
+    };
+    round_trip("rt1.model", p, n, &o);
+    spm_write_opts flipped = {
+        .model_type = 2, .vocab_size = 8, .byte_fallback = false,
+        .treat_whitespace_as_suffix = false, .unk_id = 0, .bos_id = 1, .eos_id = -1,
+        .pad_id = 7, .normalizer_name = NULL, .add_dummy_prefix = true,
+        .remove_extra_whitespaces = true, .escape_whitespaces = true,
+    };
+    round_trip("rt2.model", p, n, &flipped);
+}
+
+/* Real models: what the parser read, written back, reads the same. */
+static void t_spm_write_round_trip_real(void **state)
+{
+    (void)state;
+    TU_SHARED(p260, "models/stories260K/tokenizer.model");
+    TU_SHARED(ptl, "hf-configs/TinyLlama-1.1B-Chat-v1.0/tokenizer.model");
+    const char *paths[] = {p260, ptl};
+    for (size_t k = 0; k < 2; k++) {
+        qk_err err;
+        spm_model *m;
+        if (spm_model_load(paths[k], &m, &err))
+            fail_msg("%s", err.msg);
+        spm_write_opts o = opts_of(m);
+        round_trip(k ? "rt-tl.model" : "rt-260.model", m->pieces, m->n_pieces, &o);
+        spm_model_free(m);
+    }
+}
+
+/* The bytes worked out by hand from the protobuf wire format and sentencepiece_model.proto. */
+static void t_spm_write_bytes(void **state)
+{
+    (void)state;
+    const spm_piece p[] = {{"<unk>", 5, 0.0f, SPM_PIECE_UNKNOWN},
+                           {"a", 1, -1.5f, SPM_PIECE_NORMAL}};
+    const spm_write_opts o = {
+        .model_type = 2, .vocab_size = 2, .treat_whitespace_as_suffix = true, .bos_id = -1,
+        .eos_id = 2, .pad_id = 300, .remove_extra_whitespaces = true,
+    };
+    static const uint8_t want[] = {
+        /* pieces (1, LEN 14) { piece (1, LEN 5) "<unk>", score (2, I32) 0.0f, type (3) 2 } */
+        0x0A, 0x0E, 0x0A, 0x05, '<', 'u', 'n', 'k', '>', 0x15, 0x00, 0x00, 0x00, 0x00, 0x18, 0x02,
+        /* pieces (1, LEN 8) { piece "a", score -1.5f = 0xBFC00000 little-endian; NORMAL has no
+         * type field } */
+        0x0A, 0x08, 0x0A, 0x01, 'a', 0x15, 0x00, 0x00, 0xC0, 0xBF,
+        /* trainer_spec (2, LEN 32) { model_type (3) 2, vocab_size (4) 2,
+         * treat_whitespace_as_suffix (24: key 192 = C0 01) 1, byte_fallback (35: key 280) 0,
+         * unk_id (40: key 320) 0, bos_id (41) -1 in ten bytes, eos_id (42) 2,
+         * pad_id (43) 300 = AC 02 } */
+        0x12, 0x20, 0x18, 0x02, 0x20, 0x02, 0xC0, 0x01, 0x01, 0x98, 0x02, 0x00, 0xC0, 0x02, 0x00,
+        0xC8, 0x02, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01, 0xD0, 0x02, 0x02,
+        0xD8, 0x02, 0xAC, 0x02,
+        /* normalizer_spec (3, LEN 6) { no name; add_dummy_prefix (3) 0,
+         * remove_extra_whitespaces (4) 1, escape_whitespaces (5) 0 } */
+        0x1A, 0x06, 0x18, 0x00, 0x20, 0x01, 0x28, 0x00};
+    qk_err err;
+    uint8_t *b;
+    size_t n;
+    if (spm_model_serialize(p, 2, &o, "t.model", &b, &n, &err))
+        fail_msg("%s", err.msg);
+    assert_int_equal(n, sizeof want);
+    assert_memory_equal(b, want, sizeof want);
+    free(b);
+    /* the file holds the same bytes */
+    const char *path = tu_tmp("bytes.model");
+    if (spm_model_write(path, p, 2, &o, &err))
+        fail_msg("%s", err.msg);
+    b = tu_read(path, &n);
+    assert_int_equal(n, sizeof want);
+    assert_memory_equal(b, want, sizeof want);
+    free(b);
+}
+
+/* A refused model is reported and leaves no file behind. */
+static void write_refused(const spm_piece *p, size_t n, const char *fragment)
+{
+    const spm_write_opts o = {.model_type = 2, .vocab_size = 1};
+    const char *path = tu_tmp("refused.model");
+    qk_err err;
+    EXPECT_ERR(spm_model_write(path, p, n, &o, &err), QK_ERANGE, fragment);
+    assert_non_null(strstr(err.msg, "refused.model: "));
+    assert_false(tu_exists(path));
+}
+
+static void t_spm_write_no_pieces(void **state)
+{
+    (void)state;
+    const spm_piece p[] = {{"a", 1, 0.0f, SPM_PIECE_NORMAL}};
+    write_refused(p, 0, "0 pieces; a model holds 1 to");
+}
+
+static void t_spm_write_empty_text(void **state)
+{
+    (void)state;
+    const spm_piece p[] = {{"a", 1, 0.0f, SPM_PIECE_NORMAL}, {"", 0, 0.0f, SPM_PIECE_NORMAL}};
+    write_refused(p, 2, "piece 1 has no text");
+}
+
+static void t_spm_write_nan_score(void **state)
+{
+    (void)state;
+    const spm_piece p[] = {{"a", 1, NAN, SPM_PIECE_NORMAL}};
+    write_refused(p, 1, "piece 0 has a NaN score");
+}
+
+static void t_spm_write_unknown_type(void **state)
+{
+    (void)state;
+    const spm_piece p[] = {{"a", 1, 0.0f, SPM_PIECE_BYTE + 1}};
+    write_refused(p, 1, "piece 0 has unknown type 7");
+    const spm_piece q[] = {{"a", 1, 0.0f, 0}};
+    write_refused(q, 1, "piece 0 has unknown type 0");
+}
+
+static void t_spm_write_unwritable(void **state)
+{
+    (void)state;
+    const spm_piece p[] = {{"a", 1, 0.0f, SPM_PIECE_NORMAL}};
+    const spm_write_opts o = {.model_type = 2, .vocab_size = 1};
+    qk_err err;
+    EXPECT_ERR(spm_model_write(join(tu_tmp("no-such-dir"), "t.model"), p, 1, &o, &err), QK_EIO,
+               "t.model: cannot create temporary file");
 }
 
 /* ================================================================ SPM encoder */
@@ -1774,6 +1974,14 @@ int main(void)
         cmocka_unit_test(t_spm_no_pieces),
         cmocka_unit_test(t_spm_int32_out_of_range),
         cmocka_unit_test(t_spm_missing_file),
+        cmocka_unit_test(t_spm_write_round_trip),
+        cmocka_unit_test(t_spm_write_round_trip_real),
+        cmocka_unit_test(t_spm_write_bytes),
+        cmocka_unit_test(t_spm_write_no_pieces),
+        cmocka_unit_test(t_spm_write_empty_text),
+        cmocka_unit_test(t_spm_write_nan_score),
+        cmocka_unit_test(t_spm_write_unknown_type),
+        cmocka_unit_test(t_spm_write_unwritable),
         cmocka_unit_test(t_spm_scores_and_ties),
         cmocka_unit_test(t_spm_byte_fallback),
         cmocka_unit_test(t_spm_parse_special),
