@@ -447,19 +447,6 @@ static int read_config(const char *path, cJSON **out, qk_err *err)
     return rc;
 }
 
-int sy_write_bytes(const char *path, const void *data, size_t n, qk_err *err)
-{
-    of_file *f;
-    int rc = of_open(&f, path, err);
-    if (rc != QK_OK)
-        return rc;
-    if (fwrite(data, 1, n, of_stream(f)) != n) {
-        of_abort(f);
-        return qk_err_set(err, QK_EIO, "%s: write failed: %s", path, strerror(errno));
-    }
-    return of_commit(f, err);
-}
-
 /* cJSON indents with tabs and writes "key":<tab>value; transformers writes two spaces and
  * "key": value, and ends the file with a newline. A raw tab is always layout, since cJSON
  * escapes tabs inside strings. Returns a malloc'd copy, NULL when out of memory. */
@@ -484,7 +471,7 @@ static char *retab(const char *text)
 int sy_write_json(const char *path, const cJSON *json, qk_err *err)
 {
     char *raw = cJSON_Print(json), *text = raw ? retab(raw) : NULL;
-    int rc = text ? sy_write_bytes(path, text, strlen(text), err)
+    int rc = text ? of_write_all(path, text, strlen(text), err)
                   : qk_err_set(err, QK_ENOMEM, "%s: out of memory", path);
     cJSON_free(raw);
     free(text);

@@ -120,3 +120,17 @@ void of_abort(of_file *f)
     fclose(f->fp);
     release(f, 1);
 }
+
+int of_write_all(const char *path, const void *data, size_t n, qk_err *err)
+{
+    of_file *f;
+    int rc = of_open(&f, path, err);
+    if (rc != QK_OK)
+        return rc;
+    if (fwrite(data, 1, n, f->fp) != n) {
+        int e = errno;
+        of_abort(f);
+        return qk_err_set(err, QK_EIO, "%s: write failed: %s", path, strerror(e));
+    }
+    return of_commit(f, err);
+}

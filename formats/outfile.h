@@ -25,6 +25,9 @@ int of_commit(of_file *f, qk_err *err);
 /* Closes and removes the temporary; frees f. Accepts NULL. */
 void of_abort(of_file *f);
 
+/* A whole in-memory buffer written to path the same crash-safe way. */
+int of_write_all(const char *path, const void *data, size_t n, qk_err *err);
+
 /* Unlinks every registered temporary. Async-signal-safe: for SIGINT/SIGTERM handlers. */
 void of_remove_all_temporaries(void);
 

@@ -543,14 +543,7 @@ int spm_model_write(const char *path, const spm_piece *pieces, size_t n,
     int rc = spm_model_serialize(pieces, n, opts, path, &data, &size, err);
     if (rc)
         return rc;
-    of_file *f;
-    rc = of_open(&f, path, err);
-    if (rc == QK_OK && fwrite(data, 1, size, of_stream(f)) != size) {
-        of_abort(f);
-        rc = qk_err_set(err, QK_EIO, "%s: write failed: %s", path, strerror(errno));
-    } else if (rc == QK_OK) {
-        rc = of_commit(f, err);
-    }
+    rc = of_write_all(path, data, size, err);
     free(data);
     return rc;
 }
