@@ -13,7 +13,6 @@
 /* dir/name into out[SY_PATH_MAX]; QK_ERANGE when it does not fit. */
 int sy_path_join(char *out, const char *dir, const char *name, qk_err *err);
 
-
 /* Writes json laid out as transformers saves it (two-space indent, final newline). */
 int sy_write_json(const char *path, const cJSON *json, qk_err *err);
 
