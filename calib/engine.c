@@ -10,11 +10,15 @@
 
 #include "../quant/quant.h"
 
+/* Queries per attention task. */
+#define ENG_ATT_BLOCK 32
+
 struct eng_ctx {
     const eng_model *m;
     int n_ctx;
     float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *rope; /* activations, [n][width] */
-    float *scores;                                         /* [threads][n_ctx] */
+    float *scores;                                         /* [threads][ENG_ATT_BLOCK][n_ctx] */
+    float *vt;                                             /* [n_head_kv][head_dim][n_ctx] */
     void *xq;                                              /* activations quantized for a dot */
     size_t xq_bytes;
     int n_threads;
@@ -90,7 +94,7 @@ void eng_ctx_free(eng_ctx *c)
 {
     if (!c)
         return;
-    float *bufs[] = {c->x, c->xb, c->q, c->k, c->v, c->att_out, c->hb, c->hb2, c->rope, c->scores};
+    float *bufs[] = {c->x, c->xb, c->q, c->k, c->v, c->att_out, c->hb, c->hb2, c->rope, c->scores, c->vt};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
     free(c->xq);
@@ -133,11 +137,12 @@ int eng_ctx_create(eng_ctx **out, const eng_model *m, int n_ctx, qk_err *err)
     c->hb = malloc(n * m->n_ff * sizeof(float));
     c->hb2 = malloc(n * m->n_ff * sizeof(float));
     c->rope = malloc(n * m->n_rot * sizeof(float));
-    c->scores = malloc((size_t)c->n_threads * n * sizeof(float));
+    c->scores = malloc((size_t)c->n_threads * ENG_ATT_BLOCK * n * sizeof(float));
+    c->vt = malloc(n * kvd * sizeof(float));
     c->xq_bytes = max_dot_row_bytes(m);
     c->xq = malloc(n * (c->xq_bytes ? c->xq_bytes : 1));
     if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att_out || !c->hb || !c->hb2 ||
-        !c->rope || !c->scores || !c->xq) {
+        !c->rope || !c->scores || !c->vt || !c->xq) {
         eng_ctx_free(c);
         return qk_err_set(err, QK_ENOMEM, "out of memory for a %d-token context", n_ctx);
     }
@@ -162,13 +167,13 @@ static void matmul(eng_ctx *c, const eng_tensor *W, const float *X, int n, float
     const char *w = W->data;
     /* Threads only pay off above ~1M multiply-adds; below that waking them costs more. */
     const int par = (double)ne0 * (double)ne1 * n > 1e6;
-    /* Blocks of rows keep a slice of W hot in cache while every token passes over it. */
+    /* Fixed blocks of rows × every token: each element's value depends only on its rows (the gemm
+     * contract), so the split, and the thread count, never changes a bit. */
+    const int64_t rb = 32;
 #pragma omp parallel for schedule(static) if (par)
-    for (int64_t r0 = 0; r0 < ne1; r0 += 16) {
-        const int64_t r1 = r0 + 16 < ne1 ? r0 + 16 : ne1;
-        for (int t = 0; t < n; t++)
-            for (int64_t r = r0; r < r1; r++)
-                k->vec_dot((int)ne0, &Y[(size_t)t * ne1 + r], w + r * wrow, xq + (size_t)t * xrow);
+    for (int64_t r0 = 0; r0 < ne1; r0 += rb) {
+        const int64_t nr = ne1 - r0 < rb ? ne1 - r0 : rb;
+        k->gemm((int)ne0, nr, n, w + r0 * wrow, wrow, xq, xrow, Y + r0, (size_t)ne1);
     }
 }
 
@@ -241,38 +246,62 @@ static void qk_prepare(eng_ctx *c, const eng_layer *L, int n)
     }
 }
 
+/* V per kv head transposed, [n_head_kv][head_dim][n_ctx], so that p·v is a product of rows. */
+static void transpose_v(eng_ctx *c, int n)
+{
+    const eng_model *m = c->m;
+    const int hd = m->head_dim, nkv = m->n_head_kv;
+    for (int kh = 0; kh < nkv; kh++)
+        for (int i = 0; i < hd; i++) {
+            float *row = c->vt + ((size_t)kh * hd + i) * c->n_ctx;
+            for (int j = 0; j < n; j++)
+                row[j] = c->v[((size_t)j * nkv + kh) * hd + i];
+        }
+}
+
+/* Softmax of row t's causal scores s[0..t] in place; s[t+1..nk) become 0 so that the p·v product
+ * over nk keys adds nothing for them. */
+static void softmax_causal(float *s, int t, int nk, float scale)
+{
+    float mx = -INFINITY;
+    for (int j = 0; j <= t; j++) {
+        s[j] *= scale;
+        mx = s[j] > mx ? s[j] : mx;
+    }
+    double sum = 0.0;
+    for (int j = 0; j <= t; j++)
+        sum += (double)(s[j] = expf(s[j] - mx));
+    const float inv = (float)(1.0 / sum);
+    for (int j = 0; j <= t; j++)
+        s[j] *= inv;
+    for (int j = t + 1; j < nk; j++)
+        s[j] = 0.0f;
+}
+
+/* Per head and block of ENG_ATT_BLOCK queries: scores = K·q over the keys the block sees, then
+ * out = Vᵀ·p, both as f32 matrix products. The blocks are fixed, so each value depends only on
+ * its query's position, not on the thread count. */
 static void attention(eng_ctx *c, int n)
 {
     const eng_model *m = c->m;
     const int hd = m->head_dim, nh = m->n_head, nkv = m->n_head_kv, group = nh / nkv;
     const float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel for schedule(static) collapse(2)
+    const q_gemm_fn gemm = q_kernels_get(Q_TYPE_F32)->gemm;
+    const int nblk = (n + ENG_ATT_BLOCK - 1) / ENG_ATT_BLOCK;
+    const size_t fs = sizeof(float);
+    transpose_v(c, n);
+#pragma omp parallel for schedule(dynamic, 1) collapse(2)
     for (int h = 0; h < nh; h++) {
-        for (int t = 0; t < n; t++) {
-            float *s = c->scores + (size_t)omp_get_thread_num() * c->n_ctx;
-            const float *qv = c->q + ((size_t)t * nh + h) * hd;
-            const int kh = h / group;
-            float mx = -INFINITY;
-            for (int j = 0; j <= t; j++) {
-                const float *kv = c->k + ((size_t)j * nkv + kh) * hd;
-                float dot = 0.0f;
-                for (int i = 0; i < hd; i++)
-                    dot += qv[i] * kv[i];
-                s[j] = dot * scale;
-                mx = s[j] > mx ? s[j] : mx;
-            }
-            double sum = 0.0;
-            for (int j = 0; j <= t; j++)
-                sum += (double)(s[j] = expf(s[j] - mx));
-            const float inv = (float)(1.0 / sum);
-            float *o = c->att_out + ((size_t)t * nh + h) * hd;
-            memset(o, 0, (size_t)hd * sizeof(float));
-            for (int j = 0; j <= t; j++) {
-                const float p = s[j] * inv;
-                const float *vv = c->v + ((size_t)j * nkv + kh) * hd;
-                for (int i = 0; i < hd; i++)
-                    o[i] += p * vv[i];
-            }
+        for (int b = 0; b < nblk; b++) {
+            float *s = c->scores + (size_t)omp_get_thread_num() * ENG_ATT_BLOCK * c->n_ctx;
+            const int kh = h / group, t0 = b * ENG_ATT_BLOCK;
+            const int nk = n - t0 < ENG_ATT_BLOCK ? n : t0 + ENG_ATT_BLOCK, nq = nk - t0;
+            gemm(hd, nk, nq, c->k + (size_t)kh * hd, (size_t)nkv * hd * fs,
+                 c->q + ((size_t)t0 * nh + h) * hd, (size_t)nh * hd * fs, s, (size_t)c->n_ctx);
+            for (int i = 0; i < nq; i++)
+                softmax_causal(s + (size_t)i * c->n_ctx, t0 + i, nk, scale);
+            gemm(nk, hd, nq, c->vt + (size_t)kh * hd * c->n_ctx, (size_t)c->n_ctx * fs, s,
+                 (size_t)c->n_ctx * fs, c->att_out + ((size_t)t0 * nh + h) * hd, (size_t)nh * hd);
         }
     }
 }

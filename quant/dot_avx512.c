@@ -61,7 +61,7 @@ QZ_FLOAT_DOT(q_vec_dot_bf16_f32_zmm, uint16_t, qz_load_bf16)
 
 /* ---- the table ---------------------------------------------------------------------------------- */
 
-#define QZ_ENTRY(t, vdt) {NULL, QX(q_dequantize_row_##t), NULL, QX(q_vec_dot_##t##_##vdt##_zmm), -1}
+#define QZ_ENTRY(t, vdt) {.dequantize = QX(q_dequantize_row_##t), .vec_dot = QX(q_vec_dot_##t##_##vdt##_zmm)}
 
 const q_kernels q_kernels_avx512_dot[Q_TYPE_COUNT] =
     QX_TABLE(QZ_ENTRY(f16, f32), QZ_ENTRY(bf16, f32));

@@ -579,10 +579,10 @@ QN_KQ(q6_K, QN_Q6K)
 
 /* ---- the table --------------------------------------------------------------------------------- */
 
-#define QN_ENTRY(t, vdt) {NULL, q_dequantize_row_##t##_neon, NULL, q_vec_dot_##t##_##vdt##_neon, -1}
+#define QN_ENTRY(t, vdt) {.dequantize = q_dequantize_row_##t##_neon, .vec_dot = q_vec_dot_##t##_##vdt##_neon}
 
 const q_kernels q_kernels_neon_dot[Q_TYPE_COUNT] = {
-    [Q_TYPE_F32] = {NULL, NULL, NULL, q_vec_dot_f32_f32_neon, -1},
+    [Q_TYPE_F32] = {.vec_dot = q_vec_dot_f32_f32_neon},
     [Q_TYPE_F16] = QN_ENTRY(f16, f32),
     [Q_TYPE_BF16] = QN_ENTRY(bf16, f32),
     [Q_TYPE_Q4_0] = QN_ENTRY(q4_0, q8_0),

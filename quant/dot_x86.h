@@ -764,12 +764,12 @@ QX_KERNEL void QX(q_vec_dot_q6_K_q8_K)(int n, float *s, const void *x, const voi
 
 /* Only the dequantizer and the dot product: quantizers and from_float live in quant_<isa>.c. The
  * vec_dot_type field is the reference table's; overlays ignore it here. */
-#define QX_ENTRY(t, vdt) {NULL, QX(q_dequantize_row_##t), NULL, QX(q_vec_dot_##t##_##vdt), -1}
+#define QX_ENTRY(t, vdt) {.dequantize = QX(q_dequantize_row_##t), .vec_dot = QX(q_vec_dot_##t##_##vdt)}
 
 /* The whole table, with the f16 and bf16 entries each ISA file chooses for itself. */
 #define QX_TABLE(F16_ENTRY, BF16_ENTRY)                                                            \
     {                                                                                              \
-        [Q_TYPE_F32] = {NULL, NULL, NULL, QX(q_vec_dot_f32_f32), -1},                              \
+        [Q_TYPE_F32] = {.vec_dot = QX(q_vec_dot_f32_f32)},                                           \
         [Q_TYPE_F16] = F16_ENTRY,                                                                  \
         [Q_TYPE_BF16] = BF16_ENTRY,                                                                \
         [Q_TYPE_Q4_0] = QX_ENTRY(q4_0, q8_0),                                                      \

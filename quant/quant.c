@@ -9,21 +9,29 @@
 #include "kquants.h"
 #include "legacy.h"
 
+/* Designated initializers: gemm is filled in by build_tables. */
 #define REF(t, vdt)                                                                            \
-    {q_quantize_##t, q_dequantize_row_##t, q_quantize_row_##t##_ref, q_vec_dot_##t##_##vdt,    \
-     Q_TYPE_##vdt##_ID}
+    {.quantize = q_quantize_##t, .dequantize = q_dequantize_row_##t,                           \
+     .from_float = q_quantize_row_##t##_ref, .vec_dot = q_vec_dot_##t##_##vdt,                 \
+     .vec_dot_type = Q_TYPE_##vdt##_ID}
 
 /* Activation-only types have no dot of their own. */
-#define ACT(t) {q_quantize_##t, q_dequantize_row_##t, q_quantize_row_##t##_ref, NULL, -1}
+#define ACT(t)                                                                                 \
+    {.quantize = q_quantize_##t, .dequantize = q_dequantize_row_##t,                           \
+     .from_float = q_quantize_row_##t##_ref, .vec_dot_type = -1}
+
+#define FLT(t)                                                                                 \
+    {.quantize = q_quantize_##t, .dequantize = q_dequantize_row_##t,                           \
+     .from_float = q_from_float_##t, .vec_dot = q_vec_dot_##t##_f32, .vec_dot_type = Q_TYPE_F32}
 
 #define Q_TYPE_q8_0_ID Q_TYPE_Q8_0
 #define Q_TYPE_q8_1_ID Q_TYPE_Q8_1
 #define Q_TYPE_q8_K_ID Q_TYPE_Q8_K
 
 static const q_kernels REF_TABLE[Q_TYPE_COUNT] = {
-    [Q_TYPE_F32] = {q_quantize_f32, q_dequantize_row_f32, q_from_float_f32, q_vec_dot_f32_f32, Q_TYPE_F32},
-    [Q_TYPE_F16] = {q_quantize_f16, q_dequantize_row_f16, q_from_float_f16, q_vec_dot_f16_f32, Q_TYPE_F32},
-    [Q_TYPE_BF16] = {q_quantize_bf16, q_dequantize_row_bf16, q_from_float_bf16, q_vec_dot_bf16_f32, Q_TYPE_F32},
+    [Q_TYPE_F32] = FLT(f32),
+    [Q_TYPE_F16] = FLT(f16),
+    [Q_TYPE_BF16] = FLT(bf16),
     [Q_TYPE_Q4_0] = REF(q4_0, q8_0),
     [Q_TYPE_Q4_1] = REF(q4_1, q8_1),
     [Q_TYPE_Q5_0] = REF(q5_0, q8_0),
@@ -41,7 +49,8 @@ static const q_kernels REF_TABLE[Q_TYPE_COUNT] = {
 };
 
 /* Entry by entry: an ISA table overrides only what it defines. */
-static q_kernels merged[4][Q_TYPE_COUNT]; /* scalar, avx2, avx512, neon */
+enum { LV_SCALAR, LV_AVX2, LV_AVX512, LV_NEON, LV_COUNT };
+static q_kernels merged[LV_COUNT][Q_TYPE_COUNT];
 static int merged_ready;
 
 static void overlay(q_kernels *dst, const q_kernels *src)
@@ -54,6 +63,58 @@ static void overlay(q_kernels *dst, const q_kernels *src)
         dst->from_float = src->from_float;
     if (src->vec_dot)
         dst->vec_dot = src->vec_dot;
+    if (src->gemm)
+        dst->gemm = src->gemm;
+}
+
+/* The gemm of types without a tiled kernel: the level's own vec_dot per (row, token), over
+ * blocks of rows so that a slice of w stays in cache while every token passes. */
+static void gemm_loop(q_vec_dot_fn dot, int n, int64_t nrows, int ntok, const void *w, size_t ws,
+                      const void *x, size_t xs, float *y, size_t ys)
+{
+    for (int64_t r0 = 0; r0 < nrows; r0 += 16) {
+        const int64_t r1 = nrows - r0 < 16 ? nrows : r0 + 16;
+        for (int t = 0; t < ntok; t++)
+            for (int64_t r = r0; r < r1; r++)
+                dot(n, &y[(size_t)t * ys + r], (const char *)w + r * ws, (const char *)x + (size_t)t * xs);
+    }
+}
+
+/* One wrapper per (level, type) since a q_gemm_fn carries no context. */
+#define GEMM_LOOP(L, T)                                                                        \
+    static void gemm_loop_##L##_##T(int n, int64_t nrows, int ntok, const void *w, size_t ws,  \
+                                    const void *x, size_t xs, float *y, size_t ys)             \
+    {                                                                                          \
+        gemm_loop(merged[L][Q_TYPE_##T].vec_dot, n, nrows, ntok, w, ws, x, xs, y, ys);         \
+    }
+#define DOT_TYPES(X, L)                                                                        \
+    X(L, F32) X(L, F16) X(L, BF16) X(L, Q4_0) X(L, Q4_1) X(L, Q5_0) X(L, Q5_1) X(L, Q8_0)      \
+    X(L, Q2_K) X(L, Q3_K) X(L, Q4_K) X(L, Q5_K) X(L, Q6_K) X(L, IQ4_NL) X(L, IQ4_XS)
+#define GEMM_LOOP_ENTRY(L, T) [Q_TYPE_##T] = gemm_loop_##L##_##T,
+DOT_TYPES(GEMM_LOOP, LV_SCALAR)
+DOT_TYPES(GEMM_LOOP, LV_AVX2)
+DOT_TYPES(GEMM_LOOP, LV_AVX512)
+DOT_TYPES(GEMM_LOOP, LV_NEON)
+static const q_gemm_fn GEMM_LOOPS[LV_COUNT][Q_TYPE_COUNT] = {
+    [LV_SCALAR] = {DOT_TYPES(GEMM_LOOP_ENTRY, LV_SCALAR)},
+    [LV_AVX2] = {DOT_TYPES(GEMM_LOOP_ENTRY, LV_AVX2)},
+    [LV_AVX512] = {DOT_TYPES(GEMM_LOOP_ENTRY, LV_AVX512)},
+    [LV_NEON] = {DOT_TYPES(GEMM_LOOP_ENTRY, LV_NEON)},
+};
+
+/* vec_dot, then the level's gemm tables over the vec_dot loop. */
+static void add_gemm(int lv, const q_kernels *tiled1, const q_kernels *tiled2)
+{
+    for (int t = 0; t < Q_TYPE_COUNT; t++) {
+        q_kernels *k = &merged[lv][t];
+        if (!k->vec_dot)
+            continue;
+        k->gemm = GEMM_LOOPS[lv][t];
+        if (tiled1)
+            overlay(k, &tiled1[t]);
+        if (tiled2)
+            overlay(k, &tiled2[t]);
+    }
 }
 
 static void build_tables(void)
@@ -61,16 +122,20 @@ static void build_tables(void)
 #pragma omp critical(q_tables)
     if (!merged_ready) {
         for (int t = 0; t < Q_TYPE_COUNT; t++) {
-            merged[0][t] = REF_TABLE[t];
-            merged[1][t] = REF_TABLE[t];
-            overlay(&merged[1][t], &q_kernels_avx2_quant[t]);
-            overlay(&merged[1][t], &q_kernels_avx2_dot[t]);
-            merged[2][t] = merged[1][t];
-            overlay(&merged[2][t], &q_kernels_avx512_quant[t]);
-            overlay(&merged[2][t], &q_kernels_avx512_dot[t]);
-            merged[3][t] = REF_TABLE[t];
-            overlay(&merged[3][t], &q_kernels_neon_dot[t]);
+            merged[LV_SCALAR][t] = REF_TABLE[t];
+            merged[LV_AVX2][t] = REF_TABLE[t];
+            overlay(&merged[LV_AVX2][t], &q_kernels_avx2_quant[t]);
+            overlay(&merged[LV_AVX2][t], &q_kernels_avx2_dot[t]);
+            merged[LV_AVX512][t] = merged[LV_AVX2][t];
+            overlay(&merged[LV_AVX512][t], &q_kernels_avx512_quant[t]);
+            overlay(&merged[LV_AVX512][t], &q_kernels_avx512_dot[t]);
+            merged[LV_NEON][t] = REF_TABLE[t];
+            overlay(&merged[LV_NEON][t], &q_kernels_neon_dot[t]);
         }
+        add_gemm(LV_SCALAR, NULL, NULL);
+        add_gemm(LV_AVX2, q_kernels_avx2_gemm, NULL);
+        add_gemm(LV_AVX512, q_kernels_avx2_gemm, q_kernels_avx512_gemm);
+        add_gemm(LV_NEON, NULL, NULL);
         merged_ready = 1;
     }
 }
@@ -80,7 +145,10 @@ const q_kernels *q_kernels_get_isa(int type, q_isa isa)
     if (type < 0 || type >= Q_TYPE_COUNT || !REF_TABLE[type].quantize)
         return NULL;
     build_tables();
-    int level = isa == Q_ISA_AVX512 ? 2 : isa == Q_ISA_AVX2 ? 1 : isa == Q_ISA_NEON ? 3 : 0;
+    const int level = isa == Q_ISA_AVX512 ? LV_AVX512
+                      : isa == Q_ISA_AVX2 ? LV_AVX2
+                      : isa == Q_ISA_NEON ? LV_NEON
+                                          : LV_SCALAR;
     return &merged[level][type];
 }
 

@@ -23,6 +23,14 @@ typedef void (*q_dequantize_fn)(const void *x, float *y, int64_t k);
 typedef void (*q_vec_dot_fn)(int n, float *s, const void *x, const void *y);
 /* Unweighted row quantizer, used for activations (q8_0, q8_1, q8_K) and float conversions. */
 typedef void (*q_from_float_fn)(const float *x, void *y, int64_t k);
+/* Matrix product: y[t * y_stride + r] = dot(w row r, x row t) for r < nrows, t < ntok, rows of n
+ * values; w rows of the weight type start w_stride bytes apart, x rows of its vec_dot_type
+ * x_stride bytes apart. Each element depends only on its two rows (never on nrows, ntok or the
+ * position), so callers may split the work any way and get the same bits; it agrees with
+ * vec_dot up to float rounding order. */
+typedef void (*q_gemm_fn)(int n, int64_t nrows, int ntok, const void *w, size_t w_stride,
+                          const void *x, size_t x_stride, float *y /* [ntok][y_stride] */,
+                          size_t y_stride);
 
 typedef struct {
     q_quantize_fn quantize;
@@ -30,6 +38,7 @@ typedef struct {
     q_from_float_fn from_float;
     q_vec_dot_fn vec_dot;
     int vec_dot_type;
+    q_gemm_fn gemm; /* tiled where an ISA has it, else a vec_dot loop; NULL iff vec_dot is */
 } q_kernels;
 
 /* The kernels for type on the active ISA (scalar where no variant exists); NULL when qkit has
@@ -38,13 +47,16 @@ const q_kernels *q_kernels_get(int type);
 /* The same for a given ISA (tests compare ISAs); falls back to scalar entry by entry. */
 const q_kernels *q_kernels_get_isa(int type, q_isa isa);
 
-/* ISA tables: data only (no code runs before the CPU check). NULL entries fall back. Quantizers
- * and dots live in separate files (quant_<isa>.c, dot_<isa>.c), each with its own table. */
+/* ISA tables: data only (no code runs before the CPU check). NULL entries fall back. Quantizers,
+ * dots and matrix products live in separate files (quant_<isa>.c, dot_<isa>.c, gemm_<isa>.c),
+ * each with its own table. */
 extern const q_kernels q_kernels_avx2_quant[Q_TYPE_COUNT];
 extern const q_kernels q_kernels_avx2_dot[Q_TYPE_COUNT];
 extern const q_kernels q_kernels_avx512_quant[Q_TYPE_COUNT];
 extern const q_kernels q_kernels_avx512_dot[Q_TYPE_COUNT];
 extern const q_kernels q_kernels_neon_dot[Q_TYPE_COUNT];
+extern const q_kernels q_kernels_avx2_gemm[Q_TYPE_COUNT];
+extern const q_kernels q_kernels_avx512_gemm[Q_TYPE_COUNT];
 
 /* Quantizes nrows rows with n_threads OpenMP threads (<= 0: the OpenMP default). On a bad row,
  * returns QK_ERANGE with *bad_row set (when non-NULL) and a message naming the row. */

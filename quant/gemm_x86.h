@@ -1,0 +1,288 @@
+/* gemm_x86.h — tiled matrix products shared by gemm_avx2.c and gemm_avx512.c.
+ *
+ * Internal: include only from those two files, after defining QX_SUFFIX and the tile shapes
+ * QG_{F,B,K}_{RM,RN} (rows × tokens per tile for float weights, 32-value blocks, k-quants). It
+ * reuses dot_x86.h's primitives (block decoding, int8 multiply-adds).
+ *
+ * Why tiles: a vec_dot per (row, token) loads and decodes every weight block once per token. A
+ * tile decodes RM rows' blocks once, loads RN tokens' activations once, and forms the RM·RN
+ * products from registers, so each load is reused RN (or RM) times.
+ *
+ * Determinism: every output element is computed by the same instruction sequence whatever tile
+ * it falls in (edge tiles are the same code with RM or RN set to 1): its own accumulator, the
+ * same block order, the same final horizontal sum. So an element depends only on its weight row
+ * and activation row, never on nrows, ntok or where a caller splits the work — the engine's
+ * results stay independent of the thread count. Versus vec_dot only the float rounding order
+ * differs (integer block sums are exact in both). */
+#ifndef QKIT_QUANT_GEMM_X86_H
+#define QKIT_QUANT_GEMM_X86_H
+
+#include "dot_x86.h"
+
+#define QG_INLINE static inline __attribute__((always_inline))
+/* Tile loops have constant trip counts once inlined; unrolled, their arrays live in registers. */
+#define QG_UNROLL _Pragma("GCC unroll 8")
+/* Tokens per pass over a row block: keeps that many activation rows hot in L2. */
+#define QG_TOK_BLOCK 64
+
+/* ---- float vectors: 16 lanes with AVX-512, 8 with AVX2 ----------------------------------------- */
+
+enum { QG_F32, QG_F16, QG_BF16 };
+
+#if defined(__AVX512F__)
+typedef __m512 qg_vf;
+enum { QG_VL = 16 };
+QG_INLINE qg_vf qg_zero(void) { return _mm512_setzero_ps(); }
+QG_INLINE qg_vf qg_fma(qg_vf a, qg_vf b, qg_vf c) { return _mm512_fmadd_ps(a, b, c); }
+QG_INLINE float qg_hsum(qg_vf v)
+{
+    return qx_hsum_ps(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
+}
+/* min(m, 16) values from p, the rest 0 (masked lanes are not read). */
+QG_INLINE qg_vf qg_load(int kind, const void *p, int m)
+{
+    const __mmask16 k = m >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << m) - 1);
+    switch (kind) {
+    case QG_F32:
+        return _mm512_maskz_loadu_ps(k, p);
+    case QG_F16:
+        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p));
+    default:
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, p)), 16));
+    }
+}
+#else
+typedef __m256 qg_vf;
+enum { QG_VL = 8 };
+QG_INLINE qg_vf qg_zero(void) { return _mm256_setzero_ps(); }
+QG_INLINE qg_vf qg_fma(qg_vf a, qg_vf b, qg_vf c) { return _mm256_fmadd_ps(a, b, c); }
+QG_INLINE float qg_hsum(qg_vf v) { return qx_hsum_ps(v); }
+QG_INLINE qg_vf qg_load_full(int kind, const void *p)
+{
+    switch (kind) {
+    case QG_F32:
+        return _mm256_loadu_ps(p);
+    case QG_F16:
+        return qx_load8_f16(p);
+    default:
+        return qx_load8_bf16(p);
+    }
+}
+/* min(m, 8) values from p, the rest 0; a short tail goes through a zeroed copy so that nothing
+ * past the row is read. */
+QG_INLINE qg_vf qg_load(int kind, const void *p, int m)
+{
+    if (m >= 8)
+        return qg_load_full(kind, p);
+    const size_t esize = kind == QG_F32 ? 4 : 2;
+    _Alignas(32) uint8_t tmp[32] = {0};
+    memcpy(tmp, p, (size_t)m * esize);
+    return qg_load_full(kind, tmp);
+}
+#endif
+
+/* ---- float weights (f32, f16, bf16) times f32 activations ------------------------------------- */
+
+QG_INLINE void qg_float_tile(int kind, int RM, int RN, int n, const char *w, size_t ws, const char *x,
+                             size_t xs, float *y, size_t ys)
+{
+    const size_t esize = kind == QG_F32 ? 4 : 2;
+    qg_vf acc[QG_F_RM][QG_F_RN];
+    QG_UNROLL
+    for (int r = 0; r < RM; r++)
+        QG_UNROLL
+        for (int t = 0; t < RN; t++)
+            acc[r][t] = qg_zero();
+    for (int i = 0; i < n; i += QG_VL) {
+        const int m = n - i;
+        qg_vf xv[QG_F_RN];
+        QG_UNROLL
+        for (int t = 0; t < RN; t++)
+            xv[t] = qg_load(QG_F32, x + (size_t)t * xs + (size_t)i * 4, m);
+        QG_UNROLL
+        for (int r = 0; r < RM; r++) {
+            const qg_vf wv = qg_load(kind, w + (size_t)r * ws + (size_t)i * esize, m);
+            QG_UNROLL
+            for (int t = 0; t < RN; t++)
+                acc[r][t] = qg_fma(wv, xv[t], acc[r][t]);
+        }
+    }
+    QG_UNROLL
+    for (int r = 0; r < RM; r++)
+        QG_UNROLL
+        for (int t = 0; t < RN; t++)
+            y[(size_t)t * ys + r] = qg_hsum(acc[r][t]);
+}
+
+/* ---- 32-value blocks: q8_0 and q4_0 weights times q8_0 activations ----------------------------- */
+
+enum { QG_Q8_0, QG_Q4_0 };
+
+QG_INLINE void qg_b32_tile(int kind, int RM, int RN, int n, const char *w, size_t ws, const char *x,
+                           size_t xs, float *y, size_t ys)
+{
+    const size_t wb = kind == QG_Q8_0 ? sizeof(block_q8_0) : sizeof(block_q4_0);
+    __m256 acc[QG_B_RM][QG_B_RN];
+    QG_UNROLL
+    for (int r = 0; r < RM; r++)
+        QG_UNROLL
+        for (int t = 0; t < RN; t++)
+            acc[r][t] = _mm256_setzero_ps();
+    for (int b = 0; b < n / 32; b++) {
+        __m256i yq[QG_B_RN], yoff[QG_B_RN];
+        __m256 yd[QG_B_RN];
+        QG_UNROLL
+        for (int t = 0; t < RN; t++) {
+            const block_q8_0 *yb = (const block_q8_0 *)(x + (size_t)t * xs) + b;
+            yq[t] = qx_load_q8_0(yb->qs);
+            yd[t] = _mm256_set1_ps(qx_h2f(yb->d));
+            /* q4_0 codes are level + 8: Σ code·q - 8·Σ q, the second term per token. */
+            if (kind == QG_Q4_0)
+                yoff[t] = qx_dpbusd(_mm256_setzero_si256(), _mm256_set1_epi8(8), yq[t]);
+        }
+        QG_UNROLL
+        for (int r = 0; r < RM; r++) {
+            const uint8_t *blk = (const uint8_t *)(w + (size_t)r * ws) + (size_t)b * wb;
+            uint16_t dh;
+            memcpy(&dh, blk, sizeof dh);
+            const __m256 wd = _mm256_set1_ps(qx_h2f(dh));
+            /* q8_0: |w| times y with w's sign; q4_0: unsigned codes times y. */
+            const __m256i c = kind == QG_Q8_0 ? _mm256_loadu_si256((const __m256i *)(blk + 2))
+                                              : qx_nibbles32(blk + 2);
+            const __m256i u = kind == QG_Q8_0 ? _mm256_sign_epi8(c, c) : c;
+            QG_UNROLL
+            for (int t = 0; t < RN; t++) {
+                const __m256i s = kind == QG_Q8_0
+                                      ? qx_dpbusd(_mm256_setzero_si256(), u, _mm256_sign_epi8(yq[t], c))
+                                      : _mm256_sub_epi32(qx_dpbusd(_mm256_setzero_si256(), u, yq[t]), yoff[t]);
+                acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(wd, yd[t]), _mm256_cvtepi32_ps(s), acc[r][t]);
+            }
+        }
+    }
+    QG_UNROLL
+    for (int r = 0; r < RM; r++)
+        QG_UNROLL
+        for (int t = 0; t < RN; t++)
+            y[(size_t)t * ys + r] = qx_hsum_ps(acc[r][t]);
+}
+
+/* ---- k-quants times q8_K activations ------------------------------------------------------------ */
+/* Per super-block, as qx_kq_dot: integer sums per group pair weighted by the int16 multipliers,
+ * the offset correction through bsums, then d_y·d·isum - d_y·dmin·msum into one float lane set. */
+
+QG_INLINE void qg_kq_tile(int kind, size_t bsize, int RM, int RN, int n, const char *w, size_t ws,
+                          const char *x, size_t xs, float *y, size_t ys)
+{
+    const int asym = kind == QX_Q2K || kind == QX_Q4K || kind == QX_Q5K;
+    __m256 acc[QG_K_RM][QG_K_RN];
+    QG_UNROLL
+    for (int r = 0; r < RM; r++)
+        QG_UNROLL
+        for (int t = 0; t < RN; t++)
+            acc[r][t] = _mm256_setzero_ps();
+    for (int b = 0; b < n / Q_QK_K; b++) {
+        const void *blk[QG_K_RM];
+        qx_kq_head h[QG_K_RM];
+        __m256i lo[QG_K_RM], hi[QG_K_RM], isum[QG_K_RM][QG_K_RN];
+        const block_q8_K *yb[QG_K_RN];
+        QG_UNROLL
+        for (int r = 0; r < RM; r++) {
+            blk[r] = w + (size_t)r * ws + (size_t)b * bsize;
+            h[r] = qx_kq_head_get(kind, blk[r]);
+            lo[r] = _mm256_permute2x128_si256(h[r].sc, h[r].sc, 0x00);
+            hi[r] = _mm256_permute2x128_si256(h[r].sc, h[r].sc, 0x11);
+            QG_UNROLL
+            for (int t = 0; t < RN; t++)
+                isum[r][t] = _mm256_setzero_si256();
+        }
+        QG_UNROLL
+        for (int t = 0; t < RN; t++)
+            yb[t] = (const block_q8_K *)(x + (size_t)t * xs) + b;
+        for (int c = 0; c < 8; c++) {
+            __m256i yq[QG_K_RN];
+            QG_UNROLL
+            for (int t = 0; t < RN; t++)
+                yq[t] = qx_load32((const uint8_t *)yb[t]->qs + 32 * c);
+            QG_UNROLL
+            for (int r = 0; r < RM; r++) {
+                const __m256i codes = qx_kq_run(kind, blk[r], c), mult = qx_group_pair(lo[r], hi[r], c);
+                QG_UNROLL
+                for (int t = 0; t < RN; t++)
+                    isum[r][t] = qx_dpwssd(isum[r][t], _mm256_maddubs_epi16(codes, yq[t]), mult);
+            }
+        }
+        QG_UNROLL
+        for (int t = 0; t < RN; t++) {
+            const __m256i bsums = _mm256_loadu_si256((const __m256i *)yb[t]->bsums);
+            QG_UNROLL
+            for (int r = 0; r < RM; r++) {
+                __m256i s = isum[r][t];
+                if (h[r].off)
+                    s = _mm256_sub_epi32(s, _mm256_mullo_epi32(_mm256_madd_epi16(h[r].sc, bsums),
+                                                               _mm256_set1_epi32(h[r].off)));
+                acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(yb[t]->d * h[r].d), _mm256_cvtepi32_ps(s), acc[r][t]);
+                if (asym)
+                    acc[r][t] = _mm256_fnmadd_ps(_mm256_set1_ps(yb[t]->d * h[r].dmin),
+                                                 _mm256_cvtepi32_ps(_mm256_madd_epi16(h[r].mn, bsums)), acc[r][t]);
+            }
+        }
+    }
+    QG_UNROLL
+    for (int r = 0; r < RM; r++)
+        QG_UNROLL
+        for (int t = 0; t < RN; t++)
+            y[(size_t)t * ys + r] = qx_hsum_ps(acc[r][t]);
+}
+
+/* ---- drivers ------------------------------------------------------------------------------------ */
+/* Token blocks outermost (their activations stay in L2), then row tiles (their weights stay in
+ * L1 while the block's tokens pass), then token tiles; the edges use the 1-wide variants. */
+#define QG_DRIVER(NAME, TILE, RM, RN, ...)                                                                   \
+    static void NAME(int n, int64_t nrows, int ntok, const void *vw, size_t ws, const void *vx, size_t xs,  \
+                     float *y, size_t ys)                                                                   \
+    {                                                                                                       \
+        const char *w = vw, *x = vx;                                                                        \
+        for (int t0 = 0; t0 < ntok; t0 += QG_TOK_BLOCK) {                                                   \
+            const int t1 = ntok - t0 < QG_TOK_BLOCK ? ntok : t0 + QG_TOK_BLOCK;                             \
+            int64_t r = 0;                                                                                  \
+            for (; r + (RM) <= nrows; r += (RM)) {                                                          \
+                const char *wr = w + (size_t)r * ws;                                                        \
+                int t = t0;                                                                                 \
+                for (; t + (RN) <= t1; t += (RN))                                                           \
+                    TILE(__VA_ARGS__, RM, RN, n, wr, ws, x + (size_t)t * xs, xs, y + (size_t)t * ys + r, ys); \
+                for (; t < t1; t++)                                                                         \
+                    TILE(__VA_ARGS__, RM, 1, n, wr, ws, x + (size_t)t * xs, xs, y + (size_t)t * ys + r, ys); \
+            }                                                                                               \
+            for (; r < nrows; r++) {                                                                        \
+                const char *wr = w + (size_t)r * ws;                                                        \
+                int t = t0;                                                                                 \
+                for (; t + (RN) <= t1; t += (RN))                                                           \
+                    TILE(__VA_ARGS__, 1, RN, n, wr, ws, x + (size_t)t * xs, xs, y + (size_t)t * ys + r, ys); \
+                for (; t < t1; t++)                                                                         \
+                    TILE(__VA_ARGS__, 1, 1, n, wr, ws, x + (size_t)t * xs, xs, y + (size_t)t * ys + r, ys); \
+            }                                                                                               \
+        }                                                                                                   \
+    }
+
+QG_DRIVER(QX(q_gemm_f32), qg_float_tile, QG_F_RM, QG_F_RN, QG_F32)
+QG_DRIVER(QX(q_gemm_f16), qg_float_tile, QG_F_RM, QG_F_RN, QG_F16)
+QG_DRIVER(QX(q_gemm_bf16), qg_float_tile, QG_F_RM, QG_F_RN, QG_BF16)
+QG_DRIVER(QX(q_gemm_q8_0), qg_b32_tile, QG_B_RM, QG_B_RN, QG_Q8_0)
+QG_DRIVER(QX(q_gemm_q4_0), qg_b32_tile, QG_B_RM, QG_B_RN, QG_Q4_0)
+QG_DRIVER(QX(q_gemm_q2_K), qg_kq_tile, QG_K_RM, QG_K_RN, QX_Q2K, sizeof(block_q2_K))
+QG_DRIVER(QX(q_gemm_q3_K), qg_kq_tile, QG_K_RM, QG_K_RN, QX_Q3K, sizeof(block_q3_K))
+QG_DRIVER(QX(q_gemm_q4_K), qg_kq_tile, QG_K_RM, QG_K_RN, QX_Q4K, sizeof(block_q4_K))
+QG_DRIVER(QX(q_gemm_q5_K), qg_kq_tile, QG_K_RM, QG_K_RN, QX_Q5K, sizeof(block_q5_K))
+QG_DRIVER(QX(q_gemm_q6_K), qg_kq_tile, QG_K_RM, QG_K_RN, QX_Q6K, sizeof(block_q6_K))
+
+/* Designated initializers: the table sets only gemm; everything else falls back. */
+#define QG_TABLE                                                                                    \
+    {                                                                                               \
+        [Q_TYPE_F32] = {.gemm = QX(q_gemm_f32)}, [Q_TYPE_F16] = {.gemm = QX(q_gemm_f16)},           \
+        [Q_TYPE_BF16] = {.gemm = QX(q_gemm_bf16)}, [Q_TYPE_Q8_0] = {.gemm = QX(q_gemm_q8_0)},       \
+        [Q_TYPE_Q4_0] = {.gemm = QX(q_gemm_q4_0)}, [Q_TYPE_Q2_K] = {.gemm = QX(q_gemm_q2_K)},       \
+        [Q_TYPE_Q3_K] = {.gemm = QX(q_gemm_q3_K)}, [Q_TYPE_Q4_K] = {.gemm = QX(q_gemm_q4_K)},       \
+        [Q_TYPE_Q5_K] = {.gemm = QX(q_gemm_q5_K)}, [Q_TYPE_Q6_K] = {.gemm = QX(q_gemm_q6_K)},       \
+    }
+
+#endif
