@@ -322,6 +322,22 @@ static void init_byte_map(tok_impl *im)
 
 /* ================================================================ growable buffers */
 
+/* Makes room for one more element in a doubling array (first: the initial capacity). Returns the
+ * array to store back (moved or not), or NULL when out of memory or the size would overflow; on
+ * failure the old array and *cap are untouched. */
+static void *grow_one(void *arr, size_t n, size_t *cap, size_t elem, size_t first)
+{
+    if (n < *cap)
+        return arr;
+    size_t c = *cap ? *cap * 2 : first;
+    if (c < *cap || c > SIZE_MAX / elem)
+        return NULL;
+    void *p = realloc(arr, c * elem);
+    if (p)
+        *cap = c;
+    return p;
+}
+
 typedef struct {
     char *p;
     size_t n, cap;
@@ -354,14 +370,10 @@ static bool sbuf_put(sbuf *b, const char *s, size_t n)
 
 static bool ids_push(tok_ids *o, int32_t id)
 {
-    if (o->n == o->cap) {
-        size_t cap = o->cap ? o->cap * 2 : 256;
-        int32_t *p = realloc(o->ids, cap * sizeof *p);
-        if (!p)
-            return false;
-        o->ids = p;
-        o->cap = cap;
-    }
+    int32_t *p = grow_one(o->ids, o->n, &o->cap, sizeof *p, 256);
+    if (!p)
+        return false;
+    o->ids = p;
     o->ids[o->n++] = id;
     return true;
 }
@@ -406,14 +418,10 @@ static bool bigram_before(const bigram *a, const bigram *b)
 
 static bool heap_push(bheap *h, bigram g)
 {
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 64;
-        bigram *p = realloc(h->b, cap * sizeof *p);
-        if (!p)
-            return false;
-        h->b = p;
-        h->cap = cap;
-    }
+    bigram *p = grow_one(h->b, h->n, &h->cap, sizeof *p, 64);
+    if (!p)
+        return false;
+    h->b = p;
     size_t i = h->n++;
     while (i > 0 && bigram_before(&g, &h->b[(i - 1) / 2])) {
         h->b[i] = h->b[(i - 1) / 2];
@@ -500,6 +508,41 @@ static bool bigram_stale(const merge_work *w, const bigram *g)
     return l->n == 0 || r->n == 0 || l->n + r->n != g->size;
 }
 
+/* Queues the bigram of symbols left and right if it may merge; false only when out of memory. */
+typedef bool (*bigram_try_fn)(const tok_vocab *v, merge_work *w, const char *text, int32_t left,
+                              int32_t right);
+/* Writes one symbol left after merging as token ids. */
+typedef int (*symbol_emit_fn)(const tok_vocab *v, const char *text, const sym *s, tok_ids *out,
+                              qk_err *err);
+
+/* The merge loop SPM and BPE share once split_chars has run: queue every neighbouring pair, apply
+ * the best live bigram and queue the two new pairs around it until none is left, then emit the
+ * surviving symbols in order. The two differ only in how they rank a pair and what a leftover
+ * symbol becomes. */
+static int merge_encode(const tok_vocab *v, const char *text, merge_work *w,
+                        bigram_try_fn try_bigram, symbol_emit_fn emit_symbol, tok_ids *out,
+                        qk_err *err)
+{
+    for (size_t i = 1; i < w->n; i++)
+        if (!try_bigram(v, w, text, (int32_t)i - 1, (int32_t)i))
+            return oom(err);
+    while (w->heap.n) {
+        bigram g = heap_pop(&w->heap);
+        if (bigram_stale(w, &g))
+            continue;
+        merge_apply(w, &g);
+        const sym *l = &w->s[g.left];
+        if (!try_bigram(v, w, text, l->prev, g.left) || !try_bigram(v, w, text, g.left, l->next))
+            return oom(err);
+    }
+    for (int32_t i = w->n ? 0 : -1; i != -1; i = w->s[i].next) {
+        int rc = emit_symbol(v, text, &w->s[i], out, err);
+        if (rc)
+            return rc;
+    }
+    return QK_OK;
+}
+
 /* ================================================================ SPM (llm_tokenizer_spm) */
 
 static bool spm_try_bigram(const tok_vocab *v, merge_work *w, const char *text, int32_t left,
@@ -547,25 +590,7 @@ static int spm_encode(const tok_vocab *v, const char *text, size_t len, merge_wo
 {
     if (!split_chars(w, text, len))
         return oom(err);
-    for (size_t i = 1; i < w->n; i++)
-        if (!spm_try_bigram(v, w, text, (int32_t)i - 1, (int32_t)i))
-            return oom(err);
-    while (w->heap.n) {
-        bigram g = heap_pop(&w->heap);
-        if (bigram_stale(w, &g))
-            continue;
-        merge_apply(w, &g);
-        const sym *l = &w->s[g.left];
-        if (!spm_try_bigram(v, w, text, l->prev, g.left) ||
-            !spm_try_bigram(v, w, text, g.left, l->next))
-            return oom(err);
-    }
-    for (int32_t i = w->n ? 0 : -1; i != -1; i = w->s[i].next) {
-        int rc = spm_emit_symbol(v, text, &w->s[i], out, err);
-        if (rc)
-            return rc;
-    }
-    return QK_OK;
+    return merge_encode(v, text, w, spm_try_bigram, spm_emit_symbol, out, err);
 }
 
 /* SPM text: an optional leading space, then every ' ' becomes U+2581. */
@@ -669,14 +694,10 @@ static int make_subject(const tok_impl *im, const char *text, size_t len, pretok
 
 static bool piece_push(uint32_t **arr, size_t *n, size_t *cap, uint32_t len)
 {
-    if (*n == *cap) {
-        size_t c = *cap ? *cap * 2 : 256;
-        uint32_t *a = realloc(*arr, c * sizeof *a);
-        if (!a)
-            return false;
-        *arr = a;
-        *cap = c;
-    }
+    uint32_t *a = grow_one(*arr, *n, cap, sizeof *a, 256);
+    if (!a)
+        return false;
+    *arr = a;
     (*arr)[(*n)++] = len;
     return true;
 }
@@ -748,8 +769,11 @@ static int pretokenize(const tok_impl *im, const char *text, size_t len, pretok 
 
 /* ================================================================ BPE (llm_tokenizer_bpe) */
 
-static bool bpe_try_bigram(const tok_vocab *v, merge_work *w, int32_t left, int32_t right)
+/* Ranks by merge order; text is unused (the symbols already carry their token ids). */
+static bool bpe_try_bigram(const tok_vocab *v, merge_work *w, const char *text, int32_t left,
+                           int32_t right)
 {
+    (void)text;
     if (left < 0 || right < 0)
         return true;
     int32_t result;
@@ -787,24 +811,7 @@ static int bpe_word(const tok_vocab *v, const char *word, size_t len, merge_work
         return oom(err);
     for (size_t i = 0; i < w->n; i++)
         w->s[i].id = token_find(v, word + w->s[i].off, w->s[i].n);
-    for (size_t i = 1; i < w->n; i++)
-        if (!bpe_try_bigram(v, w, (int32_t)i - 1, (int32_t)i))
-            return oom(err);
-    while (w->heap.n) {
-        bigram g = heap_pop(&w->heap);
-        if (bigram_stale(w, &g))
-            continue;
-        merge_apply(w, &g);
-        const sym *l = &w->s[g.left];
-        if (!bpe_try_bigram(v, w, l->prev, g.left) || !bpe_try_bigram(v, w, g.left, l->next))
-            return oom(err);
-    }
-    for (int32_t i = w->n ? 0 : -1; i != -1; i = w->s[i].next) {
-        int rc = bpe_emit_symbol(v, word, &w->s[i], out, err);
-        if (rc)
-            return rc;
-    }
-    return QK_OK;
+    return merge_encode(v, word, w, bpe_try_bigram, bpe_emit_symbol, out, err);
 }
 
 /* Codepoints [first, first + count) as UTF-8, each byte then written as its bytes_to_unicode
@@ -852,14 +859,10 @@ typedef struct {
 
 static bool frag_push(frag_list *l, frag f)
 {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 16;
-        frag *p = realloc(l->f, cap * sizeof *p);
-        if (!p)
-            return false;
-        l->f = p;
-        l->cap = cap;
-    }
+    frag *p = grow_one(l->f, l->n, &l->cap, sizeof *p, 16);
+    if (!p)
+        return false;
+    l->f = p;
     l->f[l->n++] = f;
     return true;
 }

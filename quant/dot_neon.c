@@ -127,6 +127,27 @@ static inline void qn_store16_affine(uint8x16_t q, float d, float m, float *y)
     vst1q_f32(y + 12, vaddq_f32(vmulq_n_f32(vcvtq_f32_u32(vmovl_high_u16(hi)), d), vm));
 }
 
+/* One block of 32: the two halves as above. */
+static inline void qn_store32_scaled(int8x16x2_t q, float d, float *y)
+{
+    qn_store16_scaled(q.val[0], d, y);
+    qn_store16_scaled(q.val[1], d, y + 16);
+}
+
+static inline void qn_store32_affine(uint8x16x2_t c, float d, float m, float *y)
+{
+    qn_store16_affine(c.val[0], d, m, y);
+    qn_store16_affine(c.val[1], d, m, y + 16);
+}
+
+static inline int8x16x2_t qn_load32_s8(const int8_t *qs)
+{
+    int8x16x2_t w;
+    w.val[0] = vld1q_s8(qs);
+    w.val[1] = vld1q_s8(qs + 16);
+    return w;
+}
+
 /* 16 levels as dl * q - ml (the k-quant dequantization). */
 static inline void qn_store16_kq(int8x16_t q, float dl, float ml, float *y)
 {
@@ -151,25 +172,20 @@ static inline float32x4_t qn_load4_bf16(const uint16_t *p)
 }
 static inline float qn_f32(float f) { return f; }
 
-static void q_dequantize_row_f16_neon(const void *vx, float *y, int64_t k)
-{
-    const uint16_t *x = vx;
-    int64_t i = 0;
-    for (; i + 4 <= k; i += 4)
-        vst1q_f32(y + i, qn_load4_f16(x + i));
-    for (; i < k; i++)
-        y[i] = q_fp16_to_fp32(x[i]);
-}
+/* Four values at a time, the tail one by one with the scalar conversion. */
+#define QN_HALF_DEQUANT(NAME, LOAD4, SCALAR)                                                               \
+    static void NAME(const void *vx, float *y, int64_t k)                                                  \
+    {                                                                                                      \
+        const uint16_t *x = vx;                                                                            \
+        int64_t i = 0;                                                                                     \
+        for (; i + 4 <= k; i += 4)                                                                         \
+            vst1q_f32(y + i, LOAD4(x + i));                                                                \
+        for (; i < k; i++)                                                                                 \
+            y[i] = SCALAR(x[i]);                                                                           \
+    }
 
-static void q_dequantize_row_bf16_neon(const void *vx, float *y, int64_t k)
-{
-    const uint16_t *x = vx;
-    int64_t i = 0;
-    for (; i + 4 <= k; i += 4)
-        vst1q_f32(y + i, qn_load4_bf16(x + i));
-    for (; i < k; i++)
-        y[i] = q_bf16_to_fp32(x[i]);
-}
+QN_HALF_DEQUANT(q_dequantize_row_f16_neon, qn_load4_f16, q_fp16_to_fp32)
+QN_HALF_DEQUANT(q_dequantize_row_bf16_neon, qn_load4_bf16, q_bf16_to_fp32)
 
 /* Four accumulators of 4 lanes; the tail is added in double, as the reference would. */
 #define QN_FLOAT_DOT(NAME, XT, LOAD4, SCALAR)                                                              \
@@ -202,66 +218,44 @@ QN_FLOAT_DOT(q_vec_dot_bf16_f32_neon, uint16_t, qn_load4_bf16, q_bf16_to_fp32)
 static void q_dequantize_row_q4_0_neon(const void *vx, float *y, int64_t k)
 {
     const block_q4_0 *x = vx;
-    for (int64_t i = 0; i < k / 32; i++, y += 32) {
-        const int8x16x2_t q = qn_levels(qn_nibbles32(x[i].qs), 8);
-        const float d = q_fp16_to_fp32(x[i].d);
-        qn_store16_scaled(q.val[0], d, y);
-        qn_store16_scaled(q.val[1], d, y + 16);
-    }
+    for (int64_t i = 0; i < k / 32; i++, y += 32)
+        qn_store32_scaled(qn_levels(qn_nibbles32(x[i].qs), 8), q_fp16_to_fp32(x[i].d), y);
 }
 
 static void q_dequantize_row_q4_1_neon(const void *vx, float *y, int64_t k)
 {
     const block_q4_1 *x = vx;
-    for (int64_t i = 0; i < k / 32; i++, y += 32) {
-        const uint8x16x2_t c = qn_nibbles32(x[i].qs);
-        const float d = q_fp16_to_fp32(x[i].d), m = q_fp16_to_fp32(x[i].m);
-        qn_store16_affine(c.val[0], d, m, y);
-        qn_store16_affine(c.val[1], d, m, y + 16);
-    }
+    for (int64_t i = 0; i < k / 32; i++, y += 32)
+        qn_store32_affine(qn_nibbles32(x[i].qs), q_fp16_to_fp32(x[i].d), q_fp16_to_fp32(x[i].m), y);
 }
 
 static void q_dequantize_row_q5_0_neon(const void *vx, float *y, int64_t k)
 {
     const block_q5_0 *x = vx;
-    for (int64_t i = 0; i < k / 32; i++, y += 32) {
-        const int8x16x2_t q = qn_levels(qn_q5_codes(x[i].qs, x[i].qh), 16);
-        const float d = q_fp16_to_fp32(x[i].d);
-        qn_store16_scaled(q.val[0], d, y);
-        qn_store16_scaled(q.val[1], d, y + 16);
-    }
+    for (int64_t i = 0; i < k / 32; i++, y += 32)
+        qn_store32_scaled(qn_levels(qn_q5_codes(x[i].qs, x[i].qh), 16), q_fp16_to_fp32(x[i].d), y);
 }
 
 static void q_dequantize_row_q5_1_neon(const void *vx, float *y, int64_t k)
 {
     const block_q5_1 *x = vx;
-    for (int64_t i = 0; i < k / 32; i++, y += 32) {
-        const uint8x16x2_t c = qn_q5_codes(x[i].qs, x[i].qh);
-        const float d = q_fp16_to_fp32(x[i].d), m = q_fp16_to_fp32(x[i].m);
-        qn_store16_affine(c.val[0], d, m, y);
-        qn_store16_affine(c.val[1], d, m, y + 16);
-    }
+    for (int64_t i = 0; i < k / 32; i++, y += 32)
+        qn_store32_affine(qn_q5_codes(x[i].qs, x[i].qh), q_fp16_to_fp32(x[i].d),
+                          q_fp16_to_fp32(x[i].m), y);
 }
 
 static void q_dequantize_row_q8_0_neon(const void *vx, float *y, int64_t k)
 {
     const block_q8_0 *x = vx;
-    for (int64_t i = 0; i < k / 32; i++, y += 32) {
-        const float d = q_fp16_to_fp32(x[i].d);
-        qn_store16_scaled(vld1q_s8(x[i].qs), d, y);
-        qn_store16_scaled(vld1q_s8(x[i].qs + 16), d, y + 16);
-    }
+    for (int64_t i = 0; i < k / 32; i++, y += 32)
+        qn_store32_scaled(qn_load32_s8(x[i].qs), q_fp16_to_fp32(x[i].d), y);
 }
 
 static void q_dequantize_row_iq4_nl_neon(const void *vx, float *y, int64_t k)
 {
     const block_iq4_nl *x = vx;
-    for (int64_t i = 0; i < k / 32; i++, y += 32) {
-        const int8x16x2_t q = qn_iq4_levels(x[i].qs);
-        const float d = q_fp16_to_fp32(x[i].d);
-        qn_store16_scaled(q.val[0], d, y);
-        qn_store16_scaled(q.val[1], d, y + 16);
-    }
+    for (int64_t i = 0; i < k / 32; i++, y += 32)
+        qn_store32_scaled(qn_iq4_levels(x[i].qs), q_fp16_to_fp32(x[i].d), y);
 }
 
 /* Block sums: int32 lanes whose total is the block's exact integer dot. */
@@ -277,10 +271,7 @@ static inline int32x4_t qn_sums_q5_0(const block_q5_0 *x, const block_q8_0 *y)
 
 static inline int32x4_t qn_sums_q8_0(const block_q8_0 *x, const block_q8_0 *y)
 {
-    int8x16x2_t w;
-    w.val[0] = vld1q_s8(x->qs);
-    w.val[1] = vld1q_s8(x->qs + 16);
-    return qn_dot32(w, y->qs);
+    return qn_dot32(qn_load32_s8(x->qs), y->qs);
 }
 
 static inline int32x4_t qn_sums_iq4_nl(const block_iq4_nl *x, const block_q8_0 *y)
@@ -362,12 +353,8 @@ static void q_dequantize_row_iq4_xs_neon(const void *vx, float *y, int64_t k)
         const float d = q_fp16_to_fp32(x[i].d);
         int ls[8];
         qn_iq4_xs_scales(&x[i], ls);
-        for (int ib = 0; ib < 8; ib++, y += 32) {
-            const float dl = d * (float)ls[ib];
-            const int8x16x2_t q = qn_iq4_levels(x[i].qs + 16 * ib);
-            qn_store16_scaled(q.val[0], dl, y);
-            qn_store16_scaled(q.val[1], dl, y + 16);
-        }
+        for (int ib = 0; ib < 8; ib++, y += 32)
+            qn_store32_scaled(qn_iq4_levels(x[i].qs + 16 * ib), d * (float)ls[ib], y);
     }
 }
 

@@ -133,36 +133,6 @@ static float codes_asym_ref(const float *x, int nmax, uint8_t *L, float *min_out
     return d;
 }
 
-static void enc_q4_0_ref(const float *x, void *blk)
-{
-    uint8_t L[32];
-    const float d = codes_sym_ref(x, 8, L);
-    store_q4_0(blk, d, L);
-}
-
-static void enc_q5_0_ref(const float *x, void *blk)
-{
-    uint8_t L[32];
-    const float d = codes_sym_ref(x, 16, L);
-    store_q5_0(blk, d, L);
-}
-
-static void enc_q4_1_ref(const float *x, void *blk)
-{
-    uint8_t L[32];
-    float min;
-    const float d = codes_asym_ref(x, 15, L, &min);
-    store_q4_1(blk, d, min, L);
-}
-
-static void enc_q5_1_ref(const float *x, void *blk)
-{
-    uint8_t L[32];
-    float min;
-    const float d = codes_asym_ref(x, 31, L, &min);
-    store_q5_1(blk, d, min, L);
-}
-
 /* q8: d = amax/127, codes roundf(x/d) (ties away from zero, unlike the k-quants' nearest_int).
  * Returns d; the codes are signed. */
 static float codes_q8(const float *x, int8_t *qs)
@@ -177,15 +147,17 @@ static float codes_q8(const float *x, int8_t *qs)
     return d;
 }
 
-static void enc_q8_0(const float *x, void *blk)
+static void enc_q8_0(const float *x, const float *w, void *blk)
 {
+    (void)w;
     block_q8_0 *b = blk;
     b->d = q_fp32_to_fp16(codes_q8(x, b->qs));
 }
 
 /* s caches d * sum(q) so that the q4_1/q5_1 dot products can add the offset term per block. */
-static void enc_q8_1(const float *x, void *blk)
+static void enc_q8_1(const float *x, const float *w, void *blk)
 {
+    (void)w;
     block_q8_1 *b = blk;
     const float d = codes_q8(x, b->qs);
     int sum = 0;
@@ -193,45 +165,6 @@ static void enc_q8_1(const float *x, void *blk)
         sum += b->qs[j];
     b->d = q_fp32_to_fp16(d);
     b->s = q_fp32_to_fp16((float)sum * d);
-}
-
-typedef void (*enc_ref_fn)(const float *x, void *blk);
-
-static void each_block(const float *x, void *y, int64_t k, size_t blk_size, enc_ref_fn enc)
-{
-    uint8_t *out = y;
-    for (int64_t i = 0; i < k / 32; i++)
-        enc(x + 32 * i, out + (size_t)i * blk_size);
-}
-
-void q_quantize_row_q4_0_ref(const float *x, void *y, int64_t k)
-{
-    each_block(x, y, k, sizeof(block_q4_0), enc_q4_0_ref);
-}
-
-void q_quantize_row_q4_1_ref(const float *x, void *y, int64_t k)
-{
-    each_block(x, y, k, sizeof(block_q4_1), enc_q4_1_ref);
-}
-
-void q_quantize_row_q5_0_ref(const float *x, void *y, int64_t k)
-{
-    each_block(x, y, k, sizeof(block_q5_0), enc_q5_0_ref);
-}
-
-void q_quantize_row_q5_1_ref(const float *x, void *y, int64_t k)
-{
-    each_block(x, y, k, sizeof(block_q5_1), enc_q5_1_ref);
-}
-
-void q_quantize_row_q8_0_ref(const float *x, void *y, int64_t k)
-{
-    each_block(x, y, k, sizeof(block_q8_0), enc_q8_0);
-}
-
-void q_quantize_row_q8_1_ref(const float *x, void *y, int64_t k)
-{
-    each_block(x, y, k, sizeof(block_q8_1), enc_q8_1);
 }
 
 /* ---- importance-weighted searches ---------------------------------------------------------- */
@@ -259,49 +192,99 @@ static float search_asym(const float *x, const float *w, int nmax, uint8_t *L, f
     return d;
 }
 
-static void enc_q4_0_w(const float *x, const float *w, void *blk)
+/* ---- block encoders -------------------------------------------------------------------------- */
+
+/* A block's codes: ggml's plain rounding without weights (w NULL), the weighted search with them. */
+static float codes_sym(const float *x, const float *w, int nmax, uint8_t *L)
+{
+    return w ? search_sym(x, w, nmax, L) : codes_sym_ref(x, nmax, L);
+}
+
+static float codes_asym(const float *x, const float *w, int nmax, uint8_t *L, float *min_out)
+{
+    return w ? search_asym(x, w, nmax, L, min_out) : codes_asym_ref(x, nmax, L, min_out);
+}
+
+static void enc_q4_0(const float *x, const float *w, void *blk)
 {
     uint8_t L[32];
-    const float d = search_sym(x, w, 8, L);
+    const float d = codes_sym(x, w, 8, L);
     store_q4_0(blk, d, L);
 }
 
-static void enc_q5_0_w(const float *x, const float *w, void *blk)
+static void enc_q5_0(const float *x, const float *w, void *blk)
 {
     uint8_t L[32];
-    const float d = search_sym(x, w, 16, L);
+    const float d = codes_sym(x, w, 16, L);
     store_q5_0(blk, d, L);
 }
 
-static void enc_q4_1_w(const float *x, const float *w, void *blk)
+static void enc_q4_1(const float *x, const float *w, void *blk)
 {
     uint8_t L[32];
     float min;
-    const float d = search_asym(x, w, 15, L, &min);
+    const float d = codes_asym(x, w, 15, L, &min);
     store_q4_1(blk, d, min, L);
 }
 
-static void enc_q5_1_w(const float *x, const float *w, void *blk)
+static void enc_q5_1(const float *x, const float *w, void *blk)
 {
     uint8_t L[32];
     float min;
-    const float d = search_asym(x, w, 31, L, &min);
+    const float d = codes_asym(x, w, 31, L, &min);
     store_q5_1(blk, d, min, L);
 }
 
-typedef void (*enc_weighted_fn)(const float *x, const float *w, void *blk);
+/* Encodes one block of 32; w is the block's weights, or NULL for the unweighted quantizer. */
+typedef void (*enc_fn)(const float *x, const float *w, void *blk);
+
+static void each_block(const float *x, void *y, int64_t k, size_t blk_size, enc_fn enc)
+{
+    uint8_t *out = y;
+    for (int64_t i = 0; i < k / 32; i++)
+        enc(x + 32 * i, NULL, out + (size_t)i * blk_size);
+}
+
+void q_quantize_row_q4_0_ref(const float *x, void *y, int64_t k)
+{
+    each_block(x, y, k, sizeof(block_q4_0), enc_q4_0);
+}
+
+void q_quantize_row_q4_1_ref(const float *x, void *y, int64_t k)
+{
+    each_block(x, y, k, sizeof(block_q4_1), enc_q4_1);
+}
+
+void q_quantize_row_q5_0_ref(const float *x, void *y, int64_t k)
+{
+    each_block(x, y, k, sizeof(block_q5_0), enc_q5_0);
+}
+
+void q_quantize_row_q5_1_ref(const float *x, void *y, int64_t k)
+{
+    each_block(x, y, k, sizeof(block_q5_1), enc_q5_1);
+}
+
+void q_quantize_row_q8_0_ref(const float *x, void *y, int64_t k)
+{
+    each_block(x, y, k, sizeof(block_q8_0), enc_q8_0);
+}
+
+void q_quantize_row_q8_1_ref(const float *x, void *y, int64_t k)
+{
+    each_block(x, y, k, sizeof(block_q8_1), enc_q8_1);
+}
 
 /* ggml's quantize_<t> for the block-32 types: the plain quantizer without weights; with them,
  * per row, w = imatrix · sqrt(σ² + x²) where σ² is the row's mean square (so that small values
  * still count in proportion to the row's scale), then the search per block. */
 static size_t quantize_rows(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
-                            const float *imatrix, size_t blk_size, enc_ref_fn ref,
-                            enc_weighted_fn weighted)
+                            const float *imatrix, size_t blk_size, enc_fn enc)
 {
     const size_t row_size = (size_t)(n_per_row / 32) * blk_size;
     uint8_t *out = dst;
     if (!imatrix) {
-        each_block(src, dst, nrows * n_per_row, blk_size, ref);
+        each_block(src, dst, nrows * n_per_row, blk_size, enc);
         return (size_t)nrows * row_size;
     }
     for (int64_t r = 0; r < nrows; r++) {
@@ -315,7 +298,7 @@ static size_t quantize_rows(const float *src, void *dst, int64_t nrows, int64_t 
             float w[32];
             for (int j = 0; j < 32; j++)
                 w[j] = qw[j] * sqrtf(sigma2 + xb[j] * xb[j]);
-            weighted(xb, w, out + (size_t)r * row_size + (size_t)ib * blk_size);
+            enc(xb, w, out + (size_t)r * row_size + (size_t)ib * blk_size);
         }
     }
     return (size_t)nrows * row_size;
@@ -323,35 +306,35 @@ static size_t quantize_rows(const float *src, void *dst, int64_t nrows, int64_t 
 
 size_t q_quantize_q4_0(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imatrix)
 {
-    return quantize_rows(src, dst, nrows, n_per_row, imatrix, sizeof(block_q4_0), enc_q4_0_ref, enc_q4_0_w);
+    return quantize_rows(src, dst, nrows, n_per_row, imatrix, sizeof(block_q4_0), enc_q4_0);
 }
 
 size_t q_quantize_q4_1(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imatrix)
 {
-    return quantize_rows(src, dst, nrows, n_per_row, imatrix, sizeof(block_q4_1), enc_q4_1_ref, enc_q4_1_w);
+    return quantize_rows(src, dst, nrows, n_per_row, imatrix, sizeof(block_q4_1), enc_q4_1);
 }
 
 size_t q_quantize_q5_0(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imatrix)
 {
-    return quantize_rows(src, dst, nrows, n_per_row, imatrix, sizeof(block_q5_0), enc_q5_0_ref, enc_q5_0_w);
+    return quantize_rows(src, dst, nrows, n_per_row, imatrix, sizeof(block_q5_0), enc_q5_0);
 }
 
 size_t q_quantize_q5_1(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imatrix)
 {
-    return quantize_rows(src, dst, nrows, n_per_row, imatrix, sizeof(block_q5_1), enc_q5_1_ref, enc_q5_1_w);
+    return quantize_rows(src, dst, nrows, n_per_row, imatrix, sizeof(block_q5_1), enc_q5_1);
 }
 
 /* q8_0 has no weighted variant in ggml: 8 bits leave nothing for a search to gain. */
 size_t q_quantize_q8_0(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imatrix)
 {
     (void)imatrix;
-    return quantize_rows(src, dst, nrows, n_per_row, NULL, sizeof(block_q8_0), enc_q8_0, NULL);
+    return quantize_rows(src, dst, nrows, n_per_row, NULL, sizeof(block_q8_0), enc_q8_0);
 }
 
 size_t q_quantize_q8_1(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imatrix)
 {
     (void)imatrix;
-    return quantize_rows(src, dst, nrows, n_per_row, NULL, sizeof(block_q8_1), enc_q8_1, NULL);
+    return quantize_rows(src, dst, nrows, n_per_row, NULL, sizeof(block_q8_1), enc_q8_1);
 }
 
 /* ---- dequantization ------------------------------------------------------------------------ */

@@ -1127,51 +1127,60 @@ static void test_llama_vocab_extras(void **state)
 
 /* ================================================================ general.* heuristics */
 
+/* One call of ca_general_meta and the fields expected of it; NULL: that field is not checked. */
+typedef struct {
+    const char *folder, *name_or_path;
+    int64_t params;
+    const char *name, *basename, *size_label, *finetune, *version, *organization;
+} general_case;
+
+static void check_general(const general_case *c)
+{
+    ca_general g;
+    ca_general_meta(c->folder, c->name_or_path, c->params, &g);
+    const char *const got[] = {g.name, g.basename, g.size_label, g.finetune, g.version,
+                               g.organization};
+    const char *const want[] = {c->name,     c->basename, c->size_label,
+                                c->finetune, c->version,  c->organization};
+    for (size_t k = 0; k < sizeof got / sizeof got[0]; k++)
+        if (want[k])
+            assert_string_equal(got[k], want[k]);
+}
+
 /* Expected values worked out by hand from gguf-py's Metadata.get_model_id_components. */
 static void test_general_from_folder_name(void **state)
 {
     (void)state;
-    ca_general g;
-    ca_general_meta("TinyLlama-1.1B-Chat-v1.0", "", 1100048384, &g);
-    assert_string_equal(g.name, "TinyLlama 1.1B Chat v1.0");
-    assert_string_equal(g.basename, "TinyLlama");
-    assert_string_equal(g.size_label, "1.1B");
-    assert_string_equal(g.finetune, "Chat");
-    assert_string_equal(g.version, "v1.0");
-    assert_string_equal(g.organization, "");
-    ca_general_meta("stories3M", "", 3409664, &g);
-    assert_string_equal(g.name, "stories3M");
-    assert_string_equal(g.basename, "");
-    assert_string_equal(g.size_label, "3.4M");
-    /* no size, finetune or version: too ambiguous for a basename */
-    ca_general_meta("my-model", "", 1000, &g);
-    assert_string_equal(g.name, "My Model");
-    assert_string_equal(g.basename, "");
-    assert_string_equal(g.finetune, "");
-    assert_string_equal(g.size_label, "1.0K");
+    static const general_case cases[] = {
+        {.folder = "TinyLlama-1.1B-Chat-v1.0", .name_or_path = "", .params = 1100048384,
+         .name = "TinyLlama 1.1B Chat v1.0", .basename = "TinyLlama", .size_label = "1.1B",
+         .finetune = "Chat", .version = "v1.0", .organization = ""},
+        {.folder = "stories3M", .name_or_path = "", .params = 3409664, .name = "stories3M",
+         .basename = "", .size_label = "3.4M"},
+        /* no size, finetune or version: too ambiguous for a basename */
+        {.folder = "my-model", .name_or_path = "", .params = 1000, .name = "My Model",
+         .basename = "", .finetune = "", .size_label = "1.0K"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_general(&cases[i]);
 }
 
 static void test_general_from_name_or_path(void **state)
 {
     (void)state;
-    ca_general g;
-    ca_general_meta("local-copy", "meta-llama/Llama-3.2-1B", 1235814400, &g);
-    assert_string_equal(g.name, "Llama 3.2 1B");
-    assert_string_equal(g.organization, "Meta Llama");
-    assert_string_equal(g.basename, "Llama-3.2");
-    assert_string_equal(g.size_label, "1B");
-    assert_string_equal(g.version, "");
-    /* a size label far from the parameter count is taken for a context length */
-    ca_general_meta("x", "Qwen/Qwen2.5-0.5B-Instruct", 100000000, &g);
-    assert_string_equal(g.name, "Qwen2.5 0.5B Instruct");
-    assert_string_equal(g.finetune, "0.5b-Instruct");
-    assert_string_equal(g.size_label, "100M");
-    /* a path with several '/' is not a model id: the folder decides */
-    ca_general_meta("Mistral-7B-v0.1", "/home/u/models/x", 7241732096, &g);
-    assert_string_equal(g.name, "Mistral 7B v0.1");
-    assert_string_equal(g.basename, "Mistral");
-    assert_string_equal(g.size_label, "7B");
-    assert_string_equal(g.version, "v0.1");
+    static const general_case cases[] = {
+        {.folder = "local-copy", .name_or_path = "meta-llama/Llama-3.2-1B", .params = 1235814400,
+         .name = "Llama 3.2 1B", .organization = "Meta Llama", .basename = "Llama-3.2",
+         .size_label = "1B", .version = ""},
+        /* a size label far from the parameter count is taken for a context length */
+        {.folder = "x", .name_or_path = "Qwen/Qwen2.5-0.5B-Instruct", .params = 100000000,
+         .name = "Qwen2.5 0.5B Instruct", .finetune = "0.5b-Instruct", .size_label = "100M"},
+        /* a path with several '/' is not a model id: the folder decides */
+        {.folder = "Mistral-7B-v0.1", .name_or_path = "/home/u/models/x", .params = 7241732096,
+         .name = "Mistral 7B v0.1", .basename = "Mistral", .size_label = "7B", .version = "v0.1"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_general(&cases[i]);
 }
 
 static void test_size_label(void **state)

@@ -105,6 +105,13 @@ static mx_model llama_model(uint32_t n_layer, uint32_t n_head, uint32_t n_head_k
     return (mx_model){"llama", n_layer, n_head, n_head_kv, 0};
 }
 
+static mx_options options_default(void)
+{
+    mx_options o;
+    mx_options_init(&o);
+    return o;
+}
+
 static mx_plan *plan_ok(const mx_model *m, int ftype, const mx_options *o, size_t n)
 {
     mx_plan *p = NULL;
@@ -160,8 +167,7 @@ static void test_plan_q4_k_m_llama8b(void **state)
     (void)state;
     size_t n = llama_tensors(32, 4096, 1024, 14336, 128256, 1);
     mx_model m = llama_model(32, 32, 8);
-    mx_options o;
-    mx_options_init(&o);
+    mx_options o = options_default();
     mx_plan *p = plan_ok(&m, MX_FTYPE_Q4_K_M, &o, n);
     assert_int_equal(type_of(p, n, "output.weight"), Q_TYPE_Q6_K);
     assert_int_equal(type_of(p, n, "token_embd.weight"), Q_TYPE_Q4_K);
@@ -183,8 +189,7 @@ static void test_plan_q3_k_m_and_q2_k(void **state)
     (void)state;
     size_t n = llama_tensors(32, 4096, 1024, 14336, 32000, 1);
     mx_model m = llama_model(32, 32, 8);
-    mx_options o;
-    mx_options_init(&o);
+    mx_options o = options_default();
     mx_plan *p = plan_ok(&m, MX_FTYPE_Q3_K_M, &o, n);
     for (int l = 0; l < 32; l++) {
         assert_int_equal(layer_type(p, n, l, "attn_v"), l < 2 ? Q_TYPE_Q5_K : Q_TYPE_Q4_K);
@@ -211,8 +216,7 @@ static void test_plan_q4_k_s_q5_k_m_iq4(void **state)
     (void)state;
     size_t n = llama_tensors(16, 2048, 512, 8192, 32000, 1);
     mx_model m = llama_model(16, 32, 8);
-    mx_options o;
-    mx_options_init(&o);
+    mx_options o = options_default();
     mx_plan *p = plan_ok(&m, MX_FTYPE_Q4_K_S, &o, n);
     for (int l = 0; l < 16; l++) {
         assert_int_equal(layer_type(p, n, l, "attn_v"), l < 4 ? Q_TYPE_Q5_K : Q_TYPE_Q4_K);
@@ -246,8 +250,7 @@ static void test_plan_70b(void **state)
     (void)state;
     size_t n = llama_tensors(80, 1024, 128, 2048, 1000, 1); /* shapes scaled down */
     mx_model m = llama_model(80, 64, 8);
-    mx_options o;
-    mx_options_init(&o);
+    mx_options o = options_default();
     mx_plan *p = plan_ok(&m, MX_FTYPE_Q3_K_S, &o, n);
     assert_int_equal(layer_type(p, n, 40, "attn_v"), Q_TYPE_Q5_K);
     assert_int_equal(layer_type(p, n, 40, "attn_q"), Q_TYPE_Q3_K);
@@ -275,8 +278,7 @@ static void test_plan_moe(void **state)
         }
     }
     mx_model m = {"llama", 4, 32, 8, 8};
-    mx_options o;
-    mx_options_init(&o);
+    mx_options o = options_default();
     mx_plan *p = plan_ok(&m, MX_FTYPE_Q4_K_M, &o, n);
     for (int l = 0; l < 4; l++) {
         assert_int_equal(layer_type(p, n, l, "attn_v"), Q_TYPE_Q8_0);
@@ -295,8 +297,7 @@ static void test_plan_moe_bad_layer(void **state)
     (void)state;
     g_t[0] = (mx_tensor){"blk.9.ffn_down_exps.weight", 3, {512, 256, 8, 1}, Q_TYPE_F16};
     mx_model m = {"llama", 4, 32, 8, 8};
-    mx_options o;
-    mx_options_init(&o);
+    mx_options o = options_default();
     mx_plan *p = NULL;
     qk_err err = {{0}};
     assert_int_equal(mx_plan_create(&p, &m, MX_FTYPE_Q4_K_M, &o, g_t, 1, &err), QK_EFORMAT);
@@ -315,8 +316,7 @@ static void test_plan_fallbacks(void **state)
     g_t[2] = T2("blk.0.attn_v.weight", 64, 64);   /* q6_K (layer 0 of 1) → q8_0 */
     g_t[3] = T2("output.weight", 64, 100);        /* 64 % 256: q8_0 directly, no fallback */
     mx_model m = llama_model(1, 4, 4);
-    mx_options o;
-    mx_options_init(&o);
+    mx_options o = options_default();
     mx_plan *p = plan_ok(&m, MX_FTYPE_Q4_K_M, &o, 4);
     const mx_decision *d = mx_plan_get(p, 0);
     assert_int_equal(d->type, Q_TYPE_Q5_0);
@@ -339,8 +339,7 @@ static void test_plan_no_fallback_error(void **state)
     (void)state;
     g_t[0] = T2("blk.0.attn_q.weight", 48, 64); /* q8_0 needs multiples of 32 and has no fallback */
     mx_model m = llama_model(1, 4, 4);
-    mx_options o;
-    mx_options_init(&o);
+    mx_options o = options_default();
     mx_plan *p = NULL;
     qk_err err = {{0}};
     assert_int_equal(mx_plan_create(&p, &m, MX_FTYPE_Q8_0, &o, g_t, 1, &err), QK_EUNSUPPORTED);
@@ -361,8 +360,7 @@ static void test_plan_not_quantized(void **state)
     g_t[n++] = T2("blk.0.ssm_conv1d.weight", 4096, 4);
     g_t[n++] = T2("blk.0.attn_q.weight", 4096, 4096);
     mx_model m = llama_model(1, 32, 32);
-    mx_options o;
-    mx_options_init(&o);
+    mx_options o = options_default();
     mx_plan *p = plan_ok(&m, MX_FTYPE_Q4_0, &o, n);
     for (size_t i = 0; i + 1 < n; i++) {
         assert_false(mx_plan_get(p, i)->quantize);
@@ -387,8 +385,7 @@ static void test_plan_tied_embeddings(void **state)
     (void)state;
     size_t n = llama_tensors(4, 2048, 512, 5632, 32000, 0);
     mx_model m = llama_model(4, 32, 8);
-    mx_options o;
-    mx_options_init(&o);
+    mx_options o = options_default();
     mx_plan *p = plan_ok(&m, MX_FTYPE_Q4_K_M, &o, n);
     assert_int_equal(type_of(p, n, "token_embd.weight"), Q_TYPE_Q6_K);
     mx_plan_free(p);
@@ -403,8 +400,7 @@ static void test_plan_options(void **state)
     (void)state;
     size_t n = llama_tensors(8, 2048, 512, 5632, 32000, 1);
     mx_model m = llama_model(8, 32, 8);
-    mx_options o;
-    mx_options_init(&o);
+    mx_options o = options_default();
     o.pure = 1;
     mx_plan *p = plan_ok(&m, MX_FTYPE_Q4_K_M, &o, n);
     assert_int_equal(type_of(p, n, "output.weight"), Q_TYPE_Q4_K);
@@ -431,8 +427,7 @@ static void test_plan_tensor_types(void **state)
     (void)state;
     size_t n = llama_tensors(8, 2048, 512, 5632, 32000, 1);
     mx_model m = llama_model(8, 32, 8);
-    mx_options o;
-    mx_options_init(&o);
+    mx_options o = options_default();
     const char *tt[] = {"blk\\.[0-3]\\.attn_v=q8_0", "ATTN_V=bf16", "ffn_(up|gate)=Q5_K",
                         "output=q4_0"};
     o.tensor_types = tt;
@@ -458,8 +453,7 @@ static void check_tt_error(const char *arg, int code, const char *fragment)
     assert_int_equal(mx_tensor_type_check(arg, &err), code);
     if (!strstr(err.msg, fragment))
         fail_msg("'%s': message '%s' lacks '%s'", arg, err.msg, fragment);
-    mx_options o;
-    mx_options_init(&o);
+    mx_options o = options_default();
     o.tensor_types = &arg;
     o.n_tensor_types = 1;
     size_t n = llama_tensors(1, 256, 256, 256, 10, 1);
@@ -484,8 +478,7 @@ static void test_plan_keep_order(void **state)
     g_t[1] = T2("blk.2.attn_v.weight", 256, 256);
     g_t[2] = T2("blk.0.attn_v.weight", 256, 256);
     mx_model m = llama_model(3, 4, 4);
-    mx_options o;
-    mx_options_init(&o);
+    mx_options o = options_default();
     mx_plan *p = plan_ok(&m, MX_FTYPE_Q3_K_M, &o, 3);
     assert_int_equal(mx_plan_order(p, 0), 2);
     assert_int_equal(mx_plan_get(p, 2)->type, Q_TYPE_Q5_K);
@@ -504,8 +497,7 @@ static void test_plan_bad_input(void **state)
 {
     (void)state;
     mx_model m = llama_model(1, 4, 4);
-    mx_options o;
-    mx_options_init(&o);
+    mx_options o = options_default();
     mx_plan *p = NULL;
     qk_err err = {{0}};
     g_t[0] = T2("blk.0.attn_q.weight", 256, 256);
