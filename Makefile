@@ -8,7 +8,7 @@ PKGS    := libcjson zlib libzstd libcrypto libpcre2-8
 
 CPPFLAGS += -D_DEFAULT_SOURCE -D_FILE_OFFSET_BITS=64 $(shell pkg-config --cflags $(PKGS))
 CFLAGS   ?= -O2 -g
-# Bit-exactness needs IEEE semantics: no -ffast-math, and no FMA contraction where the reference
+# Bit-exactness needs IEEE semantics: no fast-math flags, and no FMA contraction where the reference
 # multiplies then adds.
 QK_CFLAGS := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Werror -ffp-contract=off -fopenmp
 SAN      ?=

@@ -35,43 +35,6 @@ static void sha256_hex(const void *data, size_t n, char hex[65])
 
 static void write_text(const char *path, const char *text) { tu_write(path, text, strlen(text)); }
 
-static void copy_file(const char *from, const char *to)
-{
-    size_t n;
-    void *p = tu_read(from, &n);
-    tu_write(to, p, n);
-    free(p);
-}
-
-static char *path_in(const char *dir, const char *name)
-{
-    static char buf[4][4096];
-    static int slot;
-    char *p = buf[slot++ & 3];
-    int n = snprintf(p, sizeof buf[0], "%s/%s", dir, name);
-    if (n < 0 || (size_t)n >= sizeof buf[0])
-        fail_msg("path too long: %s/%s", dir, name);
-    return p;
-}
-
-static cJSON *read_json(const char *path)
-{
-    size_t n;
-    char *text = tu_read(path, &n);
-    cJSON *j = cJSON_ParseWithLength(text, n);
-    free(text);
-    assert_non_null(j);
-    return j;
-}
-
-static void assert_msg_has(const qk_err *err, const char *fragment)
-{
-    if (!strstr(err->msg, fragment))
-        fail_msg("message '%s' lacks '%s'", err->msg, fragment);
-    if (strchr(err->msg, '\n'))
-        fail_msg("message '%s' spans several lines", err->msg);
-}
-
 static gguf_ctx *open_gguf(const char *path)
 {
     gguf_ctx *g = NULL;
@@ -327,7 +290,7 @@ static void stories3M_matches(const char *outtype, const char *golden, bool with
     char rel[128];
     snprintf(rel, sizeof rel, "golden/stories3M/%s", golden);
     TU_SHARED(gpath, rel);
-    cJSON *gold = read_json(gpath);
+    cJSON *gold = tu_read_json(gpath);
     const char *out = tu_tmp("stories3M.gguf");
     convert_ok(model, out, outtype);
     gguf_ctx *g = open_gguf(out);
@@ -510,15 +473,15 @@ static void toy_config(const toy *t, const char *dir)
              "\"tie_word_embeddings\": %s%s%s}",
              t->arch, t->embd, t->ff, t->layers, t->heads, t->kv, toy_vocab(t), t->tied ? "true" : "false", hd,
              t->extra ? t->extra : "");
-    write_text(path_in(dir, "config.json"), json);
+    write_text((char *)tu_join(dir, "config.json"), json);
 }
 
 static void toy_tokenizer(const char *dir)
 {
     TU_SHARED(tok, "models/stories260K/tokenizer.model");
     TU_SHARED(cfg, "models/stories260K/tokenizer_config.json");
-    copy_file(tok, path_in(dir, "tokenizer.model"));
-    copy_file(cfg, path_in(dir, "tokenizer_config.json"));
+    tu_copy(tok, (char *)tu_join(dir, "tokenizer.model"));
+    tu_copy(cfg, (char *)tu_join(dir, "tokenizer_config.json"));
 }
 
 static size_t dtype_size(st_dtype d) { return d == ST_F32 ? 4 : 2; }
@@ -582,7 +545,7 @@ static void copy_tokenizer(const char *shared_dir, const char *dir)
         char from[4096];
         snprintf(from, sizeof from, "%s/%s", shared_dir, files[i]);
         if (tu_exists(from))
-            copy_file(from, path_in(dir, files[i]));
+            tu_copy(from, (char *)tu_join(dir, files[i]));
     }
 }
 
@@ -599,7 +562,7 @@ static const char *toy_dir_tok(const toy *t, const char *name, const char *tok_d
         toy_tokenizer(dir);
     toy_tensors tt;
     toy_build(t, &tt);
-    write_st(path_in(dir, "model.safetensors"), tt.st, tt.data, tt.n);
+    write_st((char *)tu_join(dir, "model.safetensors"), tt.st, tt.data, tt.n);
     toy_free(&tt);
     return dir;
 }
@@ -948,8 +911,8 @@ static void test_sharded_checkpoint(void **state)
     toy_tensors tt;
     toy_build(&LLAMA, &tt);
     size_t half = tt.n / 2;
-    write_st(path_in(dir, "model-00001-of-00002.safetensors"), tt.st, tt.data, half);
-    write_st(path_in(dir, "model-00002-of-00002.safetensors"), tt.st + half, tt.data + half, tt.n - half);
+    write_st((char *)tu_join(dir, "model-00001-of-00002.safetensors"), tt.st, tt.data, half);
+    write_st((char *)tu_join(dir, "model-00002-of-00002.safetensors"), tt.st + half, tt.data + half, tt.n - half);
     sbuf idx = {0};
     const char *open = "{\"metadata\": {}, \"weight_map\": {";
     sb_put(&idx, open, strlen(open));
@@ -960,7 +923,7 @@ static void test_sharded_checkpoint(void **state)
         sb_put(&idx, e, strlen(e));
     }
     sb_put(&idx, "}}", 2);
-    write_text(path_in(dir, "model.safetensors.index.json"), idx.p);
+    write_text((char *)tu_join(dir, "model.safetensors.index.json"), idx.p);
     free(idx.p);
     toy_free(&tt);
     char a[4096], b[4096];
@@ -1019,7 +982,7 @@ static void test_split_output(void **state)
 static void check_gguf_tokenizer(const char *gguf_path, const char *golden_key)
 {
     TU_SHARED(gpath, "golden/tokenizer/tokenizer-strings.json");
-    cJSON *gold = read_json(gpath);
+    cJSON *gold = tu_read_json(gpath);
     gguf_ctx *g = open_gguf(gguf_path);
     tok_vocab *v;
     qk_err err = {{0}};
@@ -1107,7 +1070,7 @@ static void test_llama_vocab_extras(void **state)
     toy t = {.arch = "LlamaForCausalLM", .layers = 1, .embd = 32, .ff = 64, .heads = 4, .kv = 4,
              .tied = 1, .dtype = ST_BF16, .vocab = 49152};
     const char *dir = toy_dir(&t, "smol-extras"), *out = tu_tmp("smol-extras.gguf");
-    write_text(path_in(dir, "tokenizer_config.json"),
+    write_text((char *)tu_join(dir, "tokenizer_config.json"),
                "{\"add_bos_token\": true, \"add_prefix_space\": false, \"bos_token\": \"<s>\"}");
     convert_ok(dir, out, "auto");
     gguf_ctx *g = open_gguf(out);
@@ -1209,7 +1172,7 @@ static void expect_convert_error(const char *dir, const char *outtype, int code,
     o.outtype = outtype;
     qk_err err = {{0}};
     assert_int_equal(cv_convert(dir, out, &o, NULL, &err), code);
-    assert_msg_has(&err, fragment);
+    tu_assert_msg(err.msg, fragment);
     assert_false(tu_exists(out));
 }
 
@@ -1217,7 +1180,7 @@ static void test_bad_missing_config(void **state)
 {
     (void)state;
     const char *dir = toy_dir(&LLAMA, "no-config");
-    assert_int_equal(remove(path_in(dir, "config.json")), 0);
+    assert_int_equal(remove((char *)tu_join(dir, "config.json")), 0);
     expect_convert_error(dir, "f16", QK_EFORMAT, "config.json: not found");
 }
 
@@ -1225,7 +1188,7 @@ static void test_bad_missing_weights(void **state)
 {
     (void)state;
     const char *dir = toy_dir(&LLAMA, "no-weights");
-    assert_int_equal(remove(path_in(dir, "model.safetensors")), 0);
+    assert_int_equal(remove((char *)tu_join(dir, "model.safetensors")), 0);
     expect_convert_error(dir, "f16", QK_EFORMAT, "model.safetensors");
 }
 
@@ -1233,7 +1196,7 @@ static void test_bad_missing_tokenizer(void **state)
 {
     (void)state;
     const char *dir = toy_dir(&LLAMA, "no-tokenizer");
-    assert_int_equal(remove(path_in(dir, "tokenizer.model")), 0);
+    assert_int_equal(remove((char *)tu_join(dir, "tokenizer.model")), 0);
     expect_convert_error(dir, "f16", QK_EFORMAT, "tokenizer.model");
 }
 
@@ -1255,7 +1218,7 @@ static const char *toy_dir_edited(const toy *t, const char *name, void (*edit)(t
     toy_tensors tt;
     toy_build(t, &tt);
     edit(&tt);
-    write_st(path_in(dir, "model.safetensors"), tt.st, tt.data, tt.n);
+    write_st((char *)tu_join(dir, "model.safetensors"), tt.st, tt.data, tt.n);
     toy_free(&tt);
     return dir;
 }
@@ -1356,9 +1319,9 @@ static void test_bad_inconsistent_index(void **state)
 {
     (void)state;
     const char *dir = toy_dir(&LLAMA, "bad-index");
-    const char *shard = path_in(dir, "model-00001-of-00001.safetensors");
-    assert_int_equal(rename(path_in(dir, "model.safetensors"), shard), 0);
-    write_text(path_in(dir, "model.safetensors.index.json"),
+    const char *shard = (char *)tu_join(dir, "model-00001-of-00001.safetensors");
+    assert_int_equal(rename((char *)tu_join(dir, "model.safetensors"), shard), 0);
+    write_text((char *)tu_join(dir, "model.safetensors.index.json"),
                "{\"weight_map\": {\"model.norm.weight\": \"model-00001-of-00001.safetensors\", "
                "\"model.layers.7.mlp.up_proj.weight\": \"model-00001-of-00001.safetensors\"}}");
     expect_convert_error(dir, "f16", QK_EFORMAT, "model.layers.7.mlp.up_proj.weight");
@@ -1397,21 +1360,21 @@ static void test_bad_config_values(void **state)
                                  "\"hidden_size\": 32, \"intermediate_size\": 48, \"num_attention_heads\": 0, "
                                  "\"vocab_size\": 512, \"max_position_embeddings\": 64, \"rms_norm_eps\": 1e-5}";
     assert_int_equal(ca_config_parse(heads0, strlen(heads0), "config.json", &c, &err), QK_EFORMAT);
-    assert_msg_has(&err, "config.json: 'num_attention_heads' must be an integer in [1, 4096]");
+    tu_assert_msg(err.msg, "config.json: 'num_attention_heads' must be an integer in [1, 4096]");
     static const char dynamic[] = "{\"architectures\": [\"LlamaForCausalLM\"], \"num_hidden_layers\": 2, "
                                   "\"hidden_size\": 32, \"intermediate_size\": 48, \"num_attention_heads\": 4, "
                                   "\"vocab_size\": 512, \"max_position_embeddings\": 64, \"rms_norm_eps\": 1e-5, "
                                   "\"rope_scaling\": {\"rope_type\": \"dynamic\", \"factor\": 2.0}}";
     assert_int_equal(ca_config_parse(dynamic, strlen(dynamic), "config.json", &c, &err), QK_EUNSUPPORTED);
-    assert_msg_has(&err, "rope scaling type 'dynamic' is not supported");
+    tu_assert_msg(err.msg, "rope scaling type 'dynamic' is not supported");
     static const char kv3[] = "{\"architectures\": [\"LlamaForCausalLM\"], \"num_hidden_layers\": 2, "
                               "\"hidden_size\": 32, \"intermediate_size\": 48, \"num_attention_heads\": 4, "
                               "\"num_key_value_heads\": 3, \"vocab_size\": 512, \"max_position_embeddings\": 64, "
                               "\"rms_norm_eps\": 1e-5}";
     assert_int_equal(ca_config_parse(kv3, strlen(kv3), "config.json", &c, &err), QK_EFORMAT);
-    assert_msg_has(&err, "num_attention_heads 4 is not a multiple of num_key_value_heads 3");
+    tu_assert_msg(err.msg, "num_attention_heads 4 is not a multiple of num_key_value_heads 3");
     assert_int_equal(ca_config_parse("[1]", 3, "config.json", &c, &err), QK_EFORMAT);
-    assert_msg_has(&err, "config.json: not a JSON object");
+    tu_assert_msg(err.msg, "config.json: not a JSON object");
 }
 
 /* ================================================================ qkit tokenize (CLI) */
@@ -1469,7 +1432,7 @@ static void test_tokenize_cli_golden_strings(void **state)
     (void)state;
     const char *qkit = qkit_or_skip();
     TU_SHARED(gpath, "golden/tokenizer/tokenizer-strings.json");
-    cJSON *gold = read_json(gpath);
+    cJSON *gold = tu_read_json(gpath);
     const cJSON *tok;
     size_t checked = 0;
     cJSON_ArrayForEach(tok, gold)
@@ -1506,7 +1469,7 @@ static void test_tokenize_cli_golden_files(void **state)
     TU_SHARED(gpath, "golden/tokenizer/tokenizer-files.json");
     TU_SHARED(eval, "text/tinystories-eval.txt");
     TU_SHARED(wiki, "text/wiki.test.raw");
-    cJSON *gold = read_json(gpath);
+    cJSON *gold = tu_read_json(gpath);
     /* the first 200 lines of wiki.test.raw, newlines kept */
     size_t n_wiki;
     char *w = tu_read(wiki, &n_wiki), *p = w;

@@ -23,37 +23,11 @@
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
-static cJSON *load_json(const char *path)
-{
-    size_t n;
-    char *text = tu_read(path, &n);
-    cJSON *j = cJSON_ParseWithLength(text, n);
-    free(text);
-    assert_non_null(j);
-    return j;
-}
-
-static const char *make_dir(const char *name)
-{
-    const char *d = tu_tmp(name);
-    assert_int_equal(mkdir(d, 0755), 0);
-    return d;
-}
-
-static const char *join(const char *dir, const char *name)
-{
-    static char buf[8][4096];
-    static int slot;
-    char *p = buf[slot++ & 7];
-    snprintf(p, sizeof buf[0], "%s/%s", dir, name);
-    return p;
-}
-
 /* A folder holding config.json with this text; returns the config's path. */
 static const char *config_text(const char *name, const char *json)
 {
-    const char *dir = make_dir(name);
-    const char *p = join(dir, "config.json");
+    const char *dir = tu_mkdir(name);
+    const char *p = tu_join(dir, "config.json");
     tu_write(p, json, strlen(json));
     return p;
 }
@@ -154,7 +128,7 @@ typedef struct {
 
 static int table_of(const char *config_path, table *tb, qk_err *err)
 {
-    cJSON *cfg = load_json(config_path);
+    cJSON *cfg = tu_read_json(config_path);
     memset(tb, 0, sizeof *tb);
     int rc = sy_arch_from_config(&tb->a, cfg, config_path, err);
     cJSON_Delete(cfg);
@@ -269,7 +243,7 @@ static void test_table_llama32(void **state)
  * total_size is the bf16 byte count: both must match the table exactly. */
 static void check_against_index(const table *tb, const char *index_path, uint64_t bytes_per)
 {
-    cJSON *idx = load_json(index_path);
+    cJSON *idx = tu_read_json(index_path);
     const cJSON *wm = cJSON_GetObjectItem(idx, "weight_map");
     const cJSON *ts = cJSON_GetObjectItem(cJSON_GetObjectItem(idx, "metadata"), "total_size");
     assert_int_equal((size_t)cJSON_GetArraySize(wm), tb->n);
@@ -300,7 +274,7 @@ static void test_table_smollm3_as_llama_matches_real_index(void **state)
     (void)state;
     TU_SHARED(p, "hf-configs/SmolLM3-3B/config.json");
     TU_SHARED(ip, "hf-configs/SmolLM3-3B/model.safetensors.index.json");
-    cJSON *cfg = load_json(p);
+    cJSON *cfg = tu_read_json(p);
     cJSON_ReplaceItemInObject(cfg, "architectures",
                               cJSON_CreateStringArray((const char *[]){"LlamaForCausalLM"}, 1));
     cJSON_AddTrueToObject(cfg, "tie_word_embeddings");
@@ -369,8 +343,8 @@ static void test_write_llama_untied(void **state)
     sy_result r;
     synth_ok(&o, &r);
     assert_int_equal(r.n_files, 1);
-    assert_false(tu_exists(join(out, "model.safetensors.index.json")));
-    st_model *m = open_model(join(out, "model.safetensors"));
+    assert_false(tu_exists(tu_join(out, "model.safetensors.index.json")));
+    st_model *m = open_model(tu_join(out, "model.safetensors"));
     assert_int_equal(st_model_n_tensors(m), 1 + 2 * 9 + 2);
     for (int l = 0; l < 2; l++)
         expect_layer_common(m, l, 64, 64, 32);
@@ -468,7 +442,7 @@ static void test_config_rewritten(void **state)
     sy_result r;
     synth_ok(&o, &r);
     assert_int_equal(r.arch.n_layers, 3);
-    cJSON *c = load_json(join(out, "config.json"));
+    cJSON *c = tu_read_json(tu_join(out, "config.json"));
     assert_int_equal(cJSON_GetObjectItem(c, "num_hidden_layers")->valueint, 3);
     assert_string_equal(cJSON_GetObjectItem(c, "dtype")->valuestring, "float16");
     assert_null(cJSON_GetObjectItem(c, "torch_dtype"));
@@ -494,7 +468,7 @@ static void test_config_gets_torch_dtype_when_absent(void **state)
     sy_options o = opts(cfg, out);
     sy_result r;
     synth_ok(&o, &r);
-    cJSON *c = load_json(join(out, "config.json"));
+    cJSON *c = tu_read_json(tu_join(out, "config.json"));
     assert_string_equal(cJSON_GetObjectItem(c, "torch_dtype")->valuestring, "bfloat16");
     assert_int_equal(cJSON_GetObjectItem(c, "num_hidden_layers")->valueint, 2);
     cJSON_Delete(c);
@@ -577,15 +551,15 @@ static void test_same_args_same_bytes_any_threads(void **state)
     synth_to(cfg, tu_tmp("det-a"), 1, ST_BF16, 7, 0);
     synth_to(cfg, tu_tmp("det-b"), 2, ST_BF16, 7, 0);
     synth_to(cfg, tu_tmp("det-c"), 3, ST_BF16, 7, 0);
-    assert_true(files_equal(join(tu_tmp("det-a"), "model.safetensors"),
-                            join(tu_tmp("det-b"), "model.safetensors")));
-    assert_true(files_equal(join(tu_tmp("det-a"), "model.safetensors"),
-                            join(tu_tmp("det-c"), "model.safetensors")));
-    assert_true(files_equal(join(tu_tmp("det-a"), "config.json"),
-                            join(tu_tmp("det-c"), "config.json")));
+    assert_true(files_equal(tu_join(tu_tmp("det-a"), "model.safetensors"),
+                            tu_join(tu_tmp("det-b"), "model.safetensors")));
+    assert_true(files_equal(tu_join(tu_tmp("det-a"), "model.safetensors"),
+                            tu_join(tu_tmp("det-c"), "model.safetensors")));
+    assert_true(files_equal(tu_join(tu_tmp("det-a"), "config.json"),
+                            tu_join(tu_tmp("det-c"), "config.json")));
     synth_to(cfg, tu_tmp("det-s"), 2, ST_BF16, 8, 0);
-    assert_false(files_equal(join(tu_tmp("det-a"), "model.safetensors"),
-                             join(tu_tmp("det-s"), "model.safetensors")));
+    assert_false(files_equal(tu_join(tu_tmp("det-a"), "model.safetensors"),
+                             tu_join(tu_tmp("det-s"), "model.safetensors")));
 }
 
 /* One set of numbers, rounded per dtype; and a layer's values do not depend on how many
@@ -662,13 +636,13 @@ static void test_shards_by_count(void **state)
     o.shards = 3;
     synth_ok(&o, &r);
     assert_int_equal(r.n_files, 3);
-    assert_false(tu_exists(join(out, "model.safetensors")));
+    assert_false(tu_exists(tu_join(out, "model.safetensors")));
     const char *names[] = {"model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
                            "model-00003-of-00003.safetensors"};
     st_model *m = open_model(out), *s = open_model(single);
     assert_int_equal(st_model_n_files(m), 3);
     for (int i = 0; i < 3; i++) {
-        st_model *part = open_model(join(out, names[i]));
+        st_model *part = open_model(tu_join(out, names[i]));
         assert_true(st_model_n_tensors(part) > 0);
         st_model_close(part);
     }
@@ -728,17 +702,17 @@ static void test_tokenizer_copied_from_config_folder(void **state)
     (void)state;
     const char *cfg = config_small("tokcfg", "LlamaForCausalLM", 64, 4, 2, 0, NULL);
     const char *dir = tu_tmp("tokcfg");
-    tu_write(join(dir, "tokenizer.json"), "{\"model\": {}}", 13);
-    tu_write(join(dir, "merges.txt"), "#version: 0.2\na b\n", 18);
-    tu_write(join(dir, "README.md"), "not a tokenizer", 15);
+    tu_write(tu_join(dir, "tokenizer.json"), "{\"model\": {}}", 13);
+    tu_write(tu_join(dir, "merges.txt"), "#version: 0.2\na b\n", 18);
+    tu_write(tu_join(dir, "README.md"), "not a tokenizer", 15);
     const char *out = tu_tmp("tokcfg-out");
     sy_options o = opts(cfg, out);
     sy_result r;
     synth_ok(&o, &r);
     assert_int_equal(r.n_tokenizer_files, 2);
-    assert_true(files_equal(join(dir, "tokenizer.json"), join(out, "tokenizer.json")));
-    assert_true(files_equal(join(dir, "merges.txt"), join(out, "merges.txt")));
-    assert_false(tu_exists(join(out, "README.md")));
+    assert_true(files_equal(tu_join(dir, "tokenizer.json"), tu_join(out, "tokenizer.json")));
+    assert_true(files_equal(tu_join(dir, "merges.txt"), tu_join(out, "merges.txt")));
+    assert_false(tu_exists(tu_join(out, "README.md")));
 }
 
 static void test_tokenizer_from_real_folder(void **state)
@@ -756,9 +730,9 @@ static void test_tokenizer_from_real_folder(void **state)
                            "generation_config.json"};
     assert_int_equal(r.n_tokenizer_files, 6);
     for (size_t i = 0; i < 6; i++)
-        assert_true(files_equal(join(tl, files[i]), join(out, files[i])));
+        assert_true(files_equal(tu_join(tl, files[i]), tu_join(out, files[i])));
     /* the config is ours, not the tokenizer folder's */
-    cJSON *c = load_json(join(out, "config.json"));
+    cJSON *c = tu_read_json(tu_join(out, "config.json"));
     assert_int_equal(cJSON_GetObjectItem(c, "hidden_size")->valueint, 64);
     cJSON_Delete(c);
 }
@@ -768,7 +742,7 @@ static void test_tokenizer_folder_without_files(void **state)
     (void)state;
     const char *cfg = config_small("toknone", "LlamaForCausalLM", 64, 4, 2, 0, NULL);
     sy_options o = opts(cfg, tu_tmp("toknone-out"));
-    o.tokenizer_dir = make_dir("empty-tok");
+    o.tokenizer_dir = tu_mkdir("empty-tok");
     synth_fails(&o, QK_EFORMAT, "no tokenizer files");
     assert_false(tu_exists(o.out_dir));
 }
@@ -790,14 +764,14 @@ static spm_model *load_spm(const char *dir)
 {
     spm_model *m = NULL;
     qk_err err = {{0}};
-    if (spm_model_load(join(dir, "tokenizer.model"), &m, &err) != QK_OK)
+    if (spm_model_load(tu_join(dir, "tokenizer.model"), &m, &err) != QK_OK)
         fail_msg("%s", err.msg);
     return m;
 }
 
 static const char *gen_dir(const char *name, int64_t vocab)
 {
-    const char *dir = make_dir(name);
+    const char *dir = tu_mkdir(name);
     qk_err err = {{0}};
     if (sy_tokenizer_write(dir, vocab, &err) != QK_OK)
         fail_msg("sy_tokenizer_write: %s", err.msg);
@@ -889,7 +863,7 @@ static void test_gen_tokenizer_wire_bytes(void **state)
 {
     (void)state;
     size_t n;
-    uint8_t *b = tu_read(join(gen_dir("gen-wire", 512), "tokenizer.model"), &n);
+    uint8_t *b = tu_read(tu_join(gen_dir("gen-wire", 512), "tokenizer.model"), &n);
     /* pieces (1, LEN 14) { piece (1, LEN 5) "<unk>", score (2, I32) 0.0f, type (3) UNKNOWN } */
     static const uint8_t head[] = {0x0A, 0x0E, 0x0A, 0x05, '<', 'u', 'n', 'k', '>',
                                    0x15, 0, 0, 0, 0, 0x18, 0x02};
@@ -924,7 +898,7 @@ static void test_gen_tokenizer_deterministic_and_nested(void **state)
     const char *big = gen_dir("gen-det-big", 2000);
     const char *files[] = {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"};
     for (size_t i = 0; i < 3; i++)
-        assert_true(files_equal(join(a, files[i]), join(b, files[i])));
+        assert_true(files_equal(tu_join(a, files[i]), tu_join(b, files[i])));
     /* a larger vocabulary extends a smaller one: the same first 512 pieces */
     spm_model *s = load_spm(a), *l = load_spm(big);
     assert_int_equal(l->n_pieces, 2000);
@@ -1018,7 +992,7 @@ static const char *gen_synth(const char *name, const char *extra, const char *pl
     snprintf(dir_name, sizeof dir_name, "%s-cfg", name);
     const char *cfg = config_text(dir_name, json);
     if (plant)
-        tu_write(join(tu_tmp(dir_name), plant), "{}", 2);
+        tu_write(tu_join(tu_tmp(dir_name), plant), "{}", 2);
     const char *out = tu_tmp(name);
     sy_options o = opts(cfg, out);
     o.tokenizer_gen = 1;
@@ -1071,7 +1045,7 @@ static void test_gen_tokenizer_loads_as_spm(void **state)
     const char *dir = gen_dir("gen-spm", 400);
     tok_vocab *v = NULL;
     qk_err err = {{0}};
-    if (tok_vocab_load_spm(join(dir, "tokenizer.model"), &v, &err) != QK_OK)
+    if (tok_vocab_load_spm(tu_join(dir, "tokenizer.model"), &v, &err) != QK_OK)
         fail_msg("%s", err.msg);
     assert_int_equal(v->n_tokens, 400);
     assert_int_equal(v->special[TOK_UNK], 0);
@@ -1089,7 +1063,7 @@ static void test_gen_tokenizer_hf_json(void **state)
 {
     (void)state;
     const char *dir = gen_dir("gen-json", 300);
-    cJSON *c = load_json(join(dir, "tokenizer_config.json"));
+    cJSON *c = tu_read_json(tu_join(dir, "tokenizer_config.json"));
     assert_string_equal(cJSON_GetObjectItem(c, "tokenizer_class")->valuestring, "LlamaTokenizer");
     assert_true(cJSON_IsTrue(cJSON_GetObjectItem(c, "add_bos_token")));
     assert_true(cJSON_IsFalse(cJSON_GetObjectItem(c, "add_eos_token")));
@@ -1097,7 +1071,7 @@ static void test_gen_tokenizer_hf_json(void **state)
     assert_string_equal(cJSON_GetObjectItem(c, "eos_token")->valuestring, "</s>");
     assert_string_equal(cJSON_GetObjectItem(c, "unk_token")->valuestring, "<unk>");
     cJSON_Delete(c);
-    c = load_json(join(dir, "special_tokens_map.json"));
+    c = tu_read_json(tu_join(dir, "special_tokens_map.json"));
     assert_int_equal(cJSON_GetArraySize(c), 3);
     assert_string_equal(cJSON_GetObjectItem(c, "bos_token")->valuestring, "<s>");
     assert_string_equal(cJSON_GetObjectItem(c, "eos_token")->valuestring, "</s>");
@@ -1112,18 +1086,18 @@ static void test_gen_tokenizer_in_synth(void **state)
     (void)state;
     const char *ids = ", \"bos_token_id\": 128000, \"eos_token_id\": 128001, \"pad_token_id\": 5";
     const char *out = gen_synth("gen-cfg", ids, NULL);
-    cJSON *c = load_json(join(out, "config.json"));
+    cJSON *c = tu_read_json(tu_join(out, "config.json"));
     assert_int_equal(cJSON_GetObjectItem(c, "bos_token_id")->valueint, 1);
     assert_int_equal(cJSON_GetObjectItem(c, "eos_token_id")->valueint, 2);
     assert_null(cJSON_GetObjectItem(c, "pad_token_id"));
     assert_int_equal(cJSON_GetObjectItem(c, "vocab_size")->valueint, 512);
     cJSON_Delete(c);
     const char *again = gen_synth("gen-cfg-again", ids, "tokenizer.json");
-    assert_false(tu_exists(join(again, "tokenizer.json")));
+    assert_false(tu_exists(tu_join(again, "tokenizer.json")));
     const char *files[] = {"config.json", "tokenizer.model", "tokenizer_config.json",
                            "special_tokens_map.json", "model.safetensors"};
     for (size_t i = 0; i < 5; i++)
-        assert_true(files_equal(join(out, files[i]), join(again, files[i])));
+        assert_true(files_equal(tu_join(out, files[i]), tu_join(again, files[i])));
 }
 
 /* The demo's model: the config the README's `make demo` starts from. */
@@ -1156,7 +1130,7 @@ static void test_gen_tokenizer_demo_config(void **state)
     assert_int_equal(v->n_tokens, 512);
     expect_round_trip(v, "qkit converts, quantizes and verifies models.");
     tok_vocab_free(v);
-    cJSON *c = load_json(join(out, "config.json"));
+    cJSON *c = tu_read_json(tu_join(out, "config.json"));
     assert_int_equal(cJSON_GetObjectItem(c, "max_position_embeddings")->valueint, 1024);
     tu_assert_near(cJSON_GetObjectItem(c, "rope_theta")->valuedouble, 10000, 0);
     tu_assert_near(cJSON_GetObjectItem(c, "rms_norm_eps")->valuedouble, 1e-5, 0);
@@ -1183,12 +1157,12 @@ static void test_gen_tokenizer_vocab_too_small(void **state)
 static void test_gen_tokenizer_vocab_too_large(void **state)
 {
     (void)state;
-    const char *dir = make_dir("gen-huge");
+    const char *dir = tu_mkdir("gen-huge");
     qk_err err = {{0}};
     assert_int_equal(sy_tokenizer_write(dir, SY_GEN_MAX_VOCAB + 1, &err), QK_ERANGE);
     if (!strstr(err.msg, "gen-huge: vocab_size 1048577 is above 1048576"))
         fail_msg("message: %s", err.msg);
-    assert_false(tu_exists(join(dir, "tokenizer.model")));
+    assert_false(tu_exists(tu_join(dir, "tokenizer.model")));
     assert_int_equal(sy_tokenizer_write(dir, -1, &err), QK_ERANGE);
     if (!strstr(err.msg, "vocab_size -1 is below 259"))
         fail_msg("message: %s", err.msg);
@@ -1211,51 +1185,51 @@ static void test_out_not_empty_refused(void **state)
 {
     (void)state;
     const char *cfg = config_small("ne", "LlamaForCausalLM", 64, 4, 2, 0, NULL);
-    const char *out = make_dir("ne-out");
-    tu_write(join(out, "keep.txt"), "x", 1);
+    const char *out = tu_mkdir("ne-out");
+    tu_write(tu_join(out, "keep.txt"), "x", 1);
     sy_options o = opts(cfg, out);
     synth_fails(&o, QK_EFORMAT, "not empty");
-    assert_true(tu_exists(join(out, "keep.txt")));
-    assert_false(tu_exists(join(out, "config.json")));
+    assert_true(tu_exists(tu_join(out, "keep.txt")));
+    assert_false(tu_exists(tu_join(out, "config.json")));
 }
 
 static void test_out_not_empty_force_replaces(void **state)
 {
     (void)state;
     const char *cfg = config_small("nf", "LlamaForCausalLM", 64, 4, 2, 0, NULL);
-    const char *out = make_dir("nf-out");
-    tu_write(join(out, "old.txt"), "x", 1);
+    const char *out = tu_mkdir("nf-out");
+    tu_write(tu_join(out, "old.txt"), "x", 1);
     sy_options o = opts(cfg, out);
     o.force = 1;
     sy_result r;
     synth_ok(&o, &r);
-    assert_false(tu_exists(join(out, "old.txt")));
-    assert_true(tu_exists(join(out, "model.safetensors")));
+    assert_false(tu_exists(tu_join(out, "old.txt")));
+    assert_true(tu_exists(tu_join(out, "model.safetensors")));
 }
 
 static void test_out_force_refuses_subfolder(void **state)
 {
     (void)state;
     const char *cfg = config_small("nsub", "LlamaForCausalLM", 64, 4, 2, 0, NULL);
-    const char *out = make_dir("nsub-out");
-    assert_int_equal(mkdir(join(out, "inner"), 0755), 0);
+    const char *out = tu_mkdir("nsub-out");
+    assert_int_equal(mkdir(tu_join(out, "inner"), 0755), 0);
     sy_options o = opts(cfg, out);
     o.force = 1;
     synth_fails(&o, QK_EFORMAT, "holds the sub-folder 'inner'");
-    assert_true(tu_exists(join(out, "inner")));
+    assert_true(tu_exists(tu_join(out, "inner")));
 }
 
 static void test_out_empty_folder_accepted(void **state)
 {
     (void)state;
     const char *cfg = config_small("ef", "LlamaForCausalLM", 64, 4, 2, 0, NULL);
-    const char *out = make_dir("ef-out");
+    const char *out = tu_mkdir("ef-out");
     char slashed[4096];
     snprintf(slashed, sizeof slashed, "%s//", out);
     sy_options o = opts(cfg, slashed);
     sy_result r;
     synth_ok(&o, &r);
-    assert_true(tu_exists(join(out, "model.safetensors")));
+    assert_true(tu_exists(tu_join(out, "model.safetensors")));
 }
 
 static void test_out_is_a_file(void **state)
@@ -1287,7 +1261,7 @@ static void test_interrupted_run_leaves_nothing(void **state)
 {
     (void)state;
     const char *cfg = config_small("intr", "LlamaForCausalLM", 64, 4, 2, 0, NULL);
-    tu_write(join(tu_tmp("intr"), "tokenizer.json"), "{}", 2);
+    tu_write(tu_join(tu_tmp("intr"), "tokenizer.json"), "{}", 2);
     interrupt_out = tu_tmp("intr-out");
     sy_options o = opts(cfg, interrupt_out);
     o.shards = 2;

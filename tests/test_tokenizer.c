@@ -51,43 +51,9 @@ static char *read_text(const char *path, size_t *n)
     return s;
 }
 
-static cJSON *read_json(const char *path)
-{
-    size_t n;
-    char *s = read_text(path, &n);
-    cJSON *j = cJSON_ParseWithLength(s, n);
-    free(s);
-    assert_non_null(j);
-    return j;
-}
-
 static void write_str(const char *path, const char *s) { tu_write(path, s, strlen(s)); }
 
 /* A fresh directory under the test's temporary directory. */
-static const char *tmp_dir(const char *name)
-{
-    const char *d = tu_tmp(name);
-    assert_int_equal(mkdir(d, 0700), 0);
-    return d;
-}
-
-static const char *join(const char *dir, const char *file)
-{
-    static char buf[4][4096];
-    static int slot;
-    char *p = buf[slot++ & 3];
-    snprintf(p, sizeof buf[0], "%s/%s", dir, file);
-    return p;
-}
-
-static void copy_file(const char *from, const char *to)
-{
-    size_t n;
-    void *p = tu_read(from, &n);
-    tu_write(to, p, n);
-    free(p);
-}
-
 static void assert_ids(const tok_ids *got, const int32_t *want, size_t n, const char *what)
 {
     bool same = got->n == n;
@@ -167,7 +133,7 @@ static int32_t vocab_json_id(const cJSON *vocab, const char *text)
 static void check_golden_strings(const tok_vocab *v, const char *key)
 {
     TU_SHARED(path, "golden/tokenizer/tokenizer-strings.json");
-    cJSON *root = read_json(path);
+    cJSON *root = tu_read_json(path);
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(root, key);
     assert_true(cJSON_GetArraySize(list) >= 30);
     for (const cJSON *e = list->child; e; e = e->next) {
@@ -208,7 +174,7 @@ static double check_golden_file(const tok_vocab *v, const char *key, const char 
 {
     TU_SHARED(gpath, "golden/tokenizer/tokenizer-files.json");
     TU_SHARED(tpath, text_rel);
-    cJSON *root = read_json(gpath);
+    cJSON *root = tu_read_json(gpath);
     const cJSON *g = cJSON_GetObjectItemCaseSensitive(root, key);
     size_t n;
     char *text = read_text(tpath, &n);
@@ -350,7 +316,7 @@ static void t_qwen_vocab_arrays(void **state)
     assert_int_equal(v->special[TOK_EOT], 151645);
     assert_int_equal(v->add_bos, 0);
     assert_false(tok_vocab_add_bos(v));
-    cJSON *cfg = read_json(cfg_path);
+    cJSON *cfg = tu_read_json(cfg_path);
     assert_string_equal(v->chat_template,
                         cJSON_GetObjectItemCaseSensitive(cfg, "chat_template")->valuestring);
     cJSON_Delete(cfg);
@@ -364,10 +330,10 @@ static cJSON *qwen_tokenizer_json(const char *src)
 {
     cJSON *root = cJSON_CreateObject(), *model = cJSON_CreateObject(),
           *merges = cJSON_CreateArray();
-    cJSON *vocab = read_json(join(src, "vocab.json"));
-    cJSON *added = read_json(join(src, "added_tokens.json"));
+    cJSON *vocab = tu_read_json(tu_join(src, "vocab.json"));
+    cJSON *added = tu_read_json(tu_join(src, "added_tokens.json"));
     size_t n;
-    char *mt = read_text(join(src, "merges.txt"), &n);
+    char *mt = read_text(tu_join(src, "merges.txt"), &n);
     bool first = true;
     for (char *line = strtok(mt, "\n"); line; line = strtok(NULL, "\n")) {
         if (first && line[0] == '#') { /* only the "#version" header; "# #" is a real merge */
@@ -420,14 +386,14 @@ static void t_qwen_tokenizer_json_agrees(void **state)
 {
     (void)state;
     TU_SHARED(src, "hf-configs/Qwen2.5-0.5B-Instruct");
-    const char *dir = tmp_dir("qwen-json");
+    const char *dir = tu_mkdir("qwen-json");
     cJSON *tj = qwen_tokenizer_json(src);
     char *text = cJSON_PrintUnformatted(tj);
-    write_str(join(dir, "tokenizer.json"), text);
+    write_str(tu_join(dir, "tokenizer.json"), text);
     free(text);
     cJSON_Delete(tj);
-    copy_file(join(src, "config.json"), join(dir, "config.json"));
-    copy_file(join(src, "tokenizer_config.json"), join(dir, "tokenizer_config.json"));
+    tu_copy(tu_join(src, "config.json"), tu_join(dir, "config.json"));
+    tu_copy(tu_join(src, "tokenizer_config.json"), tu_join(dir, "tokenizer_config.json"));
 
     tok_vocab *a = load_hf_or_fail(src, NULL), *b = load_hf_or_fail(dir, NULL);
     assert_string_equal(b->pre, "qwen2");
@@ -884,7 +850,7 @@ static void t_spm_write_unwritable(void **state)
     const spm_piece p[] = {{"a", 1, 0.0f, SPM_PIECE_NORMAL}};
     const spm_write_opts o = {.model_type = 2, .vocab_size = 1};
     qk_err err;
-    EXPECT_ERR(spm_model_write(join(tu_tmp("no-such-dir"), "t.model"), p, 1, &o, &err), QK_EIO,
+    EXPECT_ERR(spm_model_write(tu_join(tu_tmp("no-such-dir"), "t.model"), p, 1, &o, &err), QK_EIO,
                "t.model: cannot create temporary file");
 }
 
@@ -1258,7 +1224,7 @@ static void t_bpe_special_tokens_qwen(void **state)
 {
     (void)state;
     TU_SHARED(dir, "hf-configs/Qwen2.5-0.5B-Instruct");
-    cJSON *vocab = read_json(join(dir, "vocab.json"));
+    cJSON *vocab = tu_read_json(tu_join(dir, "vocab.json"));
     tok_vocab *v = load_hf_or_fail(dir, "qwen2");
     int32_t user = vocab_json_id(vocab, "user"), nl = vocab_json_id(vocab, "\xC4\x8A"),
             hi = vocab_json_id(vocab, "hi"), a = vocab_json_id(vocab, "a"),
@@ -1333,7 +1299,7 @@ static void mini_the(mini *m)
 
 static const char *write_tokenizer_json(const char *name, const mini *m, bool pairs)
 {
-    const char *dir = tmp_dir(name);
+    const char *dir = tu_mkdir(name);
     cJSON *root = cJSON_CreateObject(), *model = cJSON_CreateObject(), *mg = cJSON_CreateArray();
     cJSON_AddStringToObject(model, "type", "BPE");
     cJSON_AddItemToObject(model, "vocab", mini_vocab_json(m));
@@ -1358,7 +1324,7 @@ static const char *write_tokenizer_json(const char *name, const mini *m, bool pa
         root, "pre_tokenizer",
         cJSON_Parse("{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true}"));
     char *text = cJSON_PrintUnformatted(root);
-    write_str(join(dir, "tokenizer.json"), text);
+    write_str(tu_join(dir, "tokenizer.json"), text);
     free(text);
     cJSON_Delete(root);
     return dir;
@@ -1401,13 +1367,13 @@ static void t_hf_merges_pair_form(void **state)
  * USER_DEFINED (U+2581 → space) for the rest, special ids by content. */
 static const char *write_fallback(const char *name, const mini *m, bool with_template)
 {
-    const char *dir = tmp_dir(name);
+    const char *dir = tu_mkdir(name);
     cJSON *v = mini_vocab_json(m);
     char *text = cJSON_PrintUnformatted(v);
-    write_str(join(dir, "vocab.json"), text);
+    write_str(tu_join(dir, "vocab.json"), text);
     free(text);
     cJSON_Delete(v);
-    FILE *f = fopen(join(dir, "merges.txt"), "w");
+    FILE *f = fopen(tu_join(dir, "merges.txt"), "w");
     fprintf(f, "#version: 0.2\n");
     for (uint32_t i = 0; i < m->n_mg; i++)
         fprintf(f, "%s\n", m->mg[i]);
@@ -1418,7 +1384,7 @@ static const char *write_fallback(const char *name, const mini *m, bool with_tem
     snprintf(buf, sizeof buf,
              "{\"<|im_end|>\": %u, \"<tool>\": %u, \"\xE2\x96\x81x\": %u, \"<|x|>\": %u}", n, n + 1,
              n + 2, n + 3);
-    write_str(join(dir, "added_tokens.json"), buf);
+    write_str(tu_join(dir, "added_tokens.json"), buf);
     snprintf(
         buf, sizeof buf,
         "{\"bos_token\": {\"content\": \"<|im_end|>\", \"lstrip\": false}, \"eos_token\": "
@@ -1429,10 +1395,10 @@ static const char *write_fallback(const char *name, const mini *m, bool with_tem
                         "{\"name\": \"default\", \"template\": \"{{ messages }}\"}],"
                       : "",
         n);
-    write_str(join(dir, "tokenizer_config.json"), buf);
+    write_str(tu_join(dir, "tokenizer_config.json"), buf);
     snprintf(buf, sizeof buf, "{\"vocab_size\": %u, \"eos_token_id\": [1, 2], \"pad_token_id\": 7}",
              n + 6);
-    write_str(join(dir, "config.json"), buf);
+    write_str(tu_join(dir, "config.json"), buf);
     return dir;
 }
 
@@ -1477,7 +1443,7 @@ static void t_hf_chat_template_jinja(void **state)
     mini m;
     mini_the(&m);
     const char *dir = write_fallback("jinja", &m, false);
-    write_str(join(dir, "chat_template.jinja"), "{% for m in messages %}{{ m }}{% endfor %}\n");
+    write_str(tu_join(dir, "chat_template.jinja"), "{% for m in messages %}{{ m }}{% endfor %}\n");
     tok_vocab *v = load_hf_or_fail(dir, "gpt-2");
     assert_string_equal(v->chat_template, "{% for m in messages %}{{ m }}{% endfor %}\n");
     tok_vocab_free(v);
@@ -1537,8 +1503,8 @@ static int load_dir(const char *dir, const char *pre, qk_err *err)
 
 static const char *dir_with(const char *name, const char *file, const char *content)
 {
-    const char *dir = tmp_dir(name);
-    write_str(join(dir, file), content);
+    const char *dir = tu_mkdir(name);
+    write_str(tu_join(dir, file), content);
     return dir;
 }
 
@@ -1573,7 +1539,7 @@ static void t_hf_empty_dir(void **state)
 {
     (void)state;
     qk_err err;
-    const char *d = tmp_dir("empty");
+    const char *d = tu_mkdir("empty");
     EXPECT_ERR(load_dir(d, NULL, &err), QK_EFORMAT,
                "no tokenizer.json, vocab.json or tokenizer.model");
 }
@@ -1591,7 +1557,7 @@ static void t_hf_bad_merges_line(void **state)
     (void)state;
     qk_err err;
     const char *d = dir_with("bad-merges", "vocab.json", TJ_VOCAB);
-    write_str(join(d, "merges.txt"), "#version: 0.2\na b\nab\n");
+    write_str(tu_join(d, "merges.txt"), "#version: 0.2\na b\nab\n");
     EXPECT_ERR(load_dir(d, "gpt-2", &err), QK_EFORMAT, "merges.txt: line 3: expected two tokens");
 }
 
@@ -1650,7 +1616,7 @@ static void t_hf_id_beyond_vocab_size(void **state)
         dir_with("id-beyond", "tokenizer.json",
                  "{\"model\": {\"type\": \"BPE\", \"vocab\": " TJ_VOCAB "}, "
                  "\"added_tokens\": [{\"id\": 9, \"content\": \"<x>\", \"special\": true}]}");
-    write_str(join(d, "config.json"), "{\"vocab_size\": 5}");
+    write_str(tu_join(d, "config.json"), "{\"vocab_size\": 5}");
     EXPECT_ERR(load_dir(d, "gpt-2", &err), QK_EFORMAT, "token '<x>' has id 9 but vocab_size is 5");
 }
 
@@ -1814,7 +1780,7 @@ static void t_chkhsh_unknown(void **state)
     mini m;
     mini_init(&m);
     mini_token(&m, "<s>");
-    const char *dir = tmp_dir("unknown-hash");
+    const char *dir = tu_mkdir("unknown-hash");
     cJSON *root = cJSON_CreateObject(), *model = cJSON_CreateObject();
     cJSON_AddStringToObject(model, "type", "BPE");
     cJSON_AddItemToObject(model, "vocab", mini_vocab_json(&m));
@@ -1832,7 +1798,7 @@ static void t_chkhsh_unknown(void **state)
                     "\"type_id\":0}}],\"special_tokens\":{\"<s>\":{\"id\":\"<s>\","
                     "\"ids\":[256],\"tokens\":[\"<s>\"]}}}"));
     char *text = cJSON_PrintUnformatted(root);
-    write_str(join(dir, "tokenizer.json"), text);
+    write_str(tu_join(dir, "tokenizer.json"), text);
     free(text);
     cJSON_Delete(root);
 

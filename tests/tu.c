@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#include <cJSON.h>
 #include <unistd.h>
 
 const char *tu_shared(const char *rel)
@@ -86,3 +88,49 @@ uint64_t tu_rand(uint64_t *s)
 }
 
 float tu_randf(uint64_t *s) { return (float)((tu_rand(s) >> 40) * (1.0 / (1ull << 24))) * 2.0f - 1.0f; }
+
+void tu_copy(const char *from, const char *to)
+{
+    size_t n;
+    void *p = tu_read(from, &n);
+    tu_write(to, p, n);
+    free(p);
+}
+
+const char *tu_mkdir(const char *name)
+{
+    const char *d = tu_tmp(name);
+    if (mkdir(d, 0755) != 0)
+        fail_msg("cannot create %s", d);
+    return d;
+}
+
+const char *tu_join(const char *dir, const char *name)
+{
+    static char buf[8][4096];
+    static int slot;
+    char *p = buf[slot++ & 7];
+    int n = snprintf(p, sizeof buf[0], "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= sizeof buf[0])
+        fail_msg("path too long: %s/%s", dir, name);
+    return p;
+}
+
+cJSON *tu_read_json(const char *path)
+{
+    size_t n;
+    char *text = tu_read(path, &n);
+    cJSON *j = cJSON_ParseWithLength(text, n);
+    free(text);
+    if (!j)
+        fail_msg("%s: invalid JSON", path);
+    return j;
+}
+
+void tu_assert_msg(const char *msg, const char *fragment)
+{
+    if (!strstr(msg, fragment))
+        fail_msg("message '%s' lacks '%s'", msg, fragment);
+    if (strchr(msg, '\n'))
+        fail_msg("message '%s' spans several lines", msg);
+}

@@ -30,6 +30,15 @@ const char *tu_tmp(const char *name);
 void *tu_read(const char *path, size_t *size);
 void tu_write(const char *path, const void *data, size_t size);
 int tu_exists(const char *path);
+void tu_copy(const char *from, const char *to);
+/* A fresh directory under the temporary directory (fails the test if it exists). */
+const char *tu_mkdir(const char *name);
+/* dir/name in a static buffer rotated over 8 slots; fails the test when it does not fit. */
+const char *tu_join(const char *dir, const char *name);
+/* A whole JSON file parsed with cJSON (caller deletes); fails the test when invalid. */
+struct cJSON *tu_read_json(const char *path);
+/* Fails unless msg holds fragment on one line (error messages are one line). */
+void tu_assert_msg(const char *msg, const char *fragment);
 
 /* Fails the test when |a-b| > tol, printing both values. */
 #define tu_assert_near(a, b, tol) tu_assert_near_impl((a), (b), (tol), __FILE__, __LINE__)
