@@ -53,7 +53,7 @@ static int typed_array(const gguf_ctx *g, const char *key, enum gguf_vtype type,
     return QK_OK;
 }
 
-static int read_flags(const gguf_ctx *g, tok_vocab_desc *d)
+static void read_flags(const gguf_ctx *g, tok_vocab_desc *d)
 {
     bool b;
     if (gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &b) == QK_OK)
@@ -79,7 +79,6 @@ static int read_flags(const gguf_ctx *g, tok_vocab_desc *d)
         d->pre = str;
     if (gguf_get_str(g, "tokenizer.chat_template", &str) == QK_OK)
         d->chat_template = str;
-    return QK_OK;
 }
 
 int tok_vocab_load_gguf(const gguf_ctx *g, tok_vocab **out, qk_err *err)

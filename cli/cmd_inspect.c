@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "../formats/gguf.h"
+#include "../formats/hf_tokenizer.h" /* hf_file_read */
 #include "../formats/safetensors.h"
 #include "../quant/types.h"
 #include "cli.h"
@@ -122,16 +123,13 @@ static int inspect_gguf(const char *path, cJSON *doc, int with_tensors, qk_err *
 /* A summary of config.json's architecture keys, when the folder has one. */
 static void add_config(cJSON *doc, const char *dir)
 {
-    char p[4096];
+    char p[4096], *text;
+    size_t n;
     snprintf(p, sizeof p, "%s/config.json", dir);
-    FILE *f = fopen(p, "rb");
-    if (!f)
+    if (hf_file_read(p, &text, &n, NULL))
         return;
-    char buf[1 << 16];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    cJSON *cfg = cJSON_Parse(buf);
+    cJSON *cfg = cJSON_ParseWithLength(text, n);
+    free(text);
     if (!cfg)
         return;
     static const char *const keys[] = {"architectures", "model_type", "hidden_size", "num_hidden_layers",

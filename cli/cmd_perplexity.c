@@ -29,38 +29,6 @@ static void on_chunk(void *user, int chunk, int n_chunks)
 static const char USAGE[] =
     "usage: qkit perplexity MODEL.gguf -f TEXT [--ctx N] [--chunks K] [--threads N] [--json]";
 
-int cli_parse_eval_opts(const char *cmd, int argc, char **argv, int *i, cli_eval_opts *o)
-{
-    const char *a = argv[*i];
-    long v;
-    const int has_val = *i + 1 < argc;
-    if (!strcmp(a, "--json")) {
-        o->json = 1;
-        return 1;
-    }
-    if (!strcmp(a, "-f") || !strcmp(a, "--file")) {
-        if (!has_val)
-            return -cli_usage_error(cmd, "%s needs a file", a);
-        o->text = argv[++*i];
-        return 1;
-    }
-    struct { const char *name; int *dst; long lo, hi; } ints[] = {
-        {"--ctx", &o->n_ctx, 4, 1 << 20}, {"-c", &o->n_ctx, 4, 1 << 20},
-        {"--chunks", &o->chunks, 1, 1L << 30}, {"--threads", &o->threads, 1, 1024},
-        {"-t", &o->threads, 1, 1024},
-    };
-    for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++) {
-        if (strcmp(a, ints[k].name))
-            continue;
-        if (!has_val || cli_parse_int(argv[*i + 1], ints[k].lo, ints[k].hi, &v))
-            return -cli_usage_error(cmd, "%s needs an integer in [%ld, %ld]", a, ints[k].lo, ints[k].hi);
-        *ints[k].dst = (int)v;
-        ++*i;
-        return 1;
-    }
-    return 0;
-}
-
 int cmd_perplexity(int argc, char **argv)
 {
     cli_eval_opts o = {.n_ctx = 512};

@@ -1,6 +1,5 @@
 #include "engine_open.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +8,7 @@
 #include "../calib/model.h"
 #include "../calib/tokenizer_gguf.h"
 #include "../convert/hf_engine.h"
+#include "../formats/hf_tokenizer.h" /* hf_file_read */
 
 int cli_engine_open(cli_engine_model *em, const char *path, qk_err *err)
 {
@@ -41,29 +41,9 @@ void cli_engine_close(cli_engine_model *em)
 
 int cli_tokenize_file(const tok_vocab *v, const char *path, tok_ids *ids, qk_err *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return qk_err_set(err, QK_EIO, "%s: cannot open: %s", path, strerror(errno));
-    char *text = NULL;
-    size_t len = 0, cap = 0;
-    int rc = QK_OK;
-    for (;;) {
-        if (len + 65536 > cap) {
-            char *t = realloc(text, cap = cap * 2 + 65536);
-            if (!t) {
-                rc = qk_err_set(err, QK_ENOMEM, "%s: out of memory", path);
-                break;
-            }
-            text = t;
-        }
-        size_t got = fread(text + len, 1, cap - len, f);
-        len += got;
-        if (got == 0)
-            break;
-    }
-    if (!rc && ferror(f))
-        rc = qk_err_set(err, QK_EIO, "%s: read failed", path);
-    fclose(f);
+    char *text;
+    size_t len;
+    int rc = hf_file_read(path, &text, &len, err);
     if (!rc && len == 0)
         rc = qk_err_set(err, QK_EFORMAT, "%s: the text is empty", path);
     if (!rc && (rc = tok_encode(v, text, len, TOK_ADD_SPECIAL, ids, err)))

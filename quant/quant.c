@@ -10,10 +10,10 @@
 #include "legacy.h"
 
 /* Designated initializers: gemm is filled in by build_tables. */
-#define REF(t, vdt)                                                                            \
+#define REF(t, vdt, vdt_id)                                                                    \
     {.quantize = q_quantize_##t, .dequantize = q_dequantize_row_##t,                           \
      .from_float = q_quantize_row_##t##_ref, .vec_dot = q_vec_dot_##t##_##vdt,                 \
-     .vec_dot_type = Q_TYPE_##vdt##_ID}
+     .vec_dot_type = vdt_id}
 
 /* Activation-only types have no dot of their own. */
 #define ACT(t)                                                                                 \
@@ -24,28 +24,25 @@
     {.quantize = q_quantize_##t, .dequantize = q_dequantize_row_##t,                           \
      .from_float = q_from_float_##t, .vec_dot = q_vec_dot_##t##_f32, .vec_dot_type = Q_TYPE_F32}
 
-#define Q_TYPE_q8_0_ID Q_TYPE_Q8_0
-#define Q_TYPE_q8_1_ID Q_TYPE_Q8_1
-#define Q_TYPE_q8_K_ID Q_TYPE_Q8_K
 
 static const q_kernels REF_TABLE[Q_TYPE_COUNT] = {
     [Q_TYPE_F32] = FLT(f32),
     [Q_TYPE_F16] = FLT(f16),
     [Q_TYPE_BF16] = FLT(bf16),
-    [Q_TYPE_Q4_0] = REF(q4_0, q8_0),
-    [Q_TYPE_Q4_1] = REF(q4_1, q8_1),
-    [Q_TYPE_Q5_0] = REF(q5_0, q8_0),
-    [Q_TYPE_Q5_1] = REF(q5_1, q8_1),
-    [Q_TYPE_Q8_0] = REF(q8_0, q8_0),
+    [Q_TYPE_Q4_0] = REF(q4_0, q8_0, Q_TYPE_Q8_0),
+    [Q_TYPE_Q4_1] = REF(q4_1, q8_1, Q_TYPE_Q8_1),
+    [Q_TYPE_Q5_0] = REF(q5_0, q8_0, Q_TYPE_Q8_0),
+    [Q_TYPE_Q5_1] = REF(q5_1, q8_1, Q_TYPE_Q8_1),
+    [Q_TYPE_Q8_0] = REF(q8_0, q8_0, Q_TYPE_Q8_0),
     [Q_TYPE_Q8_1] = ACT(q8_1),
-    [Q_TYPE_Q2_K] = REF(q2_K, q8_K),
-    [Q_TYPE_Q3_K] = REF(q3_K, q8_K),
-    [Q_TYPE_Q4_K] = REF(q4_K, q8_K),
-    [Q_TYPE_Q5_K] = REF(q5_K, q8_K),
-    [Q_TYPE_Q6_K] = REF(q6_K, q8_K),
+    [Q_TYPE_Q2_K] = REF(q2_K, q8_K, Q_TYPE_Q8_K),
+    [Q_TYPE_Q3_K] = REF(q3_K, q8_K, Q_TYPE_Q8_K),
+    [Q_TYPE_Q4_K] = REF(q4_K, q8_K, Q_TYPE_Q8_K),
+    [Q_TYPE_Q5_K] = REF(q5_K, q8_K, Q_TYPE_Q8_K),
+    [Q_TYPE_Q6_K] = REF(q6_K, q8_K, Q_TYPE_Q8_K),
     [Q_TYPE_Q8_K] = ACT(q8_K),
-    [Q_TYPE_IQ4_NL] = REF(iq4_nl, q8_0),
-    [Q_TYPE_IQ4_XS] = REF(iq4_xs, q8_K),
+    [Q_TYPE_IQ4_NL] = REF(iq4_nl, q8_0, Q_TYPE_Q8_0),
+    [Q_TYPE_IQ4_XS] = REF(iq4_xs, q8_K, Q_TYPE_Q8_K),
 };
 
 /* Entry by entry: an ISA table overrides only what it defines. */
