@@ -1,6 +1,7 @@
 /* engine.c — the forward pass. Follows llama.cpp's graph for the llama/qwen2/qwen3 architectures
- * operation by operation (RMSNorm with a double sum, RoPE cache with float theta accumulation,
- * softmax with a double sum) so perplexities agree to the fourth digit. */
+ * and their mixtures of experts (Mixtral, qwen3moe) operation by operation (RMSNorm with a double
+ * sum, RoPE cache with float theta accumulation, softmax with a double sum, build_moe_ffn's
+ * routing) so perplexities agree to the fourth digit. */
 #include "engine.h"
 
 #include <math.h>
@@ -22,31 +23,77 @@ struct eng_ctx {
     void *xq;                                              /* activations quantized for a dot */
     size_t xq_bytes;
     int n_threads;
+    /* mixture of experts (NULL for dense models) */
+    float *router;   /* [n][n_expert] router logits */
+    int *sel;        /* [n][k] each token's experts in top-k order (k = n_expert_used) */
+    float *sel_w;    /* [n][k] their weights */
+    int *exp_start;  /* [n_expert + 1] where each expert's entries start in exp_slots */
+    int *exp_slots;  /* [n·k] slots (token·k + j) grouped by expert, tokens ascending */
+    float *xg;       /* [n][n_embd] one expert's gathered inputs, then outputs; shared expert out */
+    float *moe_out;  /* [n][k][n_embd] weighted expert output per token and slot */
 };
 
-static const eng_tensor *layer_mats(const eng_layer *l, int i)
-{
-    const eng_tensor *t[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->ffn_gate, &l->ffn_up, &l->ffn_down};
-    return t[i];
-}
-
-static int check_mat(const eng_tensor *t, int64_t ne0, int64_t ne1, qk_err *err)
+static int check_mat(const eng_tensor *t, const int64_t ne[GGUF_MAX_DIMS], qk_err *err)
 {
     if (!t->data)
         return qk_err_set(err, QK_EFORMAT, "tensor '%s' is missing", t->name ? t->name : "?");
-    if (t->ne0 != ne0 || t->ne1 != ne1)
+    if (t->ne0 != ne[0] || t->ne1 != ne[1] || t->ne2 != ne[2])
         return qk_err_set(err, QK_EFORMAT,
-                          "tensor '%s': shape [%lld, %lld], expected [%lld, %lld]", t->name,
-                          (long long)t->ne0, (long long)t->ne1, (long long)ne0, (long long)ne1);
+                          "tensor '%s': shape [%lld, %lld, %lld], expected [%lld, %lld, %lld]", t->name,
+                          (long long)t->ne0, (long long)t->ne1, (long long)t->ne2, (long long)ne[0],
+                          (long long)ne[1], (long long)ne[2]);
     const q_kernels *k = q_kernels_get(t->type);
     const q_type_info_t *ti = q_type_info(t->type);
     if (!k || !k->vec_dot || !k->dequantize || !q_kernels_get(k->vec_dot_type) ||
         !q_kernels_get(k->vec_dot_type)->from_float)
         return qk_err_set(err, QK_EUNSUPPORTED, "tensor '%s': type %s is not supported by the engine",
                           t->name, ti ? ti->name : "unknown");
-    if (ne0 % ti->blck_size)
+    if (ne[0] % ti->blck_size)
         return qk_err_set(err, QK_EFORMAT, "tensor '%s': row of %lld is not a multiple of %s blocks",
-                          t->name, (long long)ne0, ti->name);
+                          t->name, (long long)ne[0], ti->name);
+    return QK_OK;
+}
+
+static int check_kind(const eng_model *m, const eng_tensor *t, ga_kind k, qk_err *err)
+{
+    uint32_t nd;
+    int64_t ne[GGUF_MAX_DIMS];
+    ga_shape(k, &m->hp, &nd, ne);
+    return check_mat(t, ne, err);
+}
+
+static bool has_kind(const eng_layer *L, ga_kind k)
+{
+    return ga_kind_get(k)->vector ? L->v[k] != NULL : L->w[k].data != NULL;
+}
+
+/* The kinds block l's forward pass reads are present: attention, and a dense feed-forward or a
+ * router with its experts (a shared expert whole or not at all). */
+static int check_block_kinds(const eng_model *m, int l, qk_err *err)
+{
+    static const ga_kind all[] = {GA_T_ATTN_NORM, GA_T_ATTN_Q, GA_T_ATTN_K, GA_T_ATTN_V, GA_T_ATTN_OUT,
+                                  GA_T_FFN_NORM};
+    static const ga_kind dense[] = {GA_T_FFN_GATE, GA_T_FFN_UP, GA_T_FFN_DOWN};
+    static const ga_kind moe[] = {GA_T_FFN_GATE_INP, GA_T_FFN_GATE_EXPS, GA_T_FFN_UP_EXPS,
+                                  GA_T_FFN_DOWN_EXPS};
+    static const ga_kind shexp[] = {GA_T_FFN_GATE_SHEXP, GA_T_FFN_UP_SHEXP, GA_T_FFN_DOWN_SHEXP};
+    const eng_layer *L = &m->layers[l];
+    const ga_kind *lists[] = {all, L->moe ? moe : dense};
+    const size_t lens[] = {sizeof all / sizeof all[0], L->moe ? 4 : 3};
+    char name[GGUF_MAX_NAME];
+    if (L->moe && m->n_expert <= 0)
+        return qk_err_set(err, QK_EFORMAT, "block %d has experts but the model's expert count is 0", l);
+    for (int i = 0; i < 2; i++)
+        for (size_t j = 0; j < lens[i]; j++)
+            if (!has_kind(L, lists[i][j])) {
+                ga_tensor_name(lists[i][j], l, name, sizeof name);
+                return qk_err_set(err, QK_EFORMAT, "tensor '%s' is missing", name);
+            }
+    const int n_sh = has_kind(L, shexp[0]) + has_kind(L, shexp[1]) + has_kind(L, shexp[2]);
+    if (L->moe && n_sh % 3)
+        return qk_err_set(err, QK_EFORMAT,
+                          "block %d: the shared expert needs ffn_gate_shexp, ffn_up_shexp and ffn_down_shexp "
+                          "(%d of 3 present)", l, n_sh);
     return QK_OK;
 }
 
@@ -54,22 +101,29 @@ int eng_model_validate(const eng_model *m, qk_err *err)
 {
     if (m->n_embd <= 0 || m->n_head <= 0 || m->n_head_kv <= 0 || m->n_head % m->n_head_kv ||
         m->head_dim <= 0 || m->n_layer <= 0 || m->n_ff <= 0 || m->n_vocab <= 0 ||
-        m->n_rot <= 0 || m->n_rot > m->head_dim || m->n_rot % 2)
+        m->n_rot <= 0 || m->n_rot > m->head_dim || m->n_rot % 2 ||
+        (m->n_expert > 0 && (m->n_expert_used <= 0 || m->n_expert_used > m->n_expert || m->n_ff_exp <= 0)))
         return qk_err_set(err, QK_EFORMAT,
-                          "inconsistent hyper-parameters (embd %d, heads %d/%d, head_dim %d, rot %d)",
-                          m->n_embd, m->n_head, m->n_head_kv, m->head_dim, m->n_rot);
+                          "inconsistent hyper-parameters (embd %d, heads %d/%d, head_dim %d, rot %d, "
+                          "experts %d/%d)",
+                          m->n_embd, m->n_head, m->n_head_kv, m->head_dim, m->n_rot, m->n_expert_used,
+                          m->n_expert);
     int rc;
-    if ((rc = check_mat(&m->tok_embd, m->n_embd, m->n_vocab, err)) ||
-        (rc = check_mat(&m->output, m->n_embd, m->n_vocab, err)))
+    if ((rc = check_kind(m, &m->tok_embd, GA_T_TOKEN_EMBD, err)) ||
+        (rc = check_kind(m, &m->output, GA_T_OUTPUT, err)))
         return rc;
-    const int64_t qd = (int64_t)m->n_head * m->head_dim, kvd = (int64_t)m->n_head_kv * m->head_dim;
-    const int64_t shapes[7][2] = {{m->n_embd, qd},   {m->n_embd, kvd}, {m->n_embd, kvd},
-                                  {qd, m->n_embd},   {m->n_embd, m->n_ff}, {m->n_embd, m->n_ff},
-                                  {m->n_ff, m->n_embd}};
-    for (int l = 0; l < m->n_layer; l++)
-        for (int i = 0; i < 7; i++)
-            if ((rc = check_mat(layer_mats(&m->layers[l], i), shapes[i][0], shapes[i][1], err)))
+    for (int l = 0; l < m->n_layer; l++) {
+        const eng_layer *L = &m->layers[l];
+        if ((rc = check_block_kinds(m, l, err)))
+            return rc;
+        for (int k = 0; k < GA_T_COUNT; k++) {
+            const ga_kind_info *ki = ga_kind_get((ga_kind)k);
+            if (ki->where == GA_IN_MODEL || ki->vector || !L->w[k].data)
+                continue;
+            if ((rc = check_kind(m, &L->w[k], (ga_kind)k, err)))
                 return rc;
+        }
+    }
     return QK_OK;
 }
 
@@ -77,16 +131,18 @@ void eng_model_free_owned(eng_model *m)
 {
     if (!m)
         return;
-    for (int l = 0; m->layers && l < m->n_layer; l++) {
-        eng_layer *L = &m->layers[l];
-        float *owned[] = {L->attn_norm, L->ffn_norm, L->bq, L->bk, L->bv, L->q_norm, L->k_norm};
-        for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
-            free(owned[i]);
-    }
+    for (int l = 0; m->layers && l < m->n_layer; l++)
+        for (int k = 0; k < GA_T_COUNT; k++)
+            free(m->layers[l].v[k]);
+    for (size_t i = 0; i < m->n_owned; i++)
+        free(m->owned[i]);
+    free(m->owned);
     free(m->layers);
     free(m->output_norm);
     free(m->rope_freqs);
     m->layers = NULL;
+    m->owned = NULL;
+    m->n_owned = 0;
     m->output_norm = m->rope_freqs = NULL;
 }
 
@@ -94,17 +150,33 @@ void eng_ctx_free(eng_ctx *c)
 {
     if (!c)
         return;
-    float *bufs[] = {c->x, c->xb, c->q, c->k, c->v, c->att_out, c->hb, c->hb2, c->rope, c->scores, c->vt};
+    float *bufs[] = {c->x,      c->xb,     c->q,      c->k,     c->v,  c->att_out, c->hb,
+                     c->hb2,    c->rope,   c->scores, c->vt,    c->router, c->sel_w, c->xg,
+                     c->moe_out};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
+    free(c->sel);
+    free(c->exp_start);
+    free(c->exp_slots);
     free(c->xq);
     free(c);
+}
+
+/* Widest feed-forward: dense, one expert, or the shared expert. */
+static int64_t max_ff(const eng_model *m)
+{
+    int64_t ff = m->n_ff;
+    if (m->n_expert > 0) {
+        ff = m->n_ff_exp > ff ? m->n_ff_exp : ff;
+        ff = m->hp.n_ff_shexp > ff ? m->hp.n_ff_shexp : ff;
+    }
+    return ff;
 }
 
 static size_t max_dot_row_bytes(const eng_model *m)
 {
     size_t best = 0;
-    const int64_t widths[] = {m->n_embd, (int64_t)m->n_head * m->head_dim, m->n_ff};
+    const int64_t widths[] = {m->n_embd, (int64_t)m->n_head * m->head_dim, max_ff(m)};
     for (size_t w = 0; w < 3; w++)
         for (int t = 0; t < Q_TYPE_COUNT; t++) {
             size_t b = q_row_size(t, widths[w]);
@@ -112,6 +184,23 @@ static size_t max_dot_row_bytes(const eng_model *m)
                 best = b;
         }
     return best;
+}
+
+/* The mixture-of-experts scratch: router logits, routes, per-expert slot lists, one expert's
+ * gathered batch and the per-slot outputs; all proportional to n (never n_expert · n · n_ff). */
+static int moe_scratch(eng_ctx *c, const eng_model *m, size_t n)
+{
+    if (m->n_expert <= 0)
+        return 1;
+    const size_t ne = (size_t)m->n_expert, k = (size_t)m->n_expert_used, d = (size_t)m->n_embd;
+    c->router = malloc(n * ne * sizeof(float));
+    c->sel = malloc(n * k * sizeof(int));
+    c->sel_w = malloc(n * k * sizeof(float));
+    c->exp_start = malloc((ne + 1) * sizeof(int));
+    c->exp_slots = malloc(n * k * sizeof(int));
+    c->xg = malloc(n * d * sizeof(float));
+    c->moe_out = malloc(n * k * d * sizeof(float));
+    return c->router && c->sel && c->sel_w && c->exp_start && c->exp_slots && c->xg && c->moe_out;
 }
 
 int eng_ctx_create(eng_ctx **out, const eng_model *m, int n_ctx, qk_err *err)
@@ -126,7 +215,7 @@ int eng_ctx_create(eng_ctx **out, const eng_model *m, int n_ctx, qk_err *err)
     c->n_ctx = n_ctx;
     c->n_threads = omp_get_max_threads();
     const size_t n = (size_t)n_ctx, qd = (size_t)m->n_head * m->head_dim,
-                 kvd = (size_t)m->n_head_kv * m->head_dim;
+                 kvd = (size_t)m->n_head_kv * m->head_dim, ff = (size_t)max_ff(m);
     const size_t wide = qd > (size_t)m->n_embd ? qd : (size_t)m->n_embd;
     c->x = malloc(n * m->n_embd * sizeof(float));
     c->xb = malloc(n * wide * sizeof(float));
@@ -134,15 +223,15 @@ int eng_ctx_create(eng_ctx **out, const eng_model *m, int n_ctx, qk_err *err)
     c->k = malloc(n * kvd * sizeof(float));
     c->v = malloc(n * kvd * sizeof(float));
     c->att_out = malloc(n * qd * sizeof(float));
-    c->hb = malloc(n * m->n_ff * sizeof(float));
-    c->hb2 = malloc(n * m->n_ff * sizeof(float));
+    c->hb = malloc(n * ff * sizeof(float));
+    c->hb2 = malloc(n * ff * sizeof(float));
     c->rope = malloc(n * m->n_rot * sizeof(float));
     c->scores = malloc((size_t)c->n_threads * ENG_ATT_BLOCK * n * sizeof(float));
     c->vt = malloc(n * kvd * sizeof(float));
     c->xq_bytes = max_dot_row_bytes(m);
     c->xq = malloc(n * (c->xq_bytes ? c->xq_bytes : 1));
     if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att_out || !c->hb || !c->hb2 ||
-        !c->rope || !c->scores || !c->vt || !c->xq) {
+        !c->rope || !c->scores || !c->vt || !c->xq || !moe_scratch(c, m, n)) {
         eng_ctx_free(c);
         return qk_err_set(err, QK_ENOMEM, "out of memory for a %d-token context", n_ctx);
     }
@@ -238,7 +327,7 @@ static void qk_prepare(eng_ctx *c, const eng_layer *L, int n)
         for (int h = 0; h < nh + nkv; h++) {
             float *vec = h < nh ? c->q + ((size_t)t * nh + h) * hd
                                 : c->k + ((size_t)t * nkv + (h - nh)) * hd;
-            const float *w = h < nh ? L->q_norm : L->k_norm;
+            const float *w = L->v[h < nh ? GA_T_ATTN_Q_NORM : GA_T_ATTN_K_NORM];
             if (w)
                 rmsnorm(vec, vec, w, hd, m->rms_eps);
             rope_apply(c, vec, t);
@@ -306,33 +395,197 @@ static void attention(eng_ctx *c, int n)
     }
 }
 
+/* A SwiGLU feed-forward's weights: a dense block's, one expert's, or the shared expert's. */
+typedef struct {
+    eng_tensor gate, up, down;
+    const float *gate_b, *up_b, *down_b; /* NULL: none */
+} ffn_weights;
+
+/* out[t] = down · (silu(gate · x[t]) ⊙ (up · x[t])) for t < n; out may be x. Clobbers hb, hb2. */
+static void swiglu(eng_ctx *c, const ffn_weights *f, const float *x /* [n][n_embd] */, int n,
+                   float *out /* [n][n_embd] */)
+{
+    const int ff = (int)f->gate.ne1;
+    matmul(c, &f->gate, x, n, c->hb);
+    matmul(c, &f->up, x, n, c->hb2);
+    add_bias(c->hb, f->gate_b, n, ff);
+    add_bias(c->hb2, f->up_b, n, ff);
+    for (size_t i = 0; i < (size_t)n * ff; i++) {
+        const float g = c->hb[i];
+        c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i];
+    }
+    matmul(c, &f->down, c->hb, n, out);
+    add_bias(out, f->down_b, n, (int)f->down.ne1);
+}
+
+/* Matrix e of a 3-D expert tensor, as a plain 2-D tensor. */
+static eng_tensor expert_slice(const eng_tensor *t, int e)
+{
+    eng_tensor s = *t;
+    s.data = (const char *)t->data + (size_t)e * (size_t)t->ne1 * q_row_size(t->type, t->ne0);
+    s.ne2 = 1;
+    return s;
+}
+
+/* Counting sort of the slots (token·k + j) by expert: expert e's slots are
+ * exp_slots[exp_start[e] .. exp_start[e+1]), tokens ascending. */
+static void group_by_expert(eng_ctx *c, int n)
+{
+    const int ne = c->m->n_expert, nk = n * c->m->n_expert_used;
+    int *start = c->exp_start;
+    memset(start, 0, (size_t)(ne + 1) * sizeof(int));
+    for (int i = 0; i < nk; i++)
+        start[c->sel[i] + 1]++;
+    for (int e = 0; e < ne; e++)
+        start[e + 1] += start[e];
+    for (int i = 0; i < nk; i++) /* start[e] as expert e's cursor ends at expert e+1's start */
+        c->exp_slots[start[c->sel[i]]++] = i;
+    for (int e = ne; e > 0; e--)
+        start[e] = start[e - 1];
+    start[0] = 0;
+}
+
+void eng_moe_route(const float *logits, int n_expert, int k, int norm, ga_gating gating, int *idx,
+                   float *w)
+{
+    /* softmax as ggml_soft_max: max subtracted, double sum, one float reciprocal */
+    float mx = -INFINITY, inv = 1.0f;
+    if (gating == GA_GATING_SOFTMAX) {
+        double sum = 0.0;
+        for (int e = 0; e < n_expert; e++)
+            mx = logits[e] > mx ? logits[e] : mx;
+        for (int e = 0; e < n_expert; e++)
+            sum += (double)expf(logits[e] - mx);
+        inv = (float)(1.0 / sum);
+    }
+    /* top k by insertion, descending; a later expert passes only a strictly smaller weight, so
+     * ties go to the lower index */
+    int filled = 0;
+    for (int e = 0; e < n_expert; e++) {
+        const float p = gating == GA_GATING_SOFTMAX ? expf(logits[e] - mx) * inv
+                                                    : 1.0f / (1.0f + expf(-logits[e]));
+        int pos = filled;
+        while (pos > 0 && p > w[pos - 1])
+            pos--;
+        if (pos >= k)
+            continue;
+        for (int j = (filled < k ? filled : k - 1); j > pos; j--) {
+            idx[j] = idx[j - 1];
+            w[j] = w[j - 1];
+        }
+        idx[pos] = e;
+        w[pos] = p;
+        filled += filled < k;
+    }
+    if (norm) {
+        /* ggml_sum_rows (a double sum), clamped like llama.cpp's build_moe_ffn, then ggml_div */
+        double sum = 0.0;
+        for (int j = 0; j < k; j++)
+            sum += (double)w[j];
+        float s = (float)sum;
+        s = s < 6.103515625e-5f ? 6.103515625e-5f : s;
+        for (int j = 0; j < k; j++)
+            w[j] /= s;
+    }
+}
+
+/* xb[t] ← the dense feed-forward of xb[t]. */
+static void ffn_dense(eng_ctx *c, const eng_layer *L, int n)
+{
+    const ffn_weights f = {L->w[GA_T_FFN_GATE], L->w[GA_T_FFN_UP], L->w[GA_T_FFN_DOWN],
+                           L->v[GA_T_FFN_GATE_B], L->v[GA_T_FFN_UP_B], L->v[GA_T_FFN_DOWN_B]};
+    swiglu(c, &f, c->xb, n, c->xb);
+}
+
+/* Expert e on the slots routed to it: their tokens' rows of xb gathered into one batch (scaled
+ * by the weight when it applies to the input), the SwiGLU of slice e of the expert tensors, and
+ * each output, weighted, into its (token, slot) row of moe_out. Clobbers xg, hb, hb2. */
+static void expert_forward(eng_ctx *c, const eng_layer *L, int e)
+{
+    const eng_model *m = c->m;
+    const int d = m->n_embd, k = m->n_expert_used, w_in = m->moe_weight_input;
+    const int *slots = c->exp_slots + c->exp_start[e];
+    const int cnt = c->exp_start[e + 1] - c->exp_start[e];
+    if (!cnt)
+        return;
+    for (int i = 0; i < cnt; i++) {
+        const float *src = c->xb + (size_t)(slots[i] / k) * d, wt = c->sel_w[slots[i]];
+        float *dst = c->xg + (size_t)i * d;
+        for (int j = 0; j < d; j++)
+            dst[j] = w_in ? src[j] * wt : src[j];
+    }
+    const ffn_weights f = {expert_slice(&L->w[GA_T_FFN_GATE_EXPS], e),
+                           expert_slice(&L->w[GA_T_FFN_UP_EXPS], e),
+                           expert_slice(&L->w[GA_T_FFN_DOWN_EXPS], e), NULL, NULL, NULL};
+    swiglu(c, &f, c->xg, cnt, c->xg);
+    for (int i = 0; i < cnt; i++) {
+        const float *src = c->xg + (size_t)i * d, wt = c->sel_w[slots[i]];
+        float *dst = c->moe_out + (size_t)slots[i] * d;
+        for (int j = 0; j < d; j++)
+            dst[j] = w_in ? src[j] : src[j] * wt;
+    }
+}
+
+/* xb[t] ← Σ_j w[t][j] · expert_{sel[t][j]}(xb[t]) (+ the shared expert), as llama.cpp's
+ * build_moe_ffn. Experts run one at a time on the tokens routed to them, their outputs land in
+ * per-(token, slot) rows, and the slots are summed in top-k order: no value depends on the order
+ * of the experts or on the thread count. */
+static void ffn_moe(eng_ctx *c, const eng_layer *L, int n)
+{
+    const eng_model *m = c->m;
+    const int d = m->n_embd, ne = m->n_expert, k = m->n_expert_used;
+    matmul(c, &L->w[GA_T_FFN_GATE_INP], c->xb, n, c->router);
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < n; t++)
+        eng_moe_route(c->router + (size_t)t * ne, ne, k, m->expert_weights_norm, m->gating,
+                      c->sel + (size_t)t * k, c->sel_w + (size_t)t * k);
+    group_by_expert(c, n);
+    for (int e = 0; e < ne; e++)
+        expert_forward(c, L, e);
+    const int shared = L->w[GA_T_FFN_GATE_SHEXP].data != NULL;
+    if (shared) {
+        const ffn_weights f = {L->w[GA_T_FFN_GATE_SHEXP], L->w[GA_T_FFN_UP_SHEXP],
+                               L->w[GA_T_FFN_DOWN_SHEXP], NULL, NULL, NULL};
+        swiglu(c, &f, c->xb, n, c->xg);
+    }
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < n; t++) {
+        const float *o = c->moe_out + (size_t)t * k * d;
+        float *y = c->xb + (size_t)t * d;
+        for (int j = 0; j < d; j++) {
+            float acc = o[j];
+            for (int s = 1; s < k; s++)
+                acc += o[(size_t)s * d + j];
+            y[j] = shared ? acc + c->xg[(size_t)t * d + j] : acc;
+        }
+    }
+}
+
 static void layer_forward(eng_ctx *c, const eng_layer *L, int n)
 {
     const eng_model *m = c->m;
     const int d = m->n_embd, qd = m->n_head * m->head_dim, kvd = m->n_head_kv * m->head_dim;
     for (int t = 0; t < n; t++)
-        rmsnorm(c->xb + (size_t)t * d, c->x + (size_t)t * d, L->attn_norm, d, m->rms_eps);
-    matmul(c, &L->wq, c->xb, n, c->q);
-    matmul(c, &L->wk, c->xb, n, c->k);
-    matmul(c, &L->wv, c->xb, n, c->v);
-    add_bias(c->q, L->bq, n, qd);
-    add_bias(c->k, L->bk, n, kvd);
-    add_bias(c->v, L->bv, n, kvd);
+        rmsnorm(c->xb + (size_t)t * d, c->x + (size_t)t * d, L->v[GA_T_ATTN_NORM], d, m->rms_eps);
+    matmul(c, &L->w[GA_T_ATTN_Q], c->xb, n, c->q);
+    matmul(c, &L->w[GA_T_ATTN_K], c->xb, n, c->k);
+    matmul(c, &L->w[GA_T_ATTN_V], c->xb, n, c->v);
+    add_bias(c->q, L->v[GA_T_ATTN_Q_B], n, qd);
+    add_bias(c->k, L->v[GA_T_ATTN_K_B], n, kvd);
+    add_bias(c->v, L->v[GA_T_ATTN_V_B], n, kvd);
     qk_prepare(c, L, n);
     attention(c, n);
-    matmul(c, &L->wo, c->att_out, n, c->xb);
+    matmul(c, &L->w[GA_T_ATTN_OUT], c->att_out, n, c->xb);
+    add_bias(c->xb, L->v[GA_T_ATTN_OUT_B], n, d);
     for (size_t i = 0; i < (size_t)n * d; i++)
         c->x[i] += c->xb[i];
 
     for (int t = 0; t < n; t++)
-        rmsnorm(c->xb + (size_t)t * d, c->x + (size_t)t * d, L->ffn_norm, d, m->rms_eps);
-    matmul(c, &L->ffn_gate, c->xb, n, c->hb);
-    matmul(c, &L->ffn_up, c->xb, n, c->hb2);
-    for (size_t i = 0; i < (size_t)n * m->n_ff; i++) {
-        const float g = c->hb[i];
-        c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i];
-    }
-    matmul(c, &L->ffn_down, c->hb, n, c->xb);
+        rmsnorm(c->xb + (size_t)t * d, c->x + (size_t)t * d, L->v[GA_T_FFN_NORM], d, m->rms_eps);
+    if (L->moe)
+        ffn_moe(c, L, n);
+    else
+        ffn_dense(c, L, n);
     for (size_t i = 0; i < (size_t)n * d; i++)
         c->x[i] += c->xb[i];
 }

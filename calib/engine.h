@@ -8,44 +8,54 @@
 #ifndef QKIT_CALIB_ENGINE_H
 #define QKIT_CALIB_ENGINE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../formats/gguf_arch.h"
 #include "../quant/status.h"
 
-typedef enum { ENG_ARCH_LLAMA, ENG_ARCH_QWEN2, ENG_ARCH_QWEN3 } eng_arch;
-
-/* A 2-D weight: ne1 rows of ne0 values of a ggml type (1-D tensors have ne1 == 1). */
+/* A weight: ne2 matrices (experts; 1 for a plain matrix) of ne1 rows of ne0 values of a ggml type.
+ * Expert e's matrix starts at data + e · ne1 · row size. 1-D tensors have ne1 == ne2 == 1. */
 typedef struct {
     const char *name;
     int type;
-    int64_t ne0, ne1;
+    int64_t ne0, ne1, ne2;
     const void *data;
 } eng_tensor;
 
+/* One block's weights by tensor kind (formats/gguf_arch.h): w[k] for matrices (data NULL when
+ * the block has none), v[k] for 1-D tensors as owned F32 copies (norms, biases; NULL when absent). */
 typedef struct {
-    eng_tensor wq, wk, wv, wo, ffn_gate, ffn_up, ffn_down;
-    float *attn_norm, *ffn_norm;  /* [n_embd] */
-    float *bq, *bk, *bv;          /* Qwen2 biases or NULL */
-    float *q_norm, *k_norm;       /* Qwen3 per-head norms [head_dim] or NULL */
+    eng_tensor w[GA_T_COUNT];
+    float *v[GA_T_COUNT];
+    int moe; /* the feed-forward is a mixture of experts (router and expert tensors) */
 } eng_layer;
 
 typedef struct {
-    eng_arch arch;
+    const ga_arch *arch;
+    ga_hparams hp;     /* the shape rules' inputs (ga_shape), layer_moe included */
     int n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_ctx_train, n_rot;
+    int n_expert, n_expert_used, n_ff_exp;
+    int expert_weights_norm; /* renormalize the selected experts' weights to sum 1 */
+    ga_gating gating;        /* router probabilities: softmax over all experts, or sigmoid */
+    int moe_weight_input;    /* 1: an expert's weight scales its input (Llama 4), 0: its output */
     float rms_eps, rope_base;
-    int rope_neox;     /* 1: rotate halves (NeoX, Qwen); 0: adjacent pairs (llama) */
+    int rope_neox;     /* 1: rotate halves (NeoX, Qwen, HF checkpoints); 0: adjacent pairs */
     float *rope_freqs; /* [n_rot/2] frequency divisors (Llama 3) or NULL */
     int bos_id;
     eng_tensor tok_embd, output; /* output == tok_embd when tied */
     float *output_norm;
     eng_layer *layers;
+    void **owned;      /* buffers the model owns (tensors materialized by a loader), freed with it */
+    size_t n_owned;
 } eng_model;
 
 /* Checks shapes and that every weight type has kernels; message names the tensor. */
 int eng_model_validate(const eng_model *m, qk_err *err);
 
-/* Frees the owned F32 vectors and the layer array (not the borrowed weights). Accepts NULL. */
+/* Frees the owned F32 vectors, owned buffers and the layer array (not the borrowed weights).
+ * Accepts NULL. */
 void eng_model_free_owned(eng_model *m);
 
 typedef struct eng_ctx eng_ctx;
@@ -56,5 +66,14 @@ void eng_ctx_free(eng_ctx *c);
 
 /* logits [n][n_vocab]. tokens must be < n_vocab (checked). */
 int eng_forward(eng_ctx *c, const int32_t *tokens, int n, float *logits, qk_err *err);
+
+/* Routing of one token through a mixture of experts, as llama.cpp's build_moe_ffn: probabilities
+ * from the router logits [n_expert] (softmax over all experts with a max-subtracted exp and a
+ * double sum, or sigmoid), the k most probable experts in descending order (ties to the lower
+ * index) into idx[k], their probabilities into w[k]; with norm, w is divided by its sum (a double
+ * sum rounded to float, clamped below at 2^-14 as llama.cpp does). 1 <= k <= n_expert.
+ * The engine routes every token of a mixture-of-experts block with it; exposed for tests. */
+void eng_moe_route(const float *logits /* [n_expert] */, int n_expert, int k, int norm, ga_gating gating,
+                   int *idx /* [k] */, float *w /* [k] */);
 
 #endif

@@ -12,7 +12,7 @@
 
 static const char USAGE[] =
     "usage: qkit synth --config CONFIG.json -o DIR [--tokenizer-from DIR | --tokenizer-gen]\n"
-    "                  [--layers N] [--dtype f32|f16|bf16] [--seed S]\n"
+    "                  [--layers N] [--dtype f32|f16|bf16|fp8] [--seed S]\n"
     "                  [--shards N | --max-shard-size SIZE] [--threads N] [--force] [--quiet]\n"
     "\n"
     "Writes a HuggingFace folder with the config's architecture and random weights (the same\n"
@@ -21,6 +21,11 @@ static const char USAGE[] =
     "--tokenizer-gen writes a generated SentencePiece tokenizer instead (tokenizer.model with\n"
     "the config's vocab_size pieces, at least 259: specials, 256 bytes, common English pieces;\n"
     "tokenizer_config.json, special_tokens_map.json) and sets bos/eos_token_id to 1/2.\n"
+    "--dtype fp8 writes an FP8 checkpoint as DeepSeek-V3 and Qwen3-FP8 ship them: the blocks'\n"
+    "linear weights (attention, MLP, experts) as F8_E4M3, each with a '<name>_scale_inv' F32\n"
+    "grid of 128x128 block scales (scale = max|x|/448 of the f32 values), everything else\n"
+    "(embeddings, lm_head, norms, biases, routers) bf16; config.json gets quantization_config\n"
+    "{quant_method fp8, weight_block_size [128, 128]} and torch_dtype bfloat16.\n"
     "Default dtype bf16, seed 0, one file. SIZE takes K/M/G suffixes (powers of 1000).\n";
 
 /* The temporary folder must not outlive an interrupted run. */
@@ -47,6 +52,8 @@ static int parse_dtype(const char *s, st_dtype *out)
         *out = ST_F16;
     else if (!strcmp(s, "bf16") || !strcmp(s, "bfloat16"))
         *out = ST_BF16;
+    else if (!strcmp(s, "fp8") || !strcmp(s, "f8_e4m3"))
+        *out = ST_F8_E4M3;
     else
         return -1;
     return 0;
@@ -167,7 +174,7 @@ int cmd_synth(int argc, char **argv)
     printf("%s: %s, %" PRId64 " layers, %zu tensors, %" PRIu64 " parameters, %s, %" PRId64
            " file%s, %.2f GB, %d tokenizer file%s; %.1f s (%.2f GB/s)\n",
            a.o.out_dir, r.arch.arch, r.arch.n_layers, r.n_tensors, r.n_params,
-           st_dtype_name(a.o.dtype), r.n_files, r.n_files == 1 ? "" : "s", (double)r.n_bytes / 1e9,
+           a.o.dtype == ST_F8_E4M3 ? "F8_E4M3 + BF16" : st_dtype_name(a.o.dtype), r.n_files, r.n_files == 1 ? "" : "s", (double)r.n_bytes / 1e9,
            r.n_tokenizer_files, r.n_tokenizer_files == 1 ? "" : "s", s,
            s > 0 ? (double)r.n_bytes / 1e9 / s : 0.0);
     return CLI_OK;

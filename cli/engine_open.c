@@ -17,7 +17,7 @@ int cli_engine_open(cli_engine_model *em, const char *path, qk_err *err)
     struct stat st;
     int rc;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-        rc = cv_engine_open_hf(path, &em->m, &em->st, &em->vocab, err);
+        rc = cv_engine_open_hf(path, &em->m, &em->plan, &em->vocab, err);
     else if (!(rc = gguf_open(&em->g, path, err)) && (rc = eng_model_load_gguf(&em->m, em->g, err)))
         qk_err_prefix(err, path);
     if (!rc && em->g && (rc = tok_vocab_load_gguf(em->g, &em->vocab, err)))
@@ -35,7 +35,7 @@ void cli_engine_close(cli_engine_model *em)
     eng_model_free_owned(&em->m);
     tok_vocab_free(em->vocab);
     gguf_close(em->g);
-    st_model_close(em->st);
+    cv_plan_free(em->plan);
     memset(em, 0, sizeof *em);
 }
 

@@ -6,12 +6,12 @@
 #include "../calib/engine.h"
 #include "../calib/tokenizer.h"
 #include "../formats/gguf.h"
-#include "../formats/safetensors.h"
+#include "../convert/convert.h"
 
 typedef struct {
     const char *path;
     gguf_ctx *g;       /* a GGUF file, or */
-    st_model *st;      /* a HuggingFace folder read through the converter's tables */
+    cv_plan *plan;     /* a HuggingFace folder read through the converter's plan */
     eng_model m;
     tok_vocab *vocab;
 } cli_engine_model;

@@ -9,24 +9,147 @@
 #include "../formats/hf_tokenizer.h"
 #include "arch.h"
 
-/* ================================================================ config.json */
+/* ================================================================ descriptions */
 
-static const struct {
-    const char *hf;
-    ca_arch arch;
-} ARCHS[] = {
-    {"LlamaForCausalLM", CA_ARCH_LLAMA},
-    {"MistralForCausalLM", CA_ARCH_LLAMA},
-    {"Qwen2ForCausalLM", CA_ARCH_QWEN2},
-    {"Qwen3ForCausalLM", CA_ARCH_QWEN3},
+#define END {GA_T_COUNT, NULL, CA_X_COPY, CA_C_ALWAYS, 0}
+
+/* Model-wide tensors of every Llama-family checkpoint. */
+static const ca_hf_tensor GLOBAL[] = {
+    {GA_T_ROPE_FREQS, NULL, CA_X_ROPE_FREQS, CA_C_LLAMA3, 0},
+    {GA_T_TOKEN_EMBD, "model.embed_tokens.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_OUTPUT_NORM, "model.norm.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_OUTPUT, "lm_head.weight", CA_X_COPY, CA_C_UNTIED, 0},
+    END,
 };
 
-static const char *const GGUF_ARCH[CA_ARCH_COUNT] = {"llama", "qwen2", "qwen3"};
+/* Blocks, in transformers' module order (synth writes shards in this order). */
+static const ca_hf_tensor ATTN_LLAMA[] = {
+    {GA_T_ATTN_Q, "self_attn.q_proj.weight", CA_X_PERMUTE_Q, CA_C_ALWAYS, 0},
+    {GA_T_ATTN_Q_B, "self_attn.q_proj.bias", CA_X_PERMUTE_Q, CA_C_ATTN_BIAS, 0},
+    {GA_T_ATTN_K, "self_attn.k_proj.weight", CA_X_PERMUTE_K, CA_C_ALWAYS, 0},
+    {GA_T_ATTN_K_B, "self_attn.k_proj.bias", CA_X_PERMUTE_K, CA_C_ATTN_BIAS, 0},
+    {GA_T_ATTN_V, "self_attn.v_proj.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_ATTN_V_B, "self_attn.v_proj.bias", CA_X_COPY, CA_C_ATTN_BIAS, 0},
+    {GA_T_ATTN_OUT, "self_attn.o_proj.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_ATTN_OUT_B, "self_attn.o_proj.bias", CA_X_COPY, CA_C_ATTN_BIAS, 0},
+    END,
+};
+
+/* Qwen2: q/k/v always carry biases, o never; no permutation (RoPE on halves). */
+static const ca_hf_tensor ATTN_QWEN2[] = {
+    {GA_T_ATTN_Q, "self_attn.q_proj.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_ATTN_Q_B, "self_attn.q_proj.bias", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_ATTN_K, "self_attn.k_proj.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_ATTN_K_B, "self_attn.k_proj.bias", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_ATTN_V, "self_attn.v_proj.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_ATTN_V_B, "self_attn.v_proj.bias", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_ATTN_OUT, "self_attn.o_proj.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    END,
+};
+
+/* Qwen3: attention_bias adds all four biases; per-head q/k RMS norms. */
+static const ca_hf_tensor ATTN_QWEN3[] = {
+    {GA_T_ATTN_Q, "self_attn.q_proj.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_ATTN_Q_B, "self_attn.q_proj.bias", CA_X_COPY, CA_C_ATTN_BIAS, 0},
+    {GA_T_ATTN_K, "self_attn.k_proj.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_ATTN_K_B, "self_attn.k_proj.bias", CA_X_COPY, CA_C_ATTN_BIAS, 0},
+    {GA_T_ATTN_V, "self_attn.v_proj.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_ATTN_V_B, "self_attn.v_proj.bias", CA_X_COPY, CA_C_ATTN_BIAS, 0},
+    {GA_T_ATTN_OUT, "self_attn.o_proj.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_ATTN_OUT_B, "self_attn.o_proj.bias", CA_X_COPY, CA_C_ATTN_BIAS, 0},
+    {GA_T_ATTN_Q_NORM, "self_attn.q_norm.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_ATTN_K_NORM, "self_attn.k_norm.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    END,
+};
+
+static const ca_hf_tensor MLP[] = {
+    {GA_T_FFN_GATE, "mlp.gate_proj.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_FFN_GATE_B, "mlp.gate_proj.bias", CA_X_COPY, CA_C_MLP_BIAS, 0},
+    {GA_T_FFN_UP, "mlp.up_proj.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_FFN_UP_B, "mlp.up_proj.bias", CA_X_COPY, CA_C_MLP_BIAS, 0},
+    {GA_T_FFN_DOWN, "mlp.down_proj.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_FFN_DOWN_B, "mlp.down_proj.bias", CA_X_COPY, CA_C_MLP_BIAS, 0},
+    END,
+};
+
+/* Mixtral: experts w1 (gate), w2 (down), w3 (up), stacked in that order once all are read. */
+static const ca_hf_tensor MOE_MIXTRAL[] = {
+    {GA_T_FFN_GATE_INP, "block_sparse_moe.gate.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_FFN_GATE_EXPS, "block_sparse_moe.experts.%d.w1.weight", CA_X_STACK, CA_C_ALWAYS, 1},
+    {GA_T_FFN_DOWN_EXPS, "block_sparse_moe.experts.%d.w2.weight", CA_X_STACK, CA_C_ALWAYS, 1},
+    {GA_T_FFN_UP_EXPS, "block_sparse_moe.experts.%d.w3.weight", CA_X_STACK, CA_C_ALWAYS, 1},
+    END,
+};
+
+/* Qwen MoE: stacked down, gate, up (Qwen2MoeModel.modify_tensors). */
+static const ca_hf_tensor MOE_QWEN[] = {
+    {GA_T_FFN_GATE_INP, "mlp.gate.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_FFN_DOWN_EXPS, "mlp.experts.%d.down_proj.weight", CA_X_STACK, CA_C_ALWAYS, 1},
+    {GA_T_FFN_GATE_EXPS, "mlp.experts.%d.gate_proj.weight", CA_X_STACK, CA_C_ALWAYS, 1},
+    {GA_T_FFN_UP_EXPS, "mlp.experts.%d.up_proj.weight", CA_X_STACK, CA_C_ALWAYS, 1},
+    END,
+};
+
+static const ca_hf_tensor NORMS[] = {
+    {GA_T_ATTN_NORM, "input_layernorm.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_FFN_NORM, "post_attention_layernorm.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    END,
+};
+
+static const ca_hf_tensor *const T_LLAMA[] = {GLOBAL, ATTN_LLAMA, MLP, NORMS, NULL};
+static const ca_hf_tensor *const T_MIXTRAL[] = {GLOBAL, ATTN_LLAMA, MOE_MIXTRAL, NORMS, NULL};
+static const ca_hf_tensor *const T_QWEN2[] = {GLOBAL, ATTN_QWEN2, MLP, NORMS, NULL};
+static const ca_hf_tensor *const T_QWEN3[] = {GLOBAL, ATTN_QWEN3, MLP, NORMS, NULL};
+static const ca_hf_tensor *const T_QWEN3MOE[] = {GLOBAL, ATTN_QWEN3, MLP, MOE_QWEN, NORMS, NULL};
+
+#define K_BASE GA_K_BLOCK_COUNT, GA_K_CONTEXT_LENGTH, GA_K_EMBEDDING_LENGTH, GA_K_FEED_FORWARD_LENGTH, \
+               GA_K_HEAD_COUNT, GA_K_HEAD_COUNT_KV
+
+/* convert_hf_to_gguf.py at c392e50: Model.set_gguf_parameters, then LlamaModel's additions. */
+static const ga_key K_LLAMA[] = {K_BASE, GA_K_ROPE_FREQ_BASE, GA_K_RMS_EPS, GA_K_EXPERT_COUNT,
+                                 GA_K_EXPERT_USED_COUNT, GA_K_KEY_LENGTH, GA_K_VALUE_LENGTH,
+                                 GA_K_FILE_TYPE, GA_K_VOCAB_SIZE, GA_K_ROPE_DIMENSION_COUNT,
+                                 GA_K_ROPE_SCALING, GA_K_COUNT};
+static const ga_key K_QWEN[] = {K_BASE, GA_K_ROPE_FREQ_BASE, GA_K_RMS_EPS, GA_K_EXPERT_COUNT,
+                                GA_K_EXPERT_USED_COUNT, GA_K_KEY_LENGTH, GA_K_VALUE_LENGTH,
+                                GA_K_FILE_TYPE, GA_K_ROPE_SCALING, GA_K_COUNT};
+/* Current llama.cpp (the reference commit predates Qwen3-MoE): TextModel.set_gguf_parameters
+ * (rope scaling before the base), then Qwen2MoeModel's expert widths. qkit adds
+ * expert_weights_norm only for norm_topk_prob false, which llama.cpp would ignore. */
+static const ga_key K_QWEN3MOE[] = {K_BASE, GA_K_ROPE_SCALING, GA_K_ROPE_FREQ_BASE, GA_K_RMS_EPS,
+                                    GA_K_EXPERT_COUNT, GA_K_EXPERT_USED_COUNT, GA_K_KEY_LENGTH,
+                                    GA_K_VALUE_LENGTH, GA_K_FILE_TYPE,
+                                    GA_K_EXPERT_FEED_FORWARD_LENGTH,
+                                    GA_K_EXPERT_SHARED_FEED_FORWARD_LENGTH,
+                                    GA_K_EXPERT_WEIGHTS_NORM, GA_K_COUNT};
+
+static const ca_arch ARCHS[] = {
+    {"LlamaForCausalLM", "llama", "", T_LLAMA, CA_MOE_NONE, NULL, NULL, K_LLAMA, false, true, false},
+    {"MistralForCausalLM", "llama", "", T_LLAMA, CA_MOE_NONE, NULL, NULL, K_LLAMA, false, true, false},
+    {"MixtralForCausalLM", "llama", "", T_MIXTRAL, CA_MOE_EVERY, "num_local_experts", NULL, K_LLAMA,
+     false, true, false},
+    {"Qwen2ForCausalLM", "qwen2", "", T_QWEN2, CA_MOE_NONE, NULL, NULL, K_QWEN, false, false, false},
+    {"Qwen3ForCausalLM", "qwen3", "", T_QWEN3, CA_MOE_NONE, NULL, NULL, K_QWEN, true, false, false},
+    {"Qwen3MoeForCausalLM", "qwen3moe", "", T_QWEN3MOE, CA_MOE_SPARSE_STEP, "num_experts",
+     "moe_intermediate_size", K_QWEN3MOE, true, false, false},
+};
+#define N_ARCHS (sizeof ARCHS / sizeof ARCHS[0])
 
 const char *ca_supported(void)
 {
-    return "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM";
+    return "LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, "
+           "Qwen3ForCausalLM, Qwen3MoeForCausalLM";
 }
+
+const ca_arch *ca_arch_find(const char *hf_class)
+{
+    for (size_t i = 0; hf_class && i < N_ARCHS; i++)
+        if (!strcmp(hf_class, ARCHS[i].hf_class))
+            return &ARCHS[i];
+    return NULL;
+}
+
+/* ================================================================ config.json */
 
 typedef struct {
     const cJSON *root;
@@ -50,6 +173,12 @@ static int get_int(const cfg_ctx *c, const cJSON *obj, const char *key, int64_t 
                           key, (long long)lo, (long long)hi);
     *out = (int64_t)d;
     return QK_OK;
+}
+
+static bool present(const cJSON *obj, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return v && !cJSON_IsNull(v);
 }
 
 /* A finite number; *has tells whether it was present. */
@@ -89,55 +218,133 @@ static int parse_arch(const cfg_ctx *c, ca_config *o)
                           "%s: 'architectures' must be a non-empty list of names (supported: %s)",
                           c->name, ca_supported());
     snprintf(o->hf_arch, sizeof o->hf_arch, "%s", first->valuestring);
-    for (size_t i = 0; i < sizeof ARCHS / sizeof ARCHS[0]; i++) {
-        if (!strcmp(first->valuestring, ARCHS[i].hf)) {
-            o->arch = ARCHS[i].arch;
-            o->gguf_arch = GGUF_ARCH[o->arch];
-            return QK_OK;
-        }
-    }
-    return qk_err_set(c->err, QK_EUNSUPPORTED, "%s: architecture '%s' is not supported (supported: %s)",
-                      c->name, o->hf_arch, ca_supported());
+    if (!(o->arch = ca_arch_find(first->valuestring)))
+        return qk_err_set(c->err, QK_EUNSUPPORTED, "%s: architecture '%s' is not supported (supported: %s)",
+                          c->name, o->hf_arch, ca_supported());
+    o->gguf_arch = o->arch->gguf_arch;
+    return QK_OK;
 }
 
 /* The sizes every supported architecture needs, with bounds far above real models. */
 static int parse_sizes(const cfg_ctx *c, ca_config *o)
 {
     const cJSON *r = c->root;
+    ga_hparams *hp = &o->hp;
     int rc;
-    if ((rc = get_int(c, r, "num_hidden_layers", 1, 4096, true, &o->n_layer)) ||
-        (rc = get_int(c, r, "hidden_size", 1, 1 << 20, true, &o->n_embd)) ||
-        (rc = get_int(c, r, "intermediate_size", 1, 1 << 22, true, &o->n_ff)) ||
-        (rc = get_int(c, r, "num_attention_heads", 1, 4096, true, &o->n_head)) ||
-        (rc = get_int(c, r, "vocab_size", 1, (int64_t)HF_MAX_TOKEN_ID + 1, true, &o->n_vocab)) ||
-        (rc = get_int(c, r, "max_position_embeddings", 1, UINT32_MAX, true, &o->n_ctx)))
+    if ((rc = get_int(c, r, "num_hidden_layers", 1, GA_MAX_LAYERS, true, &hp->n_layer)) ||
+        (rc = get_int(c, r, "hidden_size", 1, 1 << 20, true, &hp->n_embd)) ||
+        (rc = get_int(c, r, "intermediate_size", 1, 1 << 22, true, &hp->n_ff)) ||
+        (rc = get_int(c, r, "num_attention_heads", 1, 4096, true, &hp->n_head)) ||
+        (rc = get_int(c, r, "vocab_size", 1, (int64_t)HF_MAX_TOKEN_ID + 1, true, &hp->n_vocab)) ||
+        (rc = get_int(c, r, "max_position_embeddings", 1, UINT32_MAX, true, &hp->n_ctx)))
         return rc;
-    o->n_head_kv = o->n_head;
-    o->has_head_kv = cJSON_GetObjectItemCaseSensitive(r, "num_key_value_heads") &&
-                     !cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(r, "num_key_value_heads"));
-    if ((rc = get_int(c, r, "num_key_value_heads", 1, o->n_head, false, &o->n_head_kv)))
+    hp->n_head_kv = hp->n_head;
+    hp->has_head_kv = present(r, "num_key_value_heads");
+    if ((rc = get_int(c, r, "num_key_value_heads", 1, hp->n_head, false, &hp->n_head_kv)))
         return rc;
-    if (o->n_head % o->n_head_kv)
+    if (hp->n_head % hp->n_head_kv)
         return qk_err_set(c->err, QK_EFORMAT,
                           "%s: num_attention_heads %lld is not a multiple of num_key_value_heads %lld",
-                          c->name, (long long)o->n_head, (long long)o->n_head_kv);
-    o->head_dim = 0;
-    if ((rc = get_int(c, r, "head_dim", 1, 1 << 16, false, &o->head_dim)))
+                          c->name, (long long)hp->n_head, (long long)hp->n_head_kv);
+    hp->head_dim = 0;
+    if ((rc = get_int(c, r, "head_dim", 1, 1 << 16, false, &hp->head_dim)))
         return rc;
-    o->has_head_dim = o->head_dim > 0;
-    if (!o->has_head_dim) {
-        if (o->n_embd % o->n_head)
+    hp->has_head_dim = hp->head_dim > 0;
+    if (!hp->has_head_dim) {
+        if (hp->n_embd % hp->n_head)
             return qk_err_set(c->err, QK_EFORMAT,
                               "%s: hidden_size %lld is not a multiple of num_attention_heads %lld "
                               "(and no head_dim)",
-                              c->name, (long long)o->n_embd, (long long)o->n_head);
-        o->head_dim = o->n_embd / o->n_head;
+                              c->name, (long long)hp->n_embd, (long long)hp->n_head);
+        hp->head_dim = hp->n_embd / hp->n_head;
     }
+    hp->n_rot = hp->head_dim;
     bool has;
-    if ((rc = get_num(c, r, "rms_norm_eps", &has, &o->rms_eps)))
+    if ((rc = get_num(c, r, "rms_norm_eps", &has, &hp->rms_eps)))
         return rc;
-    if (!has || !(o->rms_eps > 0))
+    if (!has || !(hp->rms_eps > 0))
         return qk_err_set(c->err, QK_EFORMAT, "%s: 'rms_norm_eps' must be a positive number", c->name);
+    return QK_OK;
+}
+
+/* mlp_only_layers: a list of block indices. */
+static int parse_dense_list(const cfg_ctx *c, ca_config *o)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->root, "mlp_only_layers");
+    if (!v || cJSON_IsNull(v))
+        return QK_OK;
+    if (!cJSON_IsArray(v))
+        return qk_err_set(c->err, QK_EFORMAT, "%s: 'mlp_only_layers' must be a list of layer numbers", c->name);
+    const cJSON *e;
+    cJSON_ArrayForEach(e, v) {
+        double d = cJSON_IsNumber(e) ? e->valuedouble : -1;
+        if (!(d >= 0 && d < (double)o->hp.n_layer) || d != floor(d))
+            return qk_err_set(c->err, QK_EFORMAT,
+                              "%s: 'mlp_only_layers' holds %s, not a layer number below %lld", c->name,
+                              cJSON_IsNumber(e) ? "an out-of-range number" : "a non-number",
+                              (long long)o->hp.n_layer);
+        o->hp.layer_moe[(int64_t)d] = 0;
+    }
+    return QK_OK;
+}
+
+static int parse_moe(const cfg_ctx *c, ca_config *o)
+{
+    const ca_arch *a = o->arch;
+    const cJSON *r = c->root;
+    ga_hparams *hp = &o->hp;
+    int rc;
+    o->has_expert_used = present(r, "num_experts_per_tok");
+    if (a->moe == CA_MOE_NONE) {
+        /* llama.cpp writes expert_used_count whenever the key is there */
+        return get_int(c, r, "num_experts_per_tok", 0, 1 << 16, false, &hp->n_expert_used);
+    }
+    if ((rc = get_int(c, r, a->n_expert_key, 1, 1 << 16, true, &hp->n_expert)) ||
+        (rc = get_int(c, r, "num_experts_per_tok", 1, 1 << 16, true, &hp->n_expert_used)))
+        return rc;
+    if (hp->n_expert_used > hp->n_expert)
+        return qk_err_set(c->err, QK_EFORMAT, "%s: num_experts_per_tok %lld exceeds %s %lld", c->name,
+                          (long long)hp->n_expert_used, a->n_expert_key, (long long)hp->n_expert);
+    hp->n_ff_exp = hp->n_ff;
+    if (a->ff_exp_key) {
+        if ((rc = get_int(c, r, a->ff_exp_key, 1, 1 << 22, true, &hp->n_ff_exp)))
+            return rc;
+        hp->has_ff_exp = true;
+    }
+    hp->expert_weights_norm = a->moe == CA_MOE_EVERY || get_bool(r, "norm_topk_prob", false);
+    int64_t step = 1;
+    if (a->moe == CA_MOE_SPARSE_STEP &&
+        (rc = get_int(c, r, "decoder_sparse_step", 1, GA_MAX_LAYERS, false, &step)))
+        return rc;
+    for (int64_t l = 0; l < hp->n_layer; l++)
+        hp->layer_moe[l] = (uint8_t)((l + 1) % step == 0);
+    return parse_dense_list(c, o);
+}
+
+/* quantization_config of FP8 checkpoints (DeepSeek-V3, Qwen3-FP8). */
+static int parse_quant(const cfg_ctx *c, ca_config *o)
+{
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(c->root, "quantization_config");
+    if (!q || cJSON_IsNull(q))
+        return QK_OK;
+    char method[32];
+    get_str(q, "quant_method", method, sizeof method);
+    if (strcmp(method, "fp8"))
+        return qk_err_set(c->err, QK_EUNSUPPORTED,
+                          "%s: quantization_config quant_method '%s' is not supported (fp8)", c->name, method);
+    o->fp8 = true;
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(q, "weight_block_size");
+    if (!b || cJSON_IsNull(b))
+        return QK_OK;
+    if (!cJSON_IsArray(b) || cJSON_GetArraySize(b) != 2)
+        return qk_err_set(c->err, QK_EFORMAT, "%s: 'weight_block_size' must be two positive integers", c->name);
+    for (int i = 0; i < 2; i++) {
+        const cJSON *e = cJSON_GetArrayItem(b, i);
+        double d = cJSON_IsNumber(e) ? e->valuedouble : 0;
+        if (!(d >= 1 && d <= (1 << 20)) || d != floor(d))
+            return qk_err_set(c->err, QK_EFORMAT, "%s: 'weight_block_size' must be two positive integers", c->name);
+        o->fp8_block[i] = (int64_t)d;
+    }
     return QK_OK;
 }
 
@@ -160,58 +367,60 @@ static const char *rope_type(const cJSON *p)
 
 static int parse_llama3(const cfg_ctx *c, const cJSON *p, ca_config *o)
 {
+    ga_hparams *hp = &o->hp;
     bool has;
     int rc;
-    o->rope_factor = 8.0;
-    o->rope_low_freq = 1.0;
-    o->rope_high_freq = 4.0;
-    o->rope_orig_ctx = 8192;
-    if ((rc = get_num(c, p, "factor", &has, &o->rope_factor)) ||
-        (rc = get_num(c, p, "low_freq_factor", &has, &o->rope_low_freq)) ||
-        (rc = get_num(c, p, "high_freq_factor", &has, &o->rope_high_freq)) ||
-        (rc = get_int(c, c->root, "original_max_position_embeddings", 1, UINT32_MAX, false, &o->rope_orig_ctx)))
+    hp->rope_factor = 8.0;
+    hp->rope_low_freq = 1.0;
+    hp->rope_high_freq = 4.0;
+    hp->rope_orig_ctx = 8192;
+    if ((rc = get_num(c, p, "factor", &has, &hp->rope_factor)) ||
+        (rc = get_num(c, p, "low_freq_factor", &has, &hp->rope_low_freq)) ||
+        (rc = get_num(c, p, "high_freq_factor", &has, &hp->rope_high_freq)) ||
+        (rc = get_int(c, c->root, "original_max_position_embeddings", 1, UINT32_MAX, false, &hp->rope_orig_ctx)))
         return rc;
-    if (o->arch != CA_ARCH_LLAMA)
+    if (!ga_arch_has_kind(ga_arch_find(o->gguf_arch), GA_T_ROPE_FREQS))
         return qk_err_set(c->err, QK_EUNSUPPORTED, "%s: llama3 rope scaling on %s is not supported",
                           c->name, o->hf_arch);
-    if (!(o->rope_factor > 0) || !(o->rope_low_freq > 0) || !(o->rope_high_freq > 0) ||
-        o->rope_low_freq == o->rope_high_freq)
+    if (!(hp->rope_factor > 0) || !(hp->rope_low_freq > 0) || !(hp->rope_high_freq > 0) ||
+        hp->rope_low_freq == hp->rope_high_freq)
         return qk_err_set(c->err, QK_EFORMAT,
                           "%s: llama3 rope scaling needs positive factors with "
                           "low_freq_factor != high_freq_factor",
                           c->name);
-    o->rope_kind = CA_ROPE_LLAMA3;
+    hp->rope_scaling = GA_ROPE_LLAMA3;
     return QK_OK;
 }
 
 static int parse_rope(const cfg_ctx *c, ca_config *o)
 {
+    ga_hparams *hp = &o->hp;
     const cJSON *p = rope_params(c->root);
-    int rc = get_num(c, c->root, "rope_theta", &o->has_rope_theta, &o->rope_theta);
-    if (!rc && !o->has_rope_theta && p)
-        rc = get_num(c, p, "rope_theta", &o->has_rope_theta, &o->rope_theta);
+    int rc = get_num(c, c->root, "rope_theta", &hp->has_rope_theta, &hp->rope_theta);
+    if (!rc && !hp->has_rope_theta && p)
+        rc = get_num(c, p, "rope_theta", &hp->has_rope_theta, &hp->rope_theta);
     if (rc)
         return rc;
-    if (o->has_rope_theta && !(o->rope_theta > 0))
+    if (hp->has_rope_theta && !(hp->rope_theta > 0))
         return qk_err_set(c->err, QK_EFORMAT, "%s: 'rope_theta' must be positive", c->name);
-    o->rope_kind = CA_ROPE_NONE;
+    hp->rope_scaling = GA_ROPE_NONE;
     if (!p)
         return QK_OK;
     const char *type = rope_type(p);
     bool has_factor;
-    if ((rc = get_num(c, p, "factor", &has_factor, &o->rope_factor)))
+    if ((rc = get_num(c, p, "factor", &has_factor, &hp->rope_factor)))
         return rc;
     if (!strcmp(type, "default"))
         return QK_OK;
     if (!strcmp(type, "linear")) {
-        o->rope_kind = has_factor ? CA_ROPE_LINEAR : CA_ROPE_NONE;
+        hp->rope_scaling = has_factor ? GA_ROPE_LINEAR : GA_ROPE_NONE;
         return QK_OK;
     }
     if (!strcmp(type, "yarn")) {
-        o->rope_kind = has_factor ? CA_ROPE_YARN : CA_ROPE_NONE;
+        hp->rope_scaling = has_factor ? GA_ROPE_YARN : GA_ROPE_NONE;
         if (!has_factor)
             return QK_OK;
-        return get_int(c, p, "original_max_position_embeddings", 1, UINT32_MAX, true, &o->rope_orig_ctx);
+        return get_int(c, p, "original_max_position_embeddings", 1, UINT32_MAX, true, &hp->rope_orig_ctx);
     }
     if (!strcasecmp(type, "llama3"))
         return parse_llama3(c, p, o);
@@ -222,18 +431,27 @@ static int parse_rope(const cfg_ctx *c, ca_config *o)
 
 int ca_config_parse(const char *json, size_t len, const char *name, ca_config *out, qk_err *err)
 {
-    memset(out, 0, sizeof *out);
     cJSON *root = cJSON_ParseWithLength(json, len);
-    if (!root || !cJSON_IsObject(root)) {
-        cJSON_Delete(root);
+    int rc = ca_config_from_json(root, name, out, err);
+    cJSON_Delete(root);
+    return rc;
+}
+
+int ca_config_from_json(const cJSON *root, const char *name, ca_config *out, qk_err *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!root || !cJSON_IsObject(root))
         return qk_err_set(err, QK_EFORMAT, "%s: not a JSON object", name);
-    }
     cfg_ctx c = {root, name, err};
     int rc = parse_arch(&c, out);
     if (!rc)
         rc = parse_sizes(&c, out);
     if (!rc)
+        rc = parse_moe(&c, out);
+    if (!rc)
         rc = parse_rope(&c, out);
+    if (!rc)
+        rc = parse_quant(&c, out);
     if (!rc) {
         out->tie_embeddings = get_bool(root, "tie_word_embeddings", false);
         out->attention_bias = get_bool(root, "attention_bias", false);
@@ -243,7 +461,6 @@ int ca_config_parse(const char *json, size_t len, const char *name, ca_config *o
             get_str(root, "dtype", out->dtype, sizeof out->dtype);
         get_str(root, "_name_or_path", out->name_or_path, sizeof out->name_or_path);
     }
-    cJSON_Delete(root);
     return rc;
 }
 
@@ -271,98 +488,74 @@ int ca_config_load(const char *dir, ca_config *out, qk_err *err)
 
 /* ================================================================ tensors */
 
-typedef struct {
-    const char *hf;     /* suffix after "model.layers.N." (layer tensors) or the full name */
-    ca_kind kind;
-    bool layer;
-    bool has_bias;      /* a ".bias" variant exists */
-    const char *gguf;   /* GGUF base name ("blk.%d." is prepended for layer tensors) */
-} name_entry;
-
-static const name_entry NAMES[] = {
-    {"model.embed_tokens", CA_T_TOKEN_EMBD, false, false, "token_embd"},
-    {"model.norm", CA_T_OUTPUT_NORM, false, false, "output_norm"},
-    {"lm_head", CA_T_OUTPUT, false, false, "output"},
-    {"input_layernorm", CA_T_ATTN_NORM, true, false, "attn_norm"},
-    {"self_attn.q_proj", CA_T_ATTN_Q, true, true, "attn_q"},
-    {"self_attn.k_proj", CA_T_ATTN_K, true, true, "attn_k"},
-    {"self_attn.v_proj", CA_T_ATTN_V, true, true, "attn_v"},
-    {"self_attn.o_proj", CA_T_ATTN_OUT, true, true, "attn_output"},
-    {"self_attn.q_norm", CA_T_ATTN_Q_NORM, true, false, "attn_q_norm"},
-    {"self_attn.k_norm", CA_T_ATTN_K_NORM, true, false, "attn_k_norm"},
-    {"post_attention_layernorm", CA_T_FFN_NORM, true, false, "ffn_norm"},
-    {"mlp.gate_proj", CA_T_FFN_GATE, true, true, "ffn_gate"},
-    {"mlp.up_proj", CA_T_FFN_UP, true, true, "ffn_up"},
-    {"mlp.down_proj", CA_T_FFN_DOWN, true, true, "ffn_down"},
-};
-
-static const name_entry *entry_of(ca_kind kind)
+static bool cond_holds(const ca_config *c, ca_cond cond)
 {
-    for (size_t i = 0; i < sizeof NAMES / sizeof NAMES[0]; i++)
-        if (NAMES[i].kind == kind)
-            return &NAMES[i];
-    return NULL;
-}
-
-static bool kind_in_arch(const ca_config *c, ca_kind k)
-{
-    if (k == CA_T_ATTN_Q_NORM || k == CA_T_ATTN_K_NORM)
-        return c->arch == CA_ARCH_QWEN3;
-    return k != CA_T_ROPE_FREQS || c->arch == CA_ARCH_LLAMA;
-}
-
-static void set_shape(ca_tensor *t, int64_t ne0, int64_t ne1)
-{
-    t->n_dims = ne1 ? 2 : 1;
-    t->ne[0] = ne0;
-    t->ne[1] = ne1 ? ne1 : 1;
-    t->ne[2] = t->ne[3] = 1;
-}
-
-/* Expected GGUF shape: weights are [in, out] in ne order, biases [out]. */
-static void expected_shape(const ca_config *c, ca_tensor *t)
-{
-    int64_t q = c->n_head * c->head_dim, kv = c->n_head_kv * c->head_dim, e = c->n_embd;
-    int64_t in = e, out = e;
-    switch (t->kind) {
-    case CA_T_TOKEN_EMBD: case CA_T_OUTPUT: out = c->n_vocab; break;
-    case CA_T_ATTN_Q: out = q; break;
-    case CA_T_ATTN_K: case CA_T_ATTN_V: out = kv; break;
-    case CA_T_ATTN_OUT: in = q; break;
-    case CA_T_FFN_GATE: case CA_T_FFN_UP: out = c->n_ff; break;
-    case CA_T_FFN_DOWN: in = c->n_ff; break;
-    case CA_T_ATTN_Q_NORM: case CA_T_ATTN_K_NORM: set_shape(t, c->head_dim, 0); return;
-    case CA_T_ROPE_FREQS: set_shape(t, c->head_dim / 2, 0); return;
-    default: set_shape(t, e, 0); return; /* the RMS norms */
+    switch (cond) {
+    case CA_C_ATTN_BIAS: return c->attention_bias;
+    case CA_C_MLP_BIAS: return c->mlp_bias;
+    case CA_C_UNTIED: return !c->tie_embeddings;
+    case CA_C_LLAMA3: return c->hp.rope_scaling == GA_ROPE_LLAMA3;
+    default: return true;
     }
-    if (t->bias)
-        set_shape(t, out, 0);
+}
+
+static void fill_output(const ca_config *c, const ca_hf_tensor *e, int layer, size_t order, ca_output *o)
+{
+    memset(o, 0, sizeof *o);
+    o->kind = e->kind;
+    o->layer = layer;
+    o->xform = e->xform;
+    o->group = e->group;
+    o->order = order;
+    ga_tensor_name(e->kind, layer, o->name, sizeof o->name);
+    ga_shape(e->kind, &c->hp, &o->n_dims, o->ne);
+    if (e->xform == CA_X_PERMUTE_Q)
+        o->perm_heads = c->hp.n_head;
+    if (e->xform == CA_X_PERMUTE_K)
+        o->perm_heads = c->hp.n_head_kv;
+    o->n_src = e->xform == CA_X_ROPE_FREQS ? 0 : e->xform == CA_X_STACK ? (int)c->hp.n_expert : 1;
+    if (!e->hf)
+        return;
+    if (layer < 0)
+        snprintf(o->src, sizeof o->src, "%s%s", c->arch->root, e->hf);
     else
-        set_shape(t, in, out);
+        snprintf(o->src, sizeof o->src, "%smodel.layers.%d.%s", c->arch->root, layer, e->hf);
 }
 
-static void fill_tensor(const ca_config *c, const name_entry *e, int layer, bool bias, ca_tensor *t)
+bool ca_output_at(const ca_config *c, size_t i, ca_output *out)
 {
-    memset(t, 0, sizeof *t);
-    t->kind = e ? e->kind : CA_T_ROPE_FREQS;
-    t->layer = layer;
-    t->bias = bias;
-    const char *suffix = bias ? "bias" : "weight";
-    if (!e) {
-        snprintf(t->name, sizeof t->name, "rope_freqs.weight");
-    } else if (layer >= 0) {
-        snprintf(t->name, sizeof t->name, "blk.%d.%s.%s", layer, e->gguf, suffix);
-        snprintf(t->hf_name, sizeof t->hf_name, "model.layers.%d.%s.%s", layer, e->hf, suffix);
-    } else {
-        snprintf(t->name, sizeof t->name, "%s.%s", e->gguf, suffix);
-        snprintf(t->hf_name, sizeof t->hf_name, "%s.%s", e->hf, suffix);
+    const ga_arch *ga = ga_arch_find(c->gguf_arch);
+    size_t k = 0;
+    /* model-wide tensors, then block by block */
+    for (int l = -1; l < (int)c->hp.n_layer; l++) {
+        for (const ca_hf_tensor *const *t = c->arch->tables; *t; t++) {
+            for (const ca_hf_tensor *e = *t; e->kind != GA_T_COUNT; e++) {
+                if (!cond_holds(c, e->cond) || !ga_block_has(ga, &c->hp, e->kind, l))
+                    continue;
+                if (k++ == i) {
+                    fill_output(c, e, l, i, out);
+                    return true;
+                }
+            }
+        }
     }
-    expected_shape(c, t);
-    /* LlamaModel.permute(q, n_head, n_head) and permute(k, n_head, n_head_kv) */
-    if (c->arch == CA_ARCH_LLAMA && t->kind == CA_T_ATTN_Q)
-        t->perm_heads = c->n_head;
-    if (c->arch == CA_ARCH_LLAMA && t->kind == CA_T_ATTN_K)
-        t->perm_heads = c->n_head_kv;
+    return false;
+}
+
+void ca_output_src_name(const ca_output *o, int k, char *buf, size_t size)
+{
+    if (o->xform == CA_X_STACK)
+        snprintf(buf, size, o->src, k); /* the pattern comes from the static tables */
+    else
+        snprintf(buf, size, "%s", o->src);
+}
+
+void ca_output_src_shape(const ca_output *o, int *n_dims, int64_t shape[4])
+{
+    int nd = o->xform == CA_X_STACK ? 2 : (int)o->n_dims;
+    *n_dims = nd;
+    for (int d = 0; d < 4; d++)
+        shape[d] = d < nd ? o->ne[nd - 1 - d] : 0;
 }
 
 static bool ends_with(const char *s, const char *suffix)
@@ -371,98 +564,10 @@ static bool ends_with(const char *s, const char *suffix)
     return n >= m && !memcmp(s + n - m, suffix, m);
 }
 
-/* "model.layers.N.rest" → N and rest; false for other names. */
-static bool split_layer(const char *name, int64_t *layer, const char **rest)
+bool ca_ignored(const char *hf_name)
 {
-    static const char prefix[] = "model.layers.";
-    if (strncmp(name, prefix, sizeof prefix - 1))
-        return false;
-    const char *p = name + sizeof prefix - 1;
-    int64_t n = 0;
-    if (*p < '0' || *p > '9')
-        return false;
-    while (*p >= '0' && *p <= '9' && n < 1000000)
-        n = n * 10 + (*p++ - '0');
-    if (*p != '.')
-        return false;
-    *layer = n;
-    *rest = p + 1;
-    return true;
-}
-
-/* base (without ".weight"/".bias") matched against the table. */
-static const name_entry *match_entry(const char *base, size_t len, bool layer)
-{
-    for (size_t i = 0; i < sizeof NAMES / sizeof NAMES[0]; i++)
-        if (NAMES[i].layer == layer && strlen(NAMES[i].hf) == len && !memcmp(NAMES[i].hf, base, len))
-            return &NAMES[i];
-    return NULL;
-}
-
-int ca_map_tensor(const ca_config *c, const char *hf_name, ca_tensor *out, qk_err *err)
-{
-    if (ends_with(hf_name, ".attention.masked_bias") || ends_with(hf_name, ".attention.bias") ||
-        ends_with(hf_name, ".rotary_emb.inv_freq"))
-        return CA_SKIP;
-    int64_t layer = -1;
-    const char *rest = hf_name;
-    bool in_layer = split_layer(hf_name, &layer, &rest);
-    bool bias = ends_with(rest, ".bias");
-    const name_entry *e = NULL;
-    if (bias || ends_with(rest, ".weight"))
-        e = match_entry(rest, strlen(rest) - (bias ? 5 : 7), in_layer);
-    if (!e || (bias && !e->has_bias) || !kind_in_arch(c, e->kind) || (in_layer && layer >= c->n_layer))
-        return qk_err_set(err, QK_EFORMAT, "unexpected tensor '%s' for %s with %lld layers", hf_name,
-                          c->hf_arch, (long long)c->n_layer);
-    fill_tensor(c, e, (int)layer, bias, out);
-    return CA_MAPPED;
-}
-
-/* Per-layer tensors in checkpoint order; biases by architecture and config flags. */
-static const struct {
-    ca_kind kind;
-    bool bias;
-} LAYER_REQ[] = {
-    {CA_T_ATTN_NORM, false}, {CA_T_ATTN_Q, false},   {CA_T_ATTN_Q, true},     {CA_T_ATTN_K, false},
-    {CA_T_ATTN_K, true},     {CA_T_ATTN_V, false},   {CA_T_ATTN_V, true},     {CA_T_ATTN_OUT, false},
-    {CA_T_ATTN_OUT, true},   {CA_T_ATTN_Q_NORM, false}, {CA_T_ATTN_K_NORM, false},
-    {CA_T_FFN_NORM, false},  {CA_T_FFN_GATE, false}, {CA_T_FFN_GATE, true},   {CA_T_FFN_UP, false},
-    {CA_T_FFN_UP, true},     {CA_T_FFN_DOWN, false}, {CA_T_FFN_DOWN, true},
-};
-#define N_LAYER_REQ (sizeof LAYER_REQ / sizeof LAYER_REQ[0])
-
-static bool layer_needs(const ca_config *c, ca_kind k, bool bias)
-{
-    if (!kind_in_arch(c, k))
-        return false;
-    if (!bias)
-        return true;
-    bool ffn = k == CA_T_FFN_GATE || k == CA_T_FFN_UP || k == CA_T_FFN_DOWN;
-    if (c->arch == CA_ARCH_QWEN2)
-        return k == CA_T_ATTN_Q || k == CA_T_ATTN_K || k == CA_T_ATTN_V;
-    return ffn ? c->mlp_bias : c->attention_bias;
-}
-
-bool ca_required(const ca_config *c, size_t i, ca_tensor *out)
-{
-    static const ca_kind global[] = {CA_T_TOKEN_EMBD, CA_T_OUTPUT_NORM, CA_T_OUTPUT};
-    size_t n_global = c->tie_embeddings ? 2 : 3;
-    if (i < n_global) {
-        fill_tensor(c, entry_of(global[i]), -1, false, out);
-        return true;
-    }
-    i -= n_global;
-    for (int64_t l = 0; l < c->n_layer; l++) {
-        for (size_t k = 0; k < N_LAYER_REQ; k++) {
-            if (!layer_needs(c, LAYER_REQ[k].kind, LAYER_REQ[k].bias))
-                continue;
-            if (i-- == 0) {
-                fill_tensor(c, entry_of(LAYER_REQ[k].kind), (int)l, LAYER_REQ[k].bias, out);
-                return true;
-            }
-        }
-    }
-    return false;
+    return ends_with(hf_name, ".attention.masked_bias") || ends_with(hf_name, ".attention.bias") ||
+           ends_with(hf_name, ".rotary_emb.inv_freq");
 }
 
 int64_t ca_permute_row(int64_t row, int64_t n_rows, int64_t heads)
@@ -479,13 +584,14 @@ void ca_rope_freqs(const ca_config *c, float *out)
 {
     /* torch: freqs = 1 / base ** (arange(0, dim, 2) / dim) in float32; a Python scalar meets a
      * float32 tensor as a float32, and `scalar / t` is t.reciprocal() * scalar. */
-    const float base = (float)(c->has_rope_theta ? c->rope_theta : 10000.0);
-    const int64_t dim = c->head_dim;
-    const float factor = (float)c->rope_factor, low = (float)c->rope_low_freq;
-    const float lo_wavelen = (float)((double)c->rope_orig_ctx / c->rope_low_freq);
-    const float hi_wavelen = (float)((double)c->rope_orig_ctx / c->rope_high_freq);
-    const float span = (float)(c->rope_high_freq - c->rope_low_freq);
-    const float two_pi = (float)(2.0 * 3.14159265358979323846), orig = (float)c->rope_orig_ctx;
+    const ga_hparams *hp = &c->hp;
+    const float base = (float)(hp->has_rope_theta ? hp->rope_theta : 10000.0);
+    const int64_t dim = hp->head_dim;
+    const float factor = (float)hp->rope_factor, low = (float)hp->rope_low_freq;
+    const float lo_wavelen = (float)((double)hp->rope_orig_ctx / hp->rope_low_freq);
+    const float hi_wavelen = (float)((double)hp->rope_orig_ctx / hp->rope_high_freq);
+    const float span = (float)(hp->rope_high_freq - hp->rope_low_freq);
+    const float two_pi = (float)(2.0 * 3.14159265358979323846), orig = (float)hp->rope_orig_ctx;
     for (int64_t i = 0; i < dim / 2; i++) {
         float e = (float)(2 * i) / (float)dim;
         float p = (float)pow((double)base, (double)e); /* correctly rounded in practice */
@@ -504,50 +610,77 @@ void ca_rope_freqs(const ca_config *c, float *out)
 
 /* ================================================================ hyper-parameters */
 
-static int set_u32(gguf_writer *w, const ca_config *c, const char *key, int64_t v)
+static int set_u32(gguf_writer *w, const ca_config *c, ga_key k, int64_t v)
 {
-    char k[96];
-    snprintf(k, sizeof k, "%s.%s", c->gguf_arch, key);
-    return gguf_writer_set_u32(w, k, (uint32_t)v);
+    char key[96];
+    ga_key_name(k, c->gguf_arch, key, sizeof key);
+    return gguf_writer_set_u32(w, key, (uint32_t)v);
 }
 
-static int set_f32(gguf_writer *w, const ca_config *c, const char *key, double v)
+static int set_f32(gguf_writer *w, const ca_config *c, ga_key k, double v)
 {
-    char k[96];
-    snprintf(k, sizeof k, "%s.%s", c->gguf_arch, key);
-    return gguf_writer_set_f32(w, k, (float)v);
+    char key[96];
+    ga_key_name(k, c->gguf_arch, key, sizeof key);
+    return gguf_writer_set_f32(w, key, (float)v);
 }
 
 static int write_rope_scaling(gguf_writer *w, const ca_config *c)
 {
-    if (c->rope_kind != CA_ROPE_LINEAR && c->rope_kind != CA_ROPE_YARN)
+    const ga_hparams *hp = &c->hp;
+    if (hp->rope_scaling != GA_ROPE_LINEAR && hp->rope_scaling != GA_ROPE_YARN)
         return QK_OK;
-    char k[96];
-    snprintf(k, sizeof k, "%s.rope.scaling.type", c->gguf_arch);
-    int rc = gguf_writer_set_str(w, k, c->rope_kind == CA_ROPE_LINEAR ? "linear" : "yarn");
+    char base[96], k[128];
+    ga_key_name(GA_K_ROPE_SCALING, c->gguf_arch, base, sizeof base);
+    snprintf(k, sizeof k, "%s.type", base);
+    int rc = gguf_writer_set_str(w, k, hp->rope_scaling == GA_ROPE_LINEAR ? "linear" : "yarn");
+    snprintf(k, sizeof k, "%s.factor", base);
     if (!rc)
-        rc = set_f32(w, c, "rope.scaling.factor", c->rope_factor);
-    if (!rc && c->rope_kind == CA_ROPE_YARN)
-        rc = set_u32(w, c, "rope.scaling.original_context_length", c->rope_orig_ctx);
+        rc = gguf_writer_set_f32(w, k, (float)hp->rope_factor);
+    snprintf(k, sizeof k, "%s.original_context_length", base);
+    if (!rc && hp->rope_scaling == GA_ROPE_YARN)
+        rc = gguf_writer_set_u32(w, k, (uint32_t)hp->rope_orig_ctx);
     return rc;
+}
+
+static int write_key(gguf_writer *w, const ca_config *c, ga_key k, uint32_t file_type)
+{
+    const ga_hparams *hp = &c->hp;
+    char key[96];
+    switch (k) {
+    case GA_K_BLOCK_COUNT: return set_u32(w, c, k, hp->n_layer);
+    case GA_K_CONTEXT_LENGTH: return set_u32(w, c, k, hp->n_ctx);
+    case GA_K_EMBEDDING_LENGTH: return set_u32(w, c, k, hp->n_embd);
+    case GA_K_FEED_FORWARD_LENGTH: return set_u32(w, c, k, hp->n_ff);
+    case GA_K_HEAD_COUNT: return set_u32(w, c, k, hp->n_head);
+    case GA_K_HEAD_COUNT_KV: return hp->has_head_kv ? set_u32(w, c, k, hp->n_head_kv) : QK_OK;
+    case GA_K_ROPE_FREQ_BASE: return hp->has_rope_theta ? set_f32(w, c, k, hp->rope_theta) : QK_OK;
+    case GA_K_RMS_EPS: return set_f32(w, c, k, hp->rms_eps);
+    case GA_K_EXPERT_COUNT: return hp->n_expert ? set_u32(w, c, k, hp->n_expert) : QK_OK;
+    case GA_K_EXPERT_USED_COUNT: return c->has_expert_used ? set_u32(w, c, k, hp->n_expert_used) : QK_OK;
+    case GA_K_KEY_LENGTH:
+    case GA_K_VALUE_LENGTH: return hp->has_head_dim ? set_u32(w, c, k, hp->head_dim) : QK_OK;
+    case GA_K_FILE_TYPE: return gguf_writer_set_u32(w, "general.file_type", file_type);
+    case GA_K_VOCAB_SIZE: return set_u32(w, c, k, hp->n_vocab);
+    case GA_K_ROPE_DIMENSION_COUNT: return set_u32(w, c, k, hp->head_dim);
+    case GA_K_ROPE_SCALING: return write_rope_scaling(w, c);
+    case GA_K_EXPERT_FEED_FORWARD_LENGTH: return hp->has_ff_exp ? set_u32(w, c, k, hp->n_ff_exp) : QK_OK;
+    case GA_K_EXPERT_SHARED_FEED_FORWARD_LENGTH:
+        return hp->n_ff_shexp ? set_u32(w, c, k, hp->n_ff_shexp) : QK_OK;
+    case GA_K_EXPERT_WEIGHTS_NORM:
+        /* only when it departs from the architecture's behaviour (llama.cpp writes none) */
+        if (!hp->n_expert || hp->expert_weights_norm == ga_arch_find(c->gguf_arch)->expert_weights_norm)
+            return QK_OK;
+        ga_key_name(k, c->gguf_arch, key, sizeof key);
+        return gguf_writer_set_bool(w, key, hp->expert_weights_norm);
+    default: return QK_EINTERNAL;
+    }
 }
 
 int ca_write_hparams(gguf_writer *w, const ca_config *c, uint32_t file_type)
 {
-    int rc = set_u32(w, c, "block_count", c->n_layer);
-    if (!rc) rc = set_u32(w, c, "context_length", c->n_ctx);
-    if (!rc) rc = set_u32(w, c, "embedding_length", c->n_embd);
-    if (!rc) rc = set_u32(w, c, "feed_forward_length", c->n_ff);
-    if (!rc) rc = set_u32(w, c, "attention.head_count", c->n_head);
-    if (!rc && c->has_head_kv) rc = set_u32(w, c, "attention.head_count_kv", c->n_head_kv);
-    if (!rc && c->has_rope_theta) rc = set_f32(w, c, "rope.freq_base", c->rope_theta);
-    if (!rc) rc = set_f32(w, c, "attention.layer_norm_rms_epsilon", c->rms_eps);
-    if (!rc && c->has_head_dim) rc = set_u32(w, c, "attention.key_length", c->head_dim);
-    if (!rc && c->has_head_dim) rc = set_u32(w, c, "attention.value_length", c->head_dim);
-    if (!rc) rc = gguf_writer_set_u32(w, "general.file_type", file_type);
-    if (!rc && c->arch == CA_ARCH_LLAMA) rc = set_u32(w, c, "vocab_size", c->n_vocab);
-    if (!rc && c->arch == CA_ARCH_LLAMA) rc = set_u32(w, c, "rope.dimension_count", c->head_dim);
-    if (!rc) rc = write_rope_scaling(w, c);
+    int rc = QK_OK;
+    for (const ga_key *k = c->arch->keys; *k != GA_K_COUNT && !rc; k++)
+        rc = write_key(w, c, *k, file_type);
     return rc;
 }
 
@@ -926,7 +1059,7 @@ void ca_size_label(int64_t n_params, char *buf, size_t size)
 }
 
 void ca_general_meta(const char *dir_name, const char *name_or_path, int64_t total_params,
-                     ca_general *out)
+                     int64_t expert_count, int64_t label_params, ca_general *out)
 {
     memset(out, 0, sizeof *out);
     id_components c;
@@ -941,8 +1074,13 @@ void ca_general_meta(const char *dir_name, const char *name_or_path, int64_t tot
     apply_components(&c, out);
     if (!out->name[0])
         snprintf(out->name, sizeof out->name, "%s", dir_name && *dir_name ? dir_name : "model");
-    if (!out->size_label[0] && total_params > 0)
+    if (!out->size_label[0] && total_params > 0 && expert_count > 0) {
+        char one[12];
+        ca_size_label(label_params, one, sizeof one);
+        snprintf(out->size_label, sizeof out->size_label, "%lldx%.11s", (long long)(expert_count % 100000), one);
+    } else if (!out->size_label[0] && total_params > 0) {
         ca_size_label(total_params, out->size_label, sizeof out->size_label);
+    }
 }
 
 int ca_write_general(gguf_writer *w, const ca_general *g)

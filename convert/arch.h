@@ -1,21 +1,23 @@
-/* arch.h — architecture tables: a Hugging Face config.json and tensor names to GGUF, as llama.cpp's
- * convert_hf_to_gguf.py maps them (LlamaModel, Qwen2Model, Qwen3Model).
+/* arch.h — the Hugging Face side of every architecture: which config.json keys hold the
+ * hyper-parameters, and which checkpoint tensors become which GGUF tensor kind
+ * (formats/gguf_arch.h) through which transform, as llama.cpp's convert_hf_to_gguf.py maps them
+ * (LlamaModel for Llama, Mistral and Mixtral; Qwen2Model, Qwen3Model, Qwen3MoeModel).
+ *
+ * One table row (CA_ARCHS in arch.c) describes an architecture completely: its HF class, its
+ * GGUF architecture, the tensors of a block as (kind, HF name, transform, condition), how to tell
+ * MoE blocks from dense ones, and the order of its GGUF metadata keys. The converter's plan, the
+ * engine's view of HF folders (hf_engine.c), synth and inspect all read it.
  *
  * Contract
- * - ca_config_parse() reads the hyper-parameters of one of the supported architectures
- *   (LlamaForCausalLM and MistralForCausalLM → "llama", Qwen2ForCausalLM → "qwen2",
- *   Qwen3ForCausalLM → "qwen3"); any other architecture is QK_EUNSUPPORTED with a message listing
- *   the supported ones. config.json is untrusted: every count is checked to be an integer in a
- *   sane range, and the derived sizes (head_dim × heads …) are overflow-checked.
- * - RoPE: rope_theta at the top level or inside transformers-5 `rope_parameters`; scaling from
- *   `rope_scaling` or `rope_parameters` ("rope_type" or the older "type"): default, linear, yarn
- *   and llama3 (the rope_freqs tensor, ca_rope_freqs()); any other kind is QK_EUNSUPPORTED.
- * - ca_map_tensor() names the GGUF tensor a checkpoint tensor becomes, its expected GGUF shape
- *   (from the config), and whether the llama Q/K row permutation applies. Buffers the rotary
- *   inverse frequencies (which llama.cpp drops) are reported as skipped; any other unknown name is
- *   an error naming the tensor. ca_required() enumerates what a complete checkpoint must hold.
+ * - ca_config_parse() reads config.json (untrusted: every count an integer in a sane range, derived
+ *   sizes overflow-checked, experts: 1 <= num_experts_per_tok <= num_experts). RoPE: rope_theta at
+ *   the top level or inside transformers-5 `rope_parameters`; scaling from `rope_scaling` or
+ *   `rope_parameters`: default, linear, yarn, llama3 (the rope_freqs tensor, ca_rope_freqs()).
+ *   FP8 checkpoints: `quantization_config` {"quant_method": "fp8", "weight_block_size": [r, c]}.
+ * - ca_output_at() enumerates the GGUF tensors a checkpoint of this config converts to, each with
+ *   its expected GGUF shape, transform and source name(s) (STACK: one per expert).
  * - ca_permute_row() is LlamaModel.permute as a row index map, so converters can gather rows.
- * - ca_general() reproduces gguf-py's Metadata heuristics for general.* (name, basename,
+ * - ca_general_meta() reproduces gguf-py's Metadata heuristics for general.* (name, basename,
  *   finetune, version, organization, size_label) from the folder name and `_name_or_path`. */
 #ifndef QKIT_CONVERT_ARCH_H
 #define QKIT_CONVERT_ARCH_H
@@ -25,83 +27,115 @@
 #include <stdint.h>
 
 #include "../formats/gguf.h"
+#include "../formats/gguf_arch.h"
 #include "../quant/status.h"
 
-typedef enum { CA_ARCH_LLAMA, CA_ARCH_QWEN2, CA_ARCH_QWEN3, CA_ARCH_COUNT } ca_arch;
+/* How a GGUF tensor is made from the checkpoint. */
+typedef enum {
+    CA_X_COPY,       /* one source tensor, same layout (shape reversed: HF is outermost first) */
+    CA_X_PERMUTE_Q,  /* LlamaModel.permute(w, n_head, n_head): rows regrouped for RoPE on pairs */
+    CA_X_PERMUTE_K,  /* LlamaModel.permute(w, n_head, n_head_kv) */
+    CA_X_STACK,      /* one 2-D source per expert (the name holds the expert index), stacked */
+    CA_X_ROPE_FREQS, /* generated: Llama 3 rope_freqs (no source) */
+} ca_xform;
 
-typedef enum { CA_ROPE_NONE, CA_ROPE_LINEAR, CA_ROPE_YARN, CA_ROPE_LLAMA3 } ca_rope_kind;
+/* When a block (or the model) holds a tensor, beyond the kind's dense/MoE placement. */
+typedef enum {
+    CA_C_ALWAYS,
+    CA_C_ATTN_BIAS, /* config attention_bias */
+    CA_C_MLP_BIAS,  /* config mlp_bias */
+    CA_C_UNTIED,    /* tie_word_embeddings false */
+    CA_C_LLAMA3,    /* llama3 RoPE scaling */
+} ca_cond;
+
+typedef struct {
+    ga_kind kind;
+    const char *hf;  /* name below the model root ("model.norm.weight") or, for block tensors,
+                        below "model.layers.N." ("self_attn.q_proj.weight"); STACK names hold
+                        "%d" for the expert index */
+    ca_xform xform;
+    ca_cond cond;
+    int group;       /* > 0: the outputs of a group are written together, in table order, once
+                        every source of the group has been read (convert_hf_to_gguf.py collects
+                        all experts of a block before stacking) */
+} ca_hf_tensor;
+
+/* Which blocks are mixtures of experts. */
+typedef enum {
+    CA_MOE_NONE,        /* dense model */
+    CA_MOE_EVERY,       /* every block (Mixtral) */
+    CA_MOE_SPARSE_STEP, /* Qwen: (l+1) % decoder_sparse_step == 0 and l not in mlp_only_layers */
+} ca_moe_rule;
+
+typedef struct {
+    const char *hf_class;           /* "MixtralForCausalLM" */
+    const char *gguf_arch;          /* "llama" */
+    const char *root;               /* prefix of every tensor name ("" or "language_model.") */
+    const ca_hf_tensor *const *tables; /* NULL-terminated list of tables (global, then per block) */
+    ca_moe_rule moe;
+    const char *n_expert_key;       /* "num_local_experts", "num_experts" (NULL: dense) */
+    const char *ff_exp_key;         /* expert width key; NULL: intermediate_size */
+    const ga_key *keys;             /* metadata in write order, GA_K_COUNT-terminated */
+    bool need_head_dim;             /* transformers needs head_dim spelled out (Qwen3) */
+    bool llama_vocab;               /* LlamaModel.set_vocab quirks (CodeLlama FIM ids, SmolLM BOS) */
+    bool hf_rope_pairs;             /* the checkpoint's q/k rotate adjacent pairs (else halves) */
+} ca_arch;
 
 typedef struct {
     char hf_arch[64];      /* architectures[0] as written */
-    ca_arch arch;
-    const char *gguf_arch; /* "llama", "qwen2", "qwen3"; static */
-
-    int64_t n_layer, n_embd, n_ff, n_head, n_head_kv, n_vocab, n_ctx;
-    int64_t head_dim;       /* explicit, or n_embd / n_head */
-    bool has_head_dim;      /* config.json names head_dim (llama.cpp then writes key/value_length) */
-    bool has_head_kv;       /* num_key_value_heads present (else n_head_kv = n_head, not written) */
-    bool has_rope_theta;
-    double rope_theta;
-    double rms_eps;
+    const ca_arch *arch;
+    const char *gguf_arch; /* arch->gguf_arch */
+    ga_hparams hp;         /* n_rot = head_dim; layer_moe from the MoE rule */
     bool tie_embeddings;
-    bool attention_bias, mlp_bias; /* llama: optional biases present in the checkpoint */
-    char dtype[16];         /* torch_dtype or dtype ("" when absent) */
+    bool attention_bias, mlp_bias;
+    bool has_expert_used;  /* num_experts_per_tok present (llama.cpp writes it whenever it is) */
+    int64_t fp8_block[2];  /* quantization_config weight_block_size; 0 when absent */
+    bool fp8;              /* quant_method "fp8" */
+    char dtype[16];        /* torch_dtype or dtype ("" when absent) */
     char name_or_path[256]; /* _name_or_path ("" when absent or too long) */
-
-    ca_rope_kind rope_kind;
-    double rope_factor;
-    double rope_low_freq, rope_high_freq; /* llama3 */
-    int64_t rope_orig_ctx;                /* yarn: rope params; llama3: top-level or 8192 */
 } ca_config;
 
-/* "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM" */
+/* "LlamaForCausalLM, MistralForCausalLM, …" */
 const char *ca_supported(void);
+/* The description of an HF class; NULL when unsupported. */
+const ca_arch *ca_arch_find(const char *hf_class);
 
 /* json[0..len) is config.json; name prefixes messages. */
 int ca_config_parse(const char *json, size_t len, const char *name, ca_config *out, qk_err *err);
-/* DIR/config.json; a missing file is QK_EIO "DIR/config.json: not found". */
+/* The same from a parsed document (NULL or not an object: QK_EFORMAT). */
+struct cJSON;
+int ca_config_from_json(const struct cJSON *root, const char *name, ca_config *out, qk_err *err);
+/* DIR/config.json; a missing file is QK_EFORMAT "DIR/config.json: not found (...)". */
 int ca_config_load(const char *dir, ca_config *out, qk_err *err);
 
 /* ---- tensors ------------------------------------------------------------------------------ */
 
-typedef enum {
-    CA_T_TOKEN_EMBD,
-    CA_T_OUTPUT_NORM,
-    CA_T_OUTPUT,
-    CA_T_ROPE_FREQS,
-    CA_T_ATTN_NORM,
-    CA_T_ATTN_Q,
-    CA_T_ATTN_K,
-    CA_T_ATTN_V,
-    CA_T_ATTN_OUT,
-    CA_T_ATTN_Q_NORM,
-    CA_T_ATTN_K_NORM,
-    CA_T_FFN_NORM,
-    CA_T_FFN_GATE,
-    CA_T_FFN_UP,
-    CA_T_FFN_DOWN,
-    CA_T_COUNT
-} ca_kind;
-
 typedef struct {
-    ca_kind kind;
-    int layer; /* -1 for model-wide tensors */
-    bool bias; /* ".bias" rather than ".weight" */
-    char name[GGUF_MAX_NAME];      /* GGUF name */
-    char hf_name[96];              /* the checkpoint's name (empty for generated tensors) */
+    ga_kind kind;
+    int layer;                      /* -1 for model-wide tensors */
+    char name[GGUF_MAX_NAME];       /* GGUF name */
     uint32_t n_dims;
-    int64_t ne[GGUF_MAX_DIMS];     /* expected GGUF shape, ne[0] = row length */
-    int64_t perm_heads;            /* > 0: rows go through LlamaModel.permute with this many heads */
-} ca_tensor;
+    int64_t ne[GGUF_MAX_DIMS];      /* expected GGUF shape, ne[0] = row length */
+    ca_xform xform;
+    int64_t perm_heads;             /* > 0: rows go through LlamaModel.permute with this many heads */
+    int group;                      /* from the table; layer-local */
+    size_t order;                   /* position in the description (ties in write order) */
+    int n_src;                      /* sources: 0 (generated), 1, or n_expert (STACK) */
+    char src[128];                  /* the HF name; STACK: a pattern with %d */
+} ca_output;
 
-enum { CA_MAPPED = 0, CA_SKIP = 1 };
+/* The i-th GGUF tensor of a checkpoint with this config (i = 0, 1, … until it returns false),
+ * in description order. */
+bool ca_output_at(const ca_config *c, size_t i, ca_output *out);
 
-/* CA_MAPPED and *out filled; CA_SKIP for names llama.cpp drops (rotary_emb.inv_freq …);
- * QK_EFORMAT "unexpected tensor 'NAME'" for anything else. */
-int ca_map_tensor(const ca_config *c, const char *hf_name, ca_tensor *out, qk_err *err);
+/* Name of source k (0 <= k < n_src) of an output. */
+void ca_output_src_name(const ca_output *o, int k, char *buf, size_t size);
 
-/* Tensors a checkpoint must contain: i = 0, 1, … until it returns false. */
-bool ca_required(const ca_config *c, size_t i, ca_tensor *out);
+/* The shape (HF order, outermost first) source tensors of an output must have. */
+void ca_output_src_shape(const ca_output *o, int *n_dims, int64_t shape[4]);
+
+/* Names llama.cpp's converter drops (rotary_emb.inv_freq …). */
+bool ca_ignored(const char *hf_name);
 
 /* Source row of output row `row` under LlamaModel.permute(w, heads) for a tensor of n_rows rows
  * (n_rows divisible by 2·heads, checked by the caller). */
@@ -111,7 +145,7 @@ int64_t ca_permute_row(int64_t row, int64_t n_rows, int64_t heads);
  * generate_extra_tensors does in torch. out has head_dim/2 entries. */
 void ca_rope_freqs(const ca_config *c, float *out);
 
-/* Writes the {arch}.* hyper-parameters and general.file_type in llama.cpp's order. */
+/* Writes the {arch}.* hyper-parameters and general.file_type in the converter's order. */
 int ca_write_hparams(gguf_writer *w, const ca_config *c, uint32_t file_type);
 
 /* ---- general.* metadata ------------------------------------------------------------------- */
@@ -121,10 +155,11 @@ typedef struct {
 } ca_general;
 
 /* gguf-py Metadata.load without a model card: `_name_or_path` (when it has at most one '/'),
- * then the folder name, then size_label from the parameter count. Empty strings mean "not
- * written"; name is never empty. */
+ * then the folder name, then size_label from the parameter count — for mixtures of experts
+ * gguf-py's "{expert_count}x{size}" with size = shared parameters + one expert's share
+ * (label_params). Empty strings mean "not written"; name is never empty. */
 void ca_general_meta(const char *dir_name, const char *name_or_path, int64_t total_params,
-                     ca_general *out);
+                     int64_t expert_count, int64_t label_params, ca_general *out);
 
 /* gguf-py's size_label(): "3.4M", "1.1B" … */
 void ca_size_label(int64_t n_params, char *buf, size_t size);

@@ -1,16 +1,17 @@
 /* convert.c — plan a Hugging Face checkpoint's GGUF, then stream its tensors into it. */
 #include <limits.h>
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "../calib/tokenizer.h"
+#include "../formats/mapping.h"
 #include "../formats/safetensors.h"
 #include "../quant/floats.h"
+#include "../quant/fp8.h"
 #include "../quant/fp16.h"
 #include "../quant/quant.h"
 #include "../quant/types.h"
@@ -22,10 +23,22 @@
  * converted piece, keeps memory flat whatever the tensor size. */
 #define CHUNK_VALUES ((int64_t)4 << 20)
 
+/* A checkpoint tensor read as a matrix of rows × cols (cols the innermost dimension; a vector is
+ * rows × 1), with its FP8 block scales when it has them. */
+typedef struct {
+    const st_tensor *t;
+    int type;           /* enum q_type of its values (F32, F16, BF16), or -1: FP8 */
+    int64_t rows, cols;
+    float *scale;       /* FP8: [ceil(rows/br)][ceil(cols/bc)] float32, owned by the plan */
+    int64_t br, bc;
+} src_ref;
+
 typedef struct {
     cv_tensor info;
-    const void *data; /* source bytes: inside the mapping, or the plan's rope_freqs */
-    size_t src_index; /* into st_model, or SIZE_MAX for generated data */
+    ca_output out;      /* the description's view: transform, group, source names */
+    src_ref *src;       /* out.n_src of them (NULL for generated tensors) */
+    const void *data;   /* generated tensors (rope_freqs) */
+    const st_tensor *last; /* the source read last in the checkpoint's order (write order) */
 } plan_tensor;
 
 struct cv_plan {
@@ -36,7 +49,10 @@ struct cv_plan {
     ca_general general;
     plan_tensor *t;
     size_t n;
+    src_ref *srcs;      /* every output's sources, one pool */
+    size_t n_srcs;
     float *rope_freqs;
+    int hf_layout;
     char outtype[16];
     uint32_t file_type;
     uint64_t n_params, in_bytes, out_bytes;
@@ -57,6 +73,8 @@ static int type_of_dtype(st_dtype d)
     }
 }
 
+static bool is_fp8(st_dtype d) { return d == ST_F8_E4M3 || d == ST_F8_E5M2; }
+
 static uint64_t n_elements(const cv_tensor *t)
 {
     uint64_t n = 1;
@@ -72,151 +90,229 @@ static uint64_t bytes_as(int type, const cv_tensor *t)
 
 /* ================================================================ planning: tensors */
 
-typedef struct {
-    uint32_t file;
-    const char *name;
-    size_t index;
-} src_key;
-
 /* safe_open(...).keys() order: file by file, names sorted within a file. */
-static int by_file_then_name(const void *pa, const void *pb)
+static int src_cmp(const st_tensor *a, const st_tensor *b)
 {
-    const src_key *a = pa, *b = pb;
     if (a->file != b->file)
         return a->file < b->file ? -1 : 1;
     return strcmp(a->name, b->name);
 }
 
-static void hf_shape_str(const st_tensor *s, char *buf, size_t size)
+static void hf_shape_str(const int64_t *shape, int n_dims, char *buf, size_t size)
 {
     size_t n = 0;
     buf[0] = '\0';
-    for (int d = 0; d < s->n_dims && n < size; d++)
-        n += (size_t)snprintf(buf + n, size - n, "%s%lld", d ? ", " : "", (long long)s->shape[d]);
+    for (int d = 0; d < n_dims && n < size; d++)
+        n += (size_t)snprintf(buf + n, size - n, "%s%lld", d ? ", " : "", (long long)shape[d]);
 }
 
-/* Expected shape, printed in the checkpoint's order (outermost first). */
-static void ne_shape_str(const ca_tensor *t, char *buf, size_t size)
+/* The FP8 scale grid of s (FP8 block scales: weight_scale_inv beside the weight). */
+static int load_scale(cv_plan *p, const st_tensor *w, src_ref *r, qk_err *err)
 {
-    size_t n = 0;
-    buf[0] = '\0';
-    for (int d = (int)t->n_dims - 1; d >= 0 && n < size; d--)
-        n += (size_t)snprintf(buf + n, size - n, "%s%lld", d + 1 < (int)t->n_dims ? ", " : "",
-                              (long long)t->ne[d]);
-}
-
-static int check_source(const ca_tensor *m, const st_tensor *s, qk_err *err)
-{
-    if (type_of_dtype(s->dtype) < 0)
-        return qk_err_set(err, QK_EUNSUPPORTED,
-                          "%s: tensor '%s' has dtype %s; only F32, F16 and BF16 weights are supported",
-                          s->path, s->name, st_dtype_name(s->dtype));
-    bool same = (uint32_t)s->n_dims == m->n_dims;
-    for (uint32_t d = 0; same && d < m->n_dims; d++)
-        same = s->shape[m->n_dims - 1 - d] == m->ne[d];
-    if (!same) {
-        char got[96], want[96];
-        hf_shape_str(s, got, sizeof got);
-        ne_shape_str(m, want, sizeof want);
-        return qk_err_set(err, QK_EFORMAT, "%s: tensor '%s' has shape [%s] but config.json implies [%s]",
-                          s->path, s->name, got, want);
-    }
-    if (m->perm_heads > 0 && m->ne[m->n_dims - 1] % (2 * m->perm_heads))
+    char name[160];
+    snprintf(name, sizeof name, "%s_scale_inv", w->name);
+    const st_tensor *s = st_model_find(p->st, name);
+    if (!s)
+        return qk_err_set(err, QK_EFORMAT, "%s: FP8 tensor '%s' has no scale tensor '%s'", w->path, w->name, name);
+    int64_t br = p->cfg.fp8_block[0] ? p->cfg.fp8_block[0] : r->rows;
+    int64_t bc = p->cfg.fp8_block[1] ? p->cfg.fp8_block[1] : r->cols;
+    int64_t gr = (r->rows + br - 1) / br, gc = (r->cols + bc - 1) / bc;
+    int type = type_of_dtype(s->dtype);
+    bool grid = s->n_dims == 2 && s->shape[0] == gr && s->shape[1] == gc;
+    bool scalar = gr * gc == 1 && s->n_elements == 1;
+    if (type < 0 || !(grid || scalar))
         return qk_err_set(err, QK_EFORMAT,
-                          "%s: tensor '%s': %lld rows cannot be permuted over %lld heads (odd head size)",
-                          s->path, s->name, (long long)m->ne[m->n_dims - 1], (long long)m->perm_heads);
-    return QK_OK;
-}
-
-static void set_info(plan_tensor *pt, const ca_tensor *m, int src_type, const void *data, size_t index)
-{
-    memset(pt, 0, sizeof *pt);
-    snprintf(pt->info.name, sizeof pt->info.name, "%s", m->name);
-    snprintf(pt->info.src_name, sizeof pt->info.src_name, "%s", m->hf_name);
-    pt->info.src_type = src_type;
-    pt->info.type = src_type;
-    pt->info.n_dims = m->n_dims;
-    memcpy(pt->info.ne, m->ne, sizeof pt->info.ne);
-    pt->info.perm_heads = m->perm_heads;
-    pt->info.in_bytes = bytes_as(src_type, &pt->info);
-    pt->data = data;
-    pt->src_index = index;
-}
-
-static int add_rope_freqs(cv_plan *p)
-{
-    ca_tensor m = {.kind = CA_T_ROPE_FREQS, .layer = -1, .n_dims = 1,
-                   .ne = {p->cfg.head_dim / 2, 1, 1, 1}};
-    snprintf(m.name, sizeof m.name, "rope_freqs.weight");
-    p->rope_freqs = malloc((size_t)m.ne[0] * sizeof *p->rope_freqs);
-    if (!p->rope_freqs)
-        return QK_ENOMEM;
-    ca_rope_freqs(&p->cfg, p->rope_freqs);
-    /* generated tensors come first, as generate_extra_tensors() runs before get_tensors() */
-    set_info(&p->t[p->n++], &m, Q_TYPE_F32, p->rope_freqs, SIZE_MAX);
-    return QK_OK;
-}
-
-static int map_sources(cv_plan *p, const src_key *order, size_t n_src, qk_err *err)
-{
-    for (size_t k = 0; k < n_src; k++) {
-        const st_tensor *s = st_model_tensor(p->st, order[k].index);
-        ca_tensor m;
-        int rc = ca_map_tensor(&p->cfg, s->name, &m, err);
-        if (rc == CA_SKIP)
-            continue;
-        if (rc < 0) {
-            qk_err_prefix(err, s->path);
-            return rc;
-        }
-        snprintf(m.hf_name, sizeof m.hf_name, "%s", s->name);
-        if ((rc = check_source(&m, s, err)))
-            return rc;
-        set_info(&p->t[p->n++], &m, type_of_dtype(s->dtype), s->data, order[k].index);
-    }
-    return QK_OK;
-}
-
-static const plan_tensor *find_planned(const cv_plan *p, const char *name)
-{
-    for (size_t i = 0; i < p->n; i++)
-        if (!strcmp(p->t[i].info.name, name))
-            return &p->t[i];
-    return NULL;
-}
-
-static int check_required(const cv_plan *p, const char *dir, qk_err *err)
-{
-    ca_tensor m;
-    for (size_t i = 0; ca_required(&p->cfg, i, &m); i++)
-        if (!find_planned(p, m.name))
-            return qk_err_set(err, QK_EFORMAT, "%s: missing tensor '%s' (%s with %lld layers%s)", dir,
-                              m.hf_name, p->cfg.hf_arch, (long long)p->cfg.n_layer,
-                              m.kind == CA_T_OUTPUT ? ", untied embeddings" : "");
-    return QK_OK;
-}
-
-static int plan_tensors(cv_plan *p, const char *dir, qk_err *err)
-{
-    size_t n_src = st_model_n_tensors(p->st);
-    src_key *order = malloc((n_src ? n_src : 1) * sizeof *order);
-    p->t = calloc(n_src + 1, sizeof *p->t);
-    if (!order || !p->t) {
-        free(order);
+                          "%s: scale tensor '%s' must be F32, BF16 or F16 of shape [%lld, %lld] for the "
+                          "%lld x %lld blocks of '%s'",
+                          s->path, s->name, (long long)gr, (long long)gc, (long long)br, (long long)bc, w->name);
+    if (!(r->scale = malloc((size_t)(gr * gc) * sizeof(float))))
         return oom(err);
+    int rc = q_dequantize_rows(type, s->data, r->scale, 1, gr * gc, err);
+    for (int64_t i = 0; !rc && i < gr * gc; i++)
+        if (!isfinite(r->scale[i]))
+            rc = qk_err_set(err, QK_ERANGE, "%s: scale tensor '%s': value %lld is not finite", s->path,
+                            s->name, (long long)i);
+    r->br = br, r->bc = bc;
+    return rc;
+}
+
+static int bind_source(cv_plan *p, const ca_output *o, int k, src_ref *r, qk_err *err)
+{
+    char name[160];
+    ca_output_src_name(o, k, name, sizeof name);
+    const st_tensor *t = st_model_find(p->st, name);
+    if (!t)
+        return qk_err_set(err, QK_EFORMAT, "missing tensor '%s' (%s with %lld layers%s%s)", name,
+                          p->cfg.hf_arch, (long long)p->cfg.hp.n_layer,
+                          p->cfg.hp.n_expert ? ", experts" : "",
+                          o->kind == GA_T_OUTPUT ? ", untied embeddings" : "");
+    int nd;
+    int64_t want[4];
+    ca_output_src_shape(o, &nd, want);
+    bool same = t->n_dims == nd;
+    for (int d = 0; same && d < nd; d++)
+        same = t->shape[d] == want[d];
+    if (!same) {
+        char got[96], exp[96];
+        hf_shape_str(t->shape, t->n_dims, got, sizeof got);
+        hf_shape_str(want, nd, exp, sizeof exp);
+        return qk_err_set(err, QK_EFORMAT, "%s: tensor '%s' has shape [%s] but config.json implies [%s]",
+                          t->path, t->name, got, exp);
     }
-    for (size_t i = 0; i < n_src; i++) {
-        const st_tensor *s = st_model_tensor(p->st, i);
-        order[i] = (src_key){s->file, s->name, i};
+    *r = (src_ref){.t = t, .type = type_of_dtype(t->dtype), .rows = nd == 2 ? want[0] : want[0],
+                   .cols = nd == 2 ? want[1] : 1};
+    if (is_fp8(t->dtype))
+        return load_scale(p, t, r, err);
+    if (r->type < 0)
+        return qk_err_set(err, QK_EUNSUPPORTED,
+                          "%s: tensor '%s' has dtype %s; only F32, F16, BF16 and FP8 (F8_E4M3, F8_E5M2 "
+                          "with block scales) weights are supported",
+                          t->path, t->name, st_dtype_name(t->dtype));
+    return QK_OK;
+}
+
+static void set_info(plan_tensor *pt, const cv_plan *p)
+{
+    cv_tensor *i = &pt->info;
+    const ca_output *o = &pt->out;
+    snprintf(i->name, sizeof i->name, "%s", o->name);
+    if (o->xform == CA_X_STACK)
+        snprintf(i->src_name, sizeof i->src_name, "%.*s*%s", (int)(strstr(o->src, "%d") - o->src), o->src,
+                 strstr(o->src, "%d") + 2);
+    else
+        snprintf(i->src_name, sizeof i->src_name, "%s", o->src);
+    i->n_dims = o->n_dims;
+    memcpy(i->ne, o->ne, sizeof i->ne);
+    i->perm_heads = p->hf_layout ? 0 : o->perm_heads;
+    i->src_type = Q_TYPE_F32;
+    if (o->n_src > 0)
+        i->src_type = pt->src[0].type >= 0 ? pt->src[0].type : Q_TYPE_F32;
+    i->fp8 = o->n_src > 0 && pt->src[0].type < 0;
+    i->type = i->src_type;
+    i->in_bytes = 0;
+    for (int k = 0; k < o->n_src; k++)
+        i->in_bytes += pt->src[k].t->nbytes;
+}
+
+/* Every output the description names, bound to its sources. */
+static int bind_outputs(cv_plan *p, qk_err *err)
+{
+    ca_output o;
+    size_t n_out = 0, n_src = 0;
+    for (; ca_output_at(&p->cfg, n_out, &o); n_out++)
+        n_src += (size_t)o.n_src;
+    p->t = calloc(n_out ? n_out : 1, sizeof *p->t);
+    p->srcs = calloc(n_src ? n_src : 1, sizeof *p->srcs);
+    if (!p->t || !p->srcs)
+        return oom(err);
+    for (size_t i = 0; i < n_out; i++) {
+        plan_tensor *pt = &p->t[p->n++];
+        ca_output_at(&p->cfg, i, &pt->out);
+        pt->src = pt->out.n_src ? p->srcs + p->n_srcs : NULL;
+        for (int k = 0; k < pt->out.n_src; k++) {
+            int rc = bind_source(p, &pt->out, k, &pt->src[k], err);
+            p->n_srcs++;
+            if (rc)
+                return rc;
+            if (!pt->last || src_cmp(pt->src[k].t, pt->last) > 0)
+                pt->last = pt->src[k].t;
+        }
+        if (pt->out.xform == CA_X_ROPE_FREQS) {
+            if (!(p->rope_freqs = malloc((size_t)pt->out.ne[0] * sizeof *p->rope_freqs)))
+                return oom(err);
+            ca_rope_freqs(&p->cfg, p->rope_freqs);
+            pt->data = p->rope_freqs;
+        }
+        set_info(pt, p);
+        if (pt->info.perm_heads > 0 && pt->out.ne[pt->out.n_dims - 1] % (2 * pt->info.perm_heads))
+            return qk_err_set(err, QK_EFORMAT,
+                              "%s: tensor '%s': %lld rows cannot be permuted over %lld heads (odd head size)",
+                              pt->src[0].t->path, pt->src[0].t->name,
+                              (long long)pt->out.ne[pt->out.n_dims - 1], (long long)pt->info.perm_heads);
     }
-    qsort(order, n_src, sizeof *order, by_file_then_name);
-    int rc = p->cfg.rope_kind == CA_ROPE_LLAMA3 ? add_rope_freqs(p) : QK_OK;
-    if (rc)
-        rc = oom(err);
+    return QK_OK;
+}
+
+static int str_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Every checkpoint tensor must be one the description names (or one llama.cpp drops, or an FP8
+ * scale). Checked before anything is bound, so a misnamed tensor is reported as unexpected. */
+static int check_unused(const cv_plan *p, qk_err *err)
+{
+    ca_output o;
+    size_t n_names = 0;
+    for (size_t i = 0; ca_output_at(&p->cfg, i, &o); i++)
+        n_names += (size_t)o.n_src;
+    char **names = calloc(n_names ? n_names : 1, sizeof *names);
+    int rc = names ? QK_OK : oom(err);
+    size_t k = 0;
+    for (size_t i = 0; !rc && ca_output_at(&p->cfg, i, &o); i++) {
+        for (int e = 0; !rc && e < o.n_src; e++) {
+            char name[160];
+            ca_output_src_name(&o, e, name, sizeof name);
+            if (!(names[k++] = strdup(name)))
+                rc = oom(err);
+        }
+    }
     if (!rc)
-        rc = map_sources(p, order, n_src, err);
-    free(order);
-    return rc ? rc : check_required(p, dir, err);
+        qsort(names, n_names, sizeof *names, str_cmp);
+    for (size_t i = 0; i < st_model_n_tensors(p->st) && !rc; i++) {
+        const st_tensor *t = st_model_tensor(p->st, i);
+        size_t n = strlen(t->name);
+        if (ca_ignored(t->name) || bsearch(&t->name, names, n_names, sizeof *names, str_cmp))
+            continue;
+        if (n > 10 && !strcmp(t->name + n - 10, "_scale_inv")) {
+            char w[160];
+            snprintf(w, sizeof w, "%.*s", (int)(n - 10), t->name);
+            const st_tensor *wt = st_model_find(p->st, w);
+            if (wt && is_fp8(wt->dtype))
+                continue;
+            rc = qk_err_set(err, QK_EFORMAT, "%s: scale tensor '%s' belongs to no FP8 weight", t->path, t->name);
+            break;
+        }
+        rc = qk_err_set(err, QK_EFORMAT, "%s: unexpected tensor '%s' for %s with %lld layers", t->path,
+                        t->name, p->cfg.hf_arch, (long long)p->cfg.hp.n_layer);
+    }
+    for (size_t i = 0; names && i < n_names; i++)
+        free(names[i]);
+    free(names);
+    return rc;
+}
+
+/* convert_hf_to_gguf.py writes a tensor when its (last) source is read, generated tensors first,
+ * and a group (a block's stacked experts) when its last source is read, in table order. */
+static int by_write_order(const void *pa, const void *pb)
+{
+    const plan_tensor *a = pa, *b = pb;
+    if (!a->last || !b->last)
+        return a->last ? 1 : b->last ? -1 : (a->out.order > b->out.order) - (a->out.order < b->out.order);
+    int c = src_cmp(a->last, b->last);
+    return c ? c : (a->out.order > b->out.order) - (a->out.order < b->out.order);
+}
+
+static void order_outputs(cv_plan *p)
+{
+    /* a group's members share the group's last source */
+    for (size_t i = 0; i < p->n; i++)
+        for (size_t j = 0; j < p->n; j++)
+            if (p->t[i].out.group && p->t[i].out.group == p->t[j].out.group &&
+                p->t[i].out.layer == p->t[j].out.layer && p->t[j].last &&
+                src_cmp(p->t[j].last, p->t[i].last) > 0)
+                p->t[i].last = p->t[j].last;
+    qsort(p->t, p->n, sizeof *p->t, by_write_order);
+}
+
+static int plan_tensors(cv_plan *p, qk_err *err)
+{
+    int rc = check_unused(p, err);
+    if (!rc)
+        rc = bind_outputs(p, err);
+    if (!rc)
+        order_outputs(p);
+    return rc;
 }
 
 /* ================================================================ planning: types */
@@ -246,17 +342,12 @@ static uint32_t float_file_type(int type)
     return type == Q_TYPE_F32 ? MX_FTYPE_ALL_F32 : type == Q_TYPE_F16 ? MX_FTYPE_F16 : MX_FTYPE_BF16;
 }
 
-static bool ends_with(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && !memcmp(s + n - m, suffix, m);
-}
 
 static void plan_float(cv_plan *p, int type)
 {
     for (size_t i = 0; i < p->n; i++) {
         cv_tensor *t = &p->t[i].info;
-        bool keep_f32 = t->n_dims <= 1 || ends_with(t->name, "_norm.weight") || !ends_with(t->name, ".weight");
+        bool keep_f32 = t->n_dims <= 1 || ga_kind_get(p->t[i].out.kind)->keep_f32;
         t->type = keep_f32 ? Q_TYPE_F32 : type;
     }
     snprintf(p->outtype, sizeof p->outtype, "%s", q_type_info(type)->name);
@@ -309,8 +400,9 @@ static int plan_mix(cv_plan *p, const mx_mix *mix, const cv_options *o, qk_err *
         mt[i] = (mx_tensor){.name = t->name, .n_dims = t->n_dims, .type = Q_TYPE_F32};
         memcpy(mt[i].ne, t->ne, sizeof mt[i].ne);
     }
-    mx_model m = {.arch = p->cfg.gguf_arch, .n_layer = (uint32_t)p->cfg.n_layer,
-                  .n_head = (uint32_t)p->cfg.n_head, .n_head_kv = (uint32_t)p->cfg.n_head_kv};
+    mx_model m = {.arch = p->cfg.gguf_arch, .n_layer = (uint32_t)p->cfg.hp.n_layer,
+                  .n_head = (uint32_t)p->cfg.hp.n_head, .n_head_kv = (uint32_t)p->cfg.hp.n_head_kv,
+                  .n_expert = (uint32_t)p->cfg.hp.n_expert};
     mx_options mo;
     mx_options_init(&mo);
     mx_plan *mp = NULL;
@@ -346,15 +438,20 @@ static int plan_types(cv_plan *p, const cv_options *o, qk_err *err)
 
 /* ================================================================ planning: metadata */
 
-static void finish_sizes(cv_plan *p)
+/* Sizes, and the parameter count gguf-py's size label uses for experts: the shared tensors plus
+ * one expert's share of each stacked tensor. */
+static int64_t finish_sizes(cv_plan *p)
 {
+    uint64_t label = 0;
     for (size_t i = 0; i < p->n; i++) {
         cv_tensor *t = &p->t[i].info;
         t->out_bytes = bytes_as(t->type, t);
         p->n_params += n_elements(t);
-        p->in_bytes += p->t[i].src_index == SIZE_MAX ? 0 : t->in_bytes;
+        label += p->t[i].out.xform == CA_X_STACK ? n_elements(t) / (uint64_t)t->ne[2] : n_elements(t);
+        p->in_bytes += t->in_bytes;
         p->out_bytes += t->out_bytes;
     }
+    return (int64_t)label;
 }
 
 /* general.name comes from the folder's own name, so resolve "." and trailing slashes. */
@@ -381,25 +478,27 @@ int cv_plan_create(const char *dir, const cv_options *o, cv_plan **out, qk_err *
     int rc = ca_config_load(dir, &p->cfg, err);
     if (!rc)
         rc = st_model_open(&p->st, dir, err);
+    p->hf_layout = o && o->hf_layout;
     if (!rc)
-        rc = plan_tensors(p, dir, err);
+        rc = plan_tensors(p, err);
     if (!rc)
         rc = plan_types(p, o, err);
     if (!rc)
         rc = tok_vocab_load_hf(dir, NULL, &p->vocab, err);
-    if (!rc && p->vocab->n_tokens != (uint32_t)p->cfg.n_vocab)
+    if (!rc && p->vocab->n_tokens != (uint32_t)p->cfg.hp.n_vocab)
         rc = qk_err_set(err, QK_EFORMAT, "%s: the tokenizer has %u tokens but config.json says vocab_size %lld",
-                        dir, p->vocab->n_tokens, (long long)p->cfg.n_vocab);
+                        dir, p->vocab->n_tokens, (long long)p->cfg.hp.n_vocab);
     if (!rc)
         rc = te_extra_from_hf(dir, &p->cfg, &p->extra, err);
     if (rc) {
         cv_plan_free(p);
         return rc;
     }
-    finish_sizes(p);
+    int64_t label = finish_sizes(p);
     char folder[256];
     folder_name(dir, folder, sizeof folder);
-    ca_general_meta(folder, p->cfg.name_or_path, (int64_t)p->n_params, &p->general);
+    ca_general_meta(folder, p->cfg.name_or_path, (int64_t)p->n_params, p->cfg.hp.n_expert, label,
+                    &p->general);
     *out = p;
     return QK_OK;
 }
@@ -410,6 +509,9 @@ void cv_plan_free(cv_plan *p)
         return;
     st_model_close(p->st);
     tok_vocab_free(p->vocab);
+    for (size_t i = 0; i < p->n_srcs; i++)
+        free(p->srcs[i].scale);
+    free(p->srcs);
     free(p->t);
     free(p->rope_freqs);
     free(p);
@@ -458,19 +560,21 @@ typedef struct {
     int n_threads;
 } scratch;
 
-/* Units are what the permutation moves: rows of a matrix, elements of a vector. */
+/* Units are what the permutation moves: rows of a matrix (of every expert, expert after expert),
+ * elements of a vector. Sources are read as rows × cols, a vector as elements × 1. */
 typedef struct {
-    int64_t n_units, unit_values, group;
-    size_t src_unit_bytes, out_unit_bytes;
+    int64_t n_units, unit_values, group, src_rows;
+    size_t out_unit_bytes;
 } layout;
 
-static layout layout_of(const cv_tensor *t)
+static layout layout_of(const plan_tensor *pt)
 {
+    const cv_tensor *t = &pt->info;
     layout l;
     l.n_units = t->n_dims == 1 ? t->ne[0] : (int64_t)(n_elements(t) / (uint64_t)t->ne[0]);
     l.unit_values = t->n_dims == 1 ? 1 : t->ne[0];
+    l.src_rows = pt->out.n_src > 1 ? l.n_units / pt->out.n_src : l.n_units;
     l.group = t->perm_heads > 0 ? l.n_units / t->perm_heads : 1;
-    l.src_unit_bytes = (size_t)l.unit_values * q_type_info(t->src_type)->type_size;
     l.out_unit_bytes = t->n_dims == 1 ? q_type_info(t->type)->type_size : q_row_size(t->type, t->ne[0]);
     return l;
 }
@@ -482,36 +586,50 @@ static int64_t units_per_chunk(const layout *l)
     return u > l->group ? u : l->group;
 }
 
-static int64_t src_unit(const cv_tensor *t, const layout *l, int64_t u)
+/* Output unit u comes from row *row of source *k. */
+static void locate(const plan_tensor *pt, const layout *l, int64_t u, int *k, int64_t *row)
 {
-    return t->perm_heads > 0 ? ca_permute_row(u, l->n_units, t->perm_heads) : u;
+    *k = (int)(u / l->src_rows);
+    int64_t r = u % l->src_rows;
+    *row = pt->info.perm_heads > 0 ? ca_permute_row(r, l->src_rows, pt->info.perm_heads) : r;
 }
 
-/* Converting in place would be wasted: hand the writer the mapped bytes. */
-static bool is_copy(const cv_tensor *t) { return t->type == t->src_type && t->perm_heads == 0; }
-
-static void to_f32(const uint8_t *src, int type, float *dst, int64_t n)
+static size_t src_row_bytes(const src_ref *s)
 {
-    if (type == Q_TYPE_F32) {
-        memcpy(dst, src, (size_t)n * sizeof *dst);
-        return;
-    }
-    for (int64_t i = 0; i < n; i++) {
-        uint16_t h;
-        memcpy(&h, src + 2 * i, 2); /* mapped tensors need not be 2-byte aligned */
-        dst[i] = type == Q_TYPE_F16 ? q_fp16_to_fp32(h) : q_bf16_to_fp32(h);
+    return (size_t)s->cols * (s->type < 0 ? 1 : q_type_info(s->type)->type_size);
+}
+
+static const uint8_t *src_row(const src_ref *s, int64_t row)
+{
+    return (const uint8_t *)s->t->data + (size_t)row * src_row_bytes(s);
+}
+
+/* Row `row` of a source as float32. */
+static void src_row_f32(const src_ref *s, int64_t row, float *dst)
+{
+    const uint8_t *from = src_row(s, row);
+    if (s->type < 0) {
+        q_fp8_dequant_rows(s->t->dtype == ST_F8_E5M2 ? Q_FP8_E5M2 : Q_FP8_E4M3, s->t->data, s->scale,
+                           s->cols, s->br, s->bc, row, 1, dst);
+    } else if (s->type == Q_TYPE_F32) {
+        memcpy(dst, from, (size_t)s->cols * sizeof *dst);
+    } else {
+        for (int64_t i = 0; i < s->cols; i++) {
+            uint16_t h;
+            memcpy(&h, from + 2 * i, 2); /* mapped tensors need not be 2-byte aligned */
+            dst[i] = s->type == Q_TYPE_F16 ? q_fp16_to_fp32(h) : q_bf16_to_fp32(h);
+        }
     }
 }
 
-/* One unit as float32 (tmp) and, for a float output type, in that type (to). */
-static void convert_unit(const cv_tensor *t, const uint8_t *from, float *tmp, uint8_t *to, int64_t n)
+/* Float32 (tmp) to a float output type (to). */
+static void from_f32(int type, const float *tmp, uint8_t *to, int64_t n)
 {
-    to_f32(from, t->src_type, tmp, n);
-    if (t->type == Q_TYPE_F32)
+    if (type == Q_TYPE_F32)
         memcpy(to, tmp, (size_t)n * sizeof *tmp);
-    else if (t->type == Q_TYPE_F16)
+    else if (type == Q_TYPE_F16)
         q_from_float_f16(tmp, to, n);
-    else if (t->type == Q_TYPE_BF16)
+    else if (type == Q_TYPE_BF16)
         q_from_float_bf16(tmp, to, n);
 }
 
@@ -521,16 +639,20 @@ static void convert_unit(const cv_tensor *t, const uint8_t *from, float *tmp, ui
 static void gather(const plan_tensor *pt, const layout *l, int64_t u0, int64_t nu, const scratch *s)
 {
     const cv_tensor *t = &pt->info;
-    const uint8_t *src = pt->data;
-    bool raw = t->type == t->src_type;
+    bool raw = t->type == t->src_type && !t->fp8;
 #pragma omp parallel for num_threads(s->n_threads) schedule(static)
     for (int64_t i = 0; i < nu; i++) {
-        const uint8_t *from = src + (size_t)src_unit(t, l, u0 + i) * l->src_unit_bytes;
-        if (raw)
-            memcpy(s->out + (size_t)i * l->src_unit_bytes, from, l->src_unit_bytes);
-        else
-            convert_unit(t, from, s->f32 + (size_t)i * (size_t)l->unit_values,
-                         s->out + (size_t)i * l->out_unit_bytes, l->unit_values);
+        int k;
+        int64_t row;
+        locate(pt, l, u0 + i, &k, &row);
+        const src_ref *sr = &pt->src[k];
+        float *tmp = s->f32 + (size_t)i * (size_t)l->unit_values;
+        if (raw) {
+            memcpy(s->out + (size_t)i * src_row_bytes(sr), src_row(sr, row), src_row_bytes(sr));
+        } else {
+            src_row_f32(sr, row, tmp);
+            from_f32(t->type, tmp, s->out + (size_t)i * l->out_unit_bytes, l->unit_values);
+        }
     }
 }
 
@@ -544,22 +666,31 @@ static int convert_chunk(const plan_tensor *pt, const layout *l, int64_t u0, int
         return QK_OK;
     int64_t bad = -1;
     int rc = q_quantize_rows(t->type, s->f32, s->out, nu, l->unit_values, NULL, s->n_threads, &bad, err);
-    if (rc == QK_ERANGE && bad >= 0)
+    if (rc == QK_ERANGE && bad >= 0) {
+        int k;
+        int64_t row;
+        locate(pt, l, u0 + bad, &k, &row);
         return qk_err_set(err, rc, "tensor '%s': row %lld holds NaN or Inf, which %s cannot encode",
-                          t->src_name, (long long)src_unit(t, l, u0 + bad), q_type_info(t->type)->name);
+                          pt->src[k].t->name, (long long)row, q_type_info(t->type)->name);
+    }
     if (rc)
         qk_err_prefix(err, t->src_name);
     return rc;
 }
 
-/* The mapping's pages of a finished piece are not needed again: drop them so resident memory
- * stays flat (a read-only file mapping refaults from the file if touched again). */
-static void drop_pages(const void *p, size_t n)
+/* The mapped rows a finished piece read are not needed again: resident memory stays flat. */
+static void drop_sources(const plan_tensor *pt, const layout *l, int64_t u0, int64_t nu)
 {
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t a = (uintptr_t)p, lo = (a + page - 1) & ~(page - 1), hi = (a + n) & ~(page - 1);
-    if (hi > lo)
-        (void)madvise((void *)lo, hi - lo, MADV_DONTNEED); /* advisory: failure only costs memory */
+    int k0, k1;
+    int64_t r;
+    locate(pt, l, u0, &k0, &r);
+    locate(pt, l, u0 + nu - 1, &k1, &r);
+    for (int k = k0; k <= k1; k++) {
+        int64_t lo = k == k0 ? u0 % l->src_rows : 0;
+        int64_t hi = k == k1 ? (u0 + nu - 1) % l->src_rows + 1 : l->src_rows;
+        const src_ref *sr = &pt->src[k];
+        mapping_drop(src_row(sr, lo), (size_t)(hi - lo) * src_row_bytes(sr));
+    }
 }
 
 typedef struct {
@@ -574,36 +705,81 @@ static void report(progress_state *ps, size_t done)
         ps->o->progress(ps->o->user, done, ps->total, ps->in_done, ps->out_done);
 }
 
+/* Converting would be wasted: hand the writer the mapped bytes. */
+static bool is_copy(const plan_tensor *pt)
+{
+    const cv_tensor *t = &pt->info;
+    return pt->out.n_src <= 1 && t->type == t->src_type && t->perm_heads == 0 && !t->fp8;
+}
+
+static const uint8_t *copy_bytes(const plan_tensor *pt)
+{
+    return pt->out.n_src ? pt->src[0].t->data : pt->data;
+}
+
 static int write_tensor(const plan_tensor *pt, gguf_writer *w, const scratch *s, progress_state *ps,
                         qk_err *err)
 {
-    const cv_tensor *t = &pt->info;
-    layout l = layout_of(t);
+    layout l = layout_of(pt);
     int64_t step = units_per_chunk(&l);
-    bool mapped = pt->src_index != SIZE_MAX;
+    bool copy = is_copy(pt);
     for (int64_t u0 = 0; u0 < l.n_units; u0 += step) {
         int64_t nu = l.n_units - u0 < step ? l.n_units - u0 : step;
-        const void *bytes = is_copy(t) ? (const uint8_t *)pt->data + (size_t)u0 * l.src_unit_bytes : s->out;
-        int rc = is_copy(t) ? QK_OK : convert_chunk(pt, &l, u0, nu, s, err);
+        const void *bytes = copy ? copy_bytes(pt) + (size_t)u0 * l.out_unit_bytes : s->out;
+        int rc = copy ? QK_OK : convert_chunk(pt, &l, u0, nu, s, err);
         if (!rc && gguf_writer_write(w, bytes, (size_t)nu * l.out_unit_bytes))
             rc = qk_err_set(err, QK_EIO, "%s", gguf_writer_error(w));
         if (rc)
             return rc;
-        if (mapped)
-            drop_pages((const uint8_t *)pt->data + (size_t)u0 * l.src_unit_bytes,
-                       (size_t)nu * l.src_unit_bytes);
-        ps->in_done += mapped ? (uint64_t)nu * l.src_unit_bytes : 0;
+        if (pt->out.n_src)
+            drop_sources(pt, &l, u0, nu);
+        ps->in_done += pt->info.in_bytes * (uint64_t)nu / (uint64_t)l.n_units;
         ps->out_done += (uint64_t)nu * l.out_unit_bytes;
         report(ps, ps->index);
     }
     return QK_OK;
 }
 
+long cv_plan_find(const cv_plan *p, const char *name)
+{
+    for (size_t i = 0; i < p->n; i++)
+        if (!strcmp(p->t[i].info.name, name))
+            return (long)i;
+    return -1;
+}
+
+bool cv_plan_in_place(const cv_plan *p, size_t i, int *type, const void **data)
+{
+    const plan_tensor *pt = &p->t[i];
+    if (pt->out.n_src != 1 || pt->info.fp8 || pt->info.perm_heads)
+        return false;
+    *type = pt->info.src_type;
+    *data = pt->src[0].t->data;
+    return true;
+}
+
+void cv_plan_read_f32(const cv_plan *p, size_t i, float *out, int n_threads)
+{
+    const plan_tensor *pt = &p->t[i];
+    layout l = layout_of(pt);
+    if (!pt->out.n_src) {
+        memcpy(out, pt->data, (size_t)l.n_units * sizeof *out);
+        return;
+    }
+#pragma omp parallel for num_threads(n_threads > 0 ? n_threads : omp_get_max_threads()) schedule(static)
+    for (int64_t u = 0; u < l.n_units; u++) {
+        int k;
+        int64_t row;
+        locate(pt, &l, u, &k, &row);
+        src_row_f32(&pt->src[k], row, out + (size_t)u * (size_t)l.unit_values);
+    }
+}
+
 static int alloc_scratch(const cv_plan *p, const cv_options *o, scratch *s, qk_err *err)
 {
     int64_t values = 1;
     for (size_t i = 0; i < p->n; i++) {
-        layout l = layout_of(&p->t[i].info);
+        layout l = layout_of(&p->t[i]);
         int64_t v = units_per_chunk(&l) * l.unit_values;
         int64_t all = l.n_units * l.unit_values;
         v = v < all ? v : all;

@@ -24,6 +24,7 @@
 #ifndef QKIT_CONVERT_CONVERT_H
 #define QKIT_CONVERT_CONVERT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,6 +36,8 @@ typedef struct {
     const char *outtype;      /* NULL or "auto", "f32", "f16", "bf16", or a mix/type name */
     int n_threads;            /* <= 0: the OpenMP default */
     uint64_t split_max_bytes; /* > 0: gguf-split parts of at most this much tensor data */
+    int hf_layout;            /* keep the checkpoint's q/k row order (no llama permutation): for
+                                 reading the checkpoint as an engine model (hf_engine.c) */
     /* Optional callbacks, called from the calling thread (NULL: none). */
     void (*progress)(void *user, size_t done, size_t total, uint64_t bytes_in, uint64_t bytes_out);
     void (*warn)(void *user, const char *msg);
@@ -45,8 +48,11 @@ void cv_options_init(cv_options *o);
 
 typedef struct {
     char name[GGUF_MAX_NAME]; /* GGUF name */
-    char src_name[96];        /* checkpoint name; "" for the generated rope_freqs */
-    int src_type;             /* enum q_type of the checkpoint data (F32, F16, BF16) */
+    char src_name[128];       /* checkpoint name ("…experts.*.w1.weight" for stacked experts);
+                                 "" for the generated rope_freqs */
+    int src_type;             /* enum q_type of the checkpoint data (F32, F16, BF16; F32 for FP8,
+                                 which is dequantized with its block scales) */
+    int fp8;                  /* the checkpoint stores it as FP8 with block scales */
     int type;                 /* enum q_type written */
     uint32_t n_dims;
     int64_t ne[GGUF_MAX_DIMS];
@@ -70,6 +76,15 @@ uint64_t cv_plan_n_params(const cv_plan *p);
 uint64_t cv_plan_in_bytes(const cv_plan *p);   /* checkpoint bytes read */
 uint64_t cv_plan_out_bytes(const cv_plan *p);  /* tensor data written (without padding) */
 size_t cv_plan_n_fallback(const cv_plan *p);
+
+/* Index of the planned tensor GGUF-named `name`, or -1. */
+long cv_plan_find(const cv_plan *p, const char *name);
+/* Whether tensor i's GGUF bytes are the checkpoint's bytes (one source, F32/F16/BF16, no
+ * transform): then *type and *data (inside the mapping, valid while the plan lives) are set. */
+bool cv_plan_in_place(const cv_plan *p, size_t i, int *type, const void **data);
+/* Tensor i's values as float32, out [n_elements] in GGUF order (transforms and FP8 scales
+ * applied, no type conversion). */
+void cv_plan_read_f32(const cv_plan *p, size_t i, float *out, int n_threads);
 
 typedef struct {
     size_t n_tensors;

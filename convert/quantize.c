@@ -12,6 +12,7 @@
 
 #include "../formats/gguf.h"
 #include "../formats/imatrix.h"
+#include "../formats/mapping.h"
 #include "../quant/quant.h"
 #include "../quant/types.h"
 
@@ -37,9 +38,13 @@ typedef struct {
     int n_threads;
     gguf_writer *w;
     int use_split;            /* --keep-split of a split input */
-    float *f32, *rowbuf;      /* source as f32; per-thread dequantized rows */
-    void *qbuf;               /* quantized tensor */
-    double *row_err;          /* [n_rows][2]: Σw(x−q)², Σw·x² */
+    int64_t chunk_values;     /* piece size in values (see qz_params) */
+    size_t tensor_index;      /* in output order, for progress */
+    uint64_t bytes_done;      /* source bytes finished */
+    /* one piece at a time (sizes grow to the largest piece, never to a tensor) */
+    float *f32, *rowbuf;      /* the piece as f32; per-thread dequantized rows */
+    void *qbuf;               /* the quantized piece */
+    double *row_err;          /* [piece rows][2]: Σw(x−q)², Σw·x² */
     size_t f32_cap, row_cap, q_cap, err_cap;
 } job;
 
@@ -335,9 +340,42 @@ static int open_output(job *j)
 
 /* ---- per-tensor work ---------------------------------------------------------------------- */
 
+/* Tensors stream through in pieces of whole rows. A piece never spans two expert matrices (the
+ * slices ne[0] x ne[1] of a 3-D tensor), since each has its own importance weights; besides the
+ * mapped input, memory holds one piece as f32 and quantized, whatever the tensor's size. */
+
 static int64_t n_rows_of(const mx_tensor *t) { return t->ne[1] * t->ne[2] * t->ne[3]; }
 
-/* The first row holding a non-finite float of an f32/f16/bf16 tensor (raw bits), or -1. */
+/* Rows per piece: chunk_values of them rounded down to whole rows, at least one. */
+static int64_t rows_per_piece(const job *j, int64_t ne0)
+{
+    int64_t r = j->chunk_values / ne0;
+    return r > 0 ? r : 1;
+}
+
+/* Rows in the piece that starts at row r0: at most step, and not past the end of the matrix of
+ * ne1 rows holding r0. */
+static int64_t piece_rows(int64_t r0, int64_t nrows, int64_t ne1, int64_t step)
+{
+    int64_t end = (r0 / ne1 + 1) * ne1;
+    if (end > nrows)
+        end = nrows;
+    return end - r0 < step ? end - r0 : step;
+}
+
+/* A piece of src_bytes source bytes is done: drop its pages from the input mapping (gguf_open()
+ * maps the file read-only, so they are only read again, from the file, if touched again) and
+ * report progress inside a tensor of several pieces (done is the tensor's index). */
+static void piece_done(job *j, const void *src, size_t src_bytes, int last)
+{
+    mapping_drop(src, src_bytes);
+    j->bytes_done += src_bytes;
+    if (j->p->progress && !last)
+        j->p->progress(j->p->user, j->tensor_index, mx_plan_count(j->plan), j->bytes_done);
+}
+
+/* The first row holding a non-finite float of nrows rows of an f32/f16/bf16 tensor (raw bits),
+ * or -1. */
 static int64_t first_bad_row(int type, const void *data, int64_t nrows, int64_t ne0, int nt)
 {
     int64_t bad = INT64_MAX;
@@ -363,22 +401,43 @@ static int64_t first_bad_row(int type, const void *data, int64_t nrows, int64_t 
     return bad == INT64_MAX ? -1 : bad;
 }
 
-static int check_finite(job *j, const mx_tensor *t, const void *data)
+/* Rows [r0, r0 + nrows) of a float tensor, data pointing at row r0, hold only finite values. */
+static int check_finite(job *j, const mx_tensor *t, const void *data, int64_t r0, int64_t nrows)
 {
     if (t->type != Q_TYPE_F32 && t->type != Q_TYPE_F16 && t->type != Q_TYPE_BF16)
         return QK_OK;
-    int64_t bad = first_bad_row(t->type, data, n_rows_of(t), t->ne[0], j->n_threads);
+    int64_t bad = first_bad_row(t->type, data, nrows, t->ne[0], j->n_threads);
     if (bad < 0)
         return QK_OK;
     return qk_err_set(j->err, QK_ERANGE,
                       "%s: tensor '%s': row %lld holds a non-finite value (NaN or Inf)",
-                      j->p->in_path, t->name, (long long)bad);
+                      j->p->in_path, t->name, (long long)(r0 + bad));
 }
 
-/* The source as f32 in j->f32 (or borrowed when it already is aligned f32). */
-static int to_f32(job *j, const mx_tensor *t, const void *src, const float **out)
+/* A tensor that keeps its type: checked for non-finite floats (quantized tensors are checked by
+ * q_quantize_rows) and written piece by piece from the mapping. */
+static int copy_tensor(job *j, size_t i, const gguf_tensor_info *ti)
 {
-    int64_t nrows = n_rows_of(t), ne0 = t->ne[0];
+    const mx_tensor *t = &j->mt[i];
+    int64_t nrows = n_rows_of(t), step = rows_per_piece(j, t->ne[0]);
+    size_t rb = q_row_size(t->type, t->ne[0]);
+    int rc = gguf_writer_begin_tensor(j->w, t->name, (size_t)ti->nbytes);
+    for (int64_t r0 = 0, n; r0 < nrows && !rc; r0 += n) {
+        n = nrows - r0 < step ? nrows - r0 : step;
+        const char *src = (const char *)ti->data + (size_t)r0 * rb;
+        rc = check_finite(j, t, src, r0, n);
+        if (!rc)
+            rc = gguf_writer_write(j->w, src, (size_t)n * rb);
+        if (!rc)
+            piece_done(j, src, (size_t)n * rb, r0 + n == nrows);
+    }
+    return rc;
+}
+
+/* nrows source rows as f32 in j->f32 (or borrowed when they already are aligned f32). */
+static int to_f32(job *j, const mx_tensor *t, const void *src, int64_t nrows, const float **out)
+{
+    int64_t ne0 = t->ne[0];
     if (t->type == Q_TYPE_F32 && ((uintptr_t)src & 3) == 0) {
         *out = src;
         return QK_OK;
@@ -395,36 +454,29 @@ static int to_f32(job *j, const mx_tensor *t, const void *src, const float **out
     return QK_OK;
 }
 
-static int quantize_matrices(job *j, size_t i, int type, const float *x, void *dst)
+/* Quantizes nrows rows x (tensor rows r0...) with the weights w of their matrix into j->qbuf. */
+static int quantize_piece(job *j, const mx_tensor *t, int type, const float *x, int64_t r0,
+                          int64_t nrows, const float *w)
 {
-    const mx_tensor *t = &j->mt[i];
-    int64_t ne0 = t->ne[0], ne1 = t->ne[1], nmat = t->ne[2] * t->ne[3];
-    size_t rb = q_row_size(type, ne0);
-    const float *w = j->imat[i] ? j->imat[i]->values : NULL;
-    /* Each expert matrix has its own importance weights. */
-    for (int64_t m = 0; m < nmat; m++) {
-        int64_t bad = -1;
-        int rc = q_quantize_rows(type, x + m * ne0 * ne1, (char *)dst + (size_t)(m * ne1) * rb, ne1,
-                                 ne0, w ? w + m * ne0 : NULL, j->n_threads, &bad, j->err);
-        if (rc == QK_ERANGE && bad >= 0)
-            return qk_err_set(j->err, rc, "%s: tensor '%s': row %lld holds a non-finite value "
-                              "(NaN or Inf)", j->p->in_path, t->name, (long long)(m * ne1 + bad));
-        if (rc) {
-            qk_err_prefix(j->err, t->name);
-            qk_err_prefix(j->err, j->p->in_path);
-            return rc;
-        }
+    int64_t bad = -1;
+    int rc = q_quantize_rows(type, x, j->qbuf, nrows, t->ne[0], w, j->n_threads, &bad, j->err);
+    if (rc == QK_ERANGE && bad >= 0)
+        return qk_err_set(j->err, rc, "%s: tensor '%s': row %lld holds a non-finite value "
+                          "(NaN or Inf)", j->p->in_path, t->name, (long long)(r0 + bad));
+    if (rc) {
+        qk_err_prefix(j->err, t->name);
+        qk_err_prefix(j->err, j->p->in_path);
     }
-    return QK_OK;
+    return rc;
 }
 
-/* Relative RMSE of the quantized tensor against its f32 source, weighted by the importance
- * weights when there are any. Per-row sums are added in row order: the same result for any
- * thread count. */
-static int measure_error(job *j, size_t i, int type, const float *x, const void *q, double *out)
+/* Adds the piece's error terms to *e and *s (Σw(x−q)², Σw·x², w the matrix's importance weights
+ * or 1) for the relative RMSE of the tensor. Per-row sums are computed in parallel, then added
+ * in row order: the same result for any thread count and any piece size. */
+static int measure_piece(job *j, const mx_tensor *t, int type, const float *x, int64_t r0,
+                         int64_t nrows, const float *w, double *e, double *s)
 {
-    const mx_tensor *t = &j->mt[i];
-    int64_t ne0 = t->ne[0], ne1 = t->ne[1], nrows = n_rows_of(t);
+    int64_t ne0 = t->ne[0];
     int nt = j->n_threads;
     int rc = reserve(j, (void **)&j->rowbuf, &j->row_cap, (size_t)(nt * ne0) * sizeof(float));
     if (!rc)
@@ -432,50 +484,61 @@ static int measure_error(job *j, size_t i, int type, const float *x, const void 
     if (rc)
         return rc;
     const q_kernels *k = q_kernels_get(type);
-    const float *w = j->imat[i] ? j->imat[i]->values : NULL;
     size_t rb = q_row_size(type, ne0);
     int64_t bad = INT64_MAX;
 #pragma omp parallel for schedule(static) num_threads(nt) reduction(min : bad)
     for (int64_t r = 0; r < nrows; r++) {
         float *y = j->rowbuf + (size_t)omp_get_thread_num() * (size_t)ne0;
-        const float *xr = x + r * ne0, *wr = w ? w + (r / ne1) * ne0 : NULL;
-        k->dequantize((const char *)q + r * rb, y, ne0);
-        double e = 0, s = 0;
+        const float *xr = x + r * ne0;
+        k->dequantize((const char *)j->qbuf + r * rb, y, ne0);
+        double er = 0, sr = 0;
         for (int64_t c = 0; c < ne0; c++) {
-            double wc = wr ? wr[c] : 1.0, d = (double)xr[c] - (double)y[c];
-            e += wc * d * d;
-            s += wc * (double)xr[c] * (double)xr[c];
+            double wc = w ? w[c] : 1.0, d = (double)xr[c] - (double)y[c];
+            er += wc * d * d;
+            sr += wc * (double)xr[c] * (double)xr[c];
         }
-        if (!isfinite(e))
+        if (!isfinite(er))
             bad = r < bad ? r : bad;
-        j->row_err[2 * r] = e;
-        j->row_err[2 * r + 1] = s;
+        j->row_err[2 * r] = er;
+        j->row_err[2 * r + 1] = sr;
     }
     if (bad != INT64_MAX)
         return qk_err_set(j->err, QK_EINTERNAL, "tensor '%s': row %lld quantized to non-finite "
-                          "values", t->name, (long long)bad);
-    double e = 0, s = 0;
+                          "values", t->name, (long long)(r0 + bad));
     for (int64_t r = 0; r < nrows; r++)
-        e += j->row_err[2 * r], s += j->row_err[2 * r + 1];
-    *out = s > 0 ? sqrt(e / s) : (e > 0 ? INFINITY : NAN);
+        *e += j->row_err[2 * r], *s += j->row_err[2 * r + 1];
     return QK_OK;
 }
 
-static int process_quantized(job *j, size_t i, const void *src, qz_tensor_report *tr)
+/* Dequantize → quantize → measure → write, piece by piece. */
+static int quantize_tensor(job *j, size_t i, const gguf_tensor_info *ti, qz_tensor_report *tr)
 {
     const mx_tensor *t = &j->mt[i];
-    int type = tr->type;
-    const float *x;
-    int rc = to_f32(j, t, src, &x);
-    if (!rc)
-        rc = reserve(j, &j->qbuf, &j->q_cap, (size_t)tr->bytes);
-    if (rc)
-        return rc;
-    if ((rc = quantize_matrices(j, i, type, x, j->qbuf)))
-        return rc;
-    if ((rc = measure_error(j, i, type, x, j->qbuf, &tr->rel_rmse)))
-        return rc;
-    return gguf_writer_write_tensor(j->w, t->name, j->qbuf, (size_t)tr->bytes);
+    int64_t ne0 = t->ne[0], ne1 = t->ne[1], nrows = n_rows_of(t);
+    int64_t step = rows_per_piece(j, ne0);
+    size_t src_rb = q_row_size(t->type, ne0), rb = q_row_size(tr->type, ne0);
+    const float *w = j->imat[i] ? j->imat[i]->values : NULL;
+    double e = 0, s = 0;
+    int rc = gguf_writer_begin_tensor(j->w, t->name, (size_t)tr->bytes);
+    for (int64_t r0 = 0, n; r0 < nrows && !rc; r0 += n) {
+        n = piece_rows(r0, nrows, ne1, step);
+        const char *src = (const char *)ti->data + (size_t)r0 * src_rb;
+        const float *wm = w ? w + (r0 / ne1) * ne0 : NULL; /* each matrix has its own weights */
+        const float *x;
+        rc = to_f32(j, t, src, n, &x);
+        if (!rc)
+            rc = reserve(j, &j->qbuf, &j->q_cap, (size_t)n * rb);
+        if (!rc)
+            rc = quantize_piece(j, t, tr->type, x, r0, n, wm);
+        if (!rc)
+            rc = measure_piece(j, t, tr->type, x, r0, n, wm, &e, &s);
+        if (!rc)
+            rc = gguf_writer_write(j->w, j->qbuf, (size_t)n * rb);
+        if (!rc)
+            piece_done(j, src, (size_t)n * src_rb, r0 + n == nrows);
+    }
+    tr->rel_rmse = s > 0 ? sqrt(e / s) : (e > 0 ? INFINITY : NAN);
+    return rc;
 }
 
 static int process_tensor(job *j, size_t k)
@@ -494,18 +557,16 @@ static int process_tensor(job *j, size_t k)
     tr->bytes = q_row_size(d->type, t->ne[0]) * (uint64_t)n_rows_of(t);
     if (d->quantize && j->imx)
         tr->imatrix = j->imat[i] ? QZ_IMAT_USED : QZ_IMAT_NONE;
-    if (!d->quantize) { /* quantized tensors are checked by q_quantize_rows */
-        int rc = check_finite(j, t, ti->data);
-        return rc ? rc : gguf_writer_write_tensor(j->w, t->name, ti->data, (size_t)ti->nbytes);
-    }
+    j->tensor_index = k;
+    if (!d->quantize)
+        return copy_tensor(j, i, ti);
     j->r->n_quantized++;
-    return process_quantized(j, i, ti->data, tr);
+    return quantize_tensor(j, i, ti, tr);
 }
 
 static int write_all(job *j)
 {
     size_t n = mx_plan_count(j->plan);
-    uint64_t done_bytes = 0;
     for (size_t k = 0; k < n; k++) {
         int rc = process_tensor(j, k);
         if (rc) {
@@ -514,9 +575,8 @@ static int write_all(job *j)
                 qk_err_set(j->err, rc, "%s", we);
             return rc;
         }
-        done_bytes += j->r->t[k].src_bytes;
         if (j->p->progress)
-            j->p->progress(j->p->user, k + 1, n, done_bytes);
+            j->p->progress(j->p->user, k + 1, n, j->bytes_done);
     }
     return QK_OK;
 }
@@ -614,7 +674,8 @@ static void job_free(job *j)
 int qz_quantize(const qz_params *p, qz_report **report, int *output_failed, qk_err *err)
 {
     double t0 = now_seconds();
-    job j = {.p = p, .err = err, .n_threads = p->n_threads > 0 ? p->n_threads : omp_get_max_threads()};
+    job j = {.p = p, .err = err, .n_threads = p->n_threads > 0 ? p->n_threads : omp_get_max_threads(),
+             .chunk_values = p->chunk_values > 0 ? p->chunk_values : QZ_CHUNK_VALUES};
     int out_failed = 0;
     if (report)
         *report = NULL;

@@ -3,7 +3,10 @@
  *
  * Contract: for the same input, mix, options and importance matrix the output tensors (types,
  * shapes, order, bytes) and metadata equal llama-quantize's at llama.cpp c392e50, whatever
- * n_threads is. Everything that can be checked before writing is checked first (type plan,
+ * n_threads and chunk_values are. Tensors stream through in pieces of whole rows (never across
+ * two expert matrices of a 3-D tensor): besides the memory-mapped input, whose pages are dropped
+ * after each piece, memory holds one piece (about chunk_values floats and its quantized bytes)
+ * and a few rows per thread, never a whole tensor. Everything that can be checked before writing is checked first (type plan,
  * requantization, imatrix names and sizes, non-finite weights); the output appears only when
  * complete (crash-safe writer), so a failed run leaves nothing behind.
  *
@@ -24,6 +27,9 @@
 #include "../quant/status.h"
 #include "mix.h"
 
+/* Default piece size in values: 16 MiB of float32 scratch. */
+#define QZ_CHUNK_VALUES ((int64_t)4 << 20)
+
 typedef struct {
     const char *in_path;      /* GGUF; any part of a split model */
     const char *out_path;     /* with keep_split: PREFIX[.gguf] → PREFIX-0000i-of-0000n.gguf */
@@ -34,8 +40,13 @@ typedef struct {
                                  has_imatrix and keep_order are set by the pipeline */
     int allow_requantize;     /* quantized input tensors may be dequantized and requantized */
     int keep_split;           /* output parts follow the input parts */
+    int64_t chunk_values;     /* values per piece, rounded down to whole rows (at least one) and
+                                 cut at expert matrix boundaries; <= 0: QZ_CHUNK_VALUES. Only
+                                 memory and speed depend on it, never the output or the report */
     /* Optional callbacks (NULL: none); user is passed back. Warnings also land in the report. */
     void (*warn)(void *user, const char *msg);
+    /* After every tensor (done tensors of total, bytes_done source bytes), and within a tensor
+     * that takes several pieces after each piece (done unchanged, bytes_done growing). */
     void (*progress)(void *user, size_t done, size_t total, uint64_t bytes_done);
     void *user;
 } qz_params;

@@ -14,6 +14,8 @@
 
 #include "../formats/outfile.h"
 #include "../quant/fp16.h"
+#include "../quant/fp8.h"
+#include "arch.h"
 
 #define MAX_DIM (1 << 24)     /* per hyper-parameter; products are checked by st_spec_nbytes */
 #define MAX_LAYERS (1 << 16)
@@ -36,29 +38,13 @@ static const char *const TOKENIZER_FILES[] = {
 
 /* ---- architectures ------------------------------------------------------------------------ */
 
-/* What differs between the supported architectures, as transformers' modeling files define it:
- * Qwen2 always has q/k/v biases; Llama's attention_bias adds all four attention biases and
- * mlp_bias the three MLP ones; Qwen3 adds per-head RMS norms on q and k and, since its head_dim
- * is decoupled from hidden_size, wants head_dim spelled out. */
-static const struct {
-    const char *name;
-    int qkv_bias;      /* always */
-    int qk_norm;
-    int attn_bias_key; /* reads attention_bias */
-    int mlp_bias_key;  /* reads mlp_bias */
-    int need_head_dim;
-} ARCHS[] = {
-    {"LlamaForCausalLM", 0, 0, 1, 1, 0},
-    {"MistralForCausalLM", 0, 0, 0, 0, 0},
-    {"Qwen2ForCausalLM", 1, 0, 0, 0, 0},
-    {"Qwen3ForCausalLM", 0, 1, 1, 0, 1},
-};
-#define N_ARCHS (sizeof ARCHS / sizeof ARCHS[0])
+/* The architectures and their tensors come from the converter's description (arch.h): synth
+ * writes exactly the tensors a checkpoint of the config must hold, with their HF names and shapes
+ * (stacked experts as one 2-D tensor per expert), so every architecture the converter reads can
+ * be synthesized. The converter is checked against llama.cpp's outputs and real checkpoints, not
+ * against synth. */
 
-const char *sy_supported_archs(void)
-{
-    return "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM";
-}
+const char *sy_supported_archs(void) { return ca_supported(); }
 
 /* A present, non-null member; NULL when absent or null (transformers writes null for unset). */
 static const cJSON *member(const cJSON *cfg, const char *key)
@@ -103,7 +89,7 @@ static int get_bool(const cJSON *cfg, const char *key, int *out, const char *pat
     return QK_OK;
 }
 
-static int find_arch(const cJSON *cfg, int *idx, const char *path, qk_err *err)
+static int find_arch(const cJSON *cfg, const ca_arch **out, const char *path, qk_err *err)
 {
     const cJSON *a = member(cfg, "architectures");
     const cJSON *first = cJSON_IsArray(a) ? cJSON_GetArrayItem(a, 0) : NULL;
@@ -111,12 +97,8 @@ static int find_arch(const cJSON *cfg, int *idx, const char *path, qk_err *err)
         return qk_err_set(err, QK_EFORMAT,
                           "%s: missing 'architectures' (a list naming one of: %s)", path,
                           sy_supported_archs());
-    for (size_t i = 0; i < N_ARCHS; i++) {
-        if (strcmp(first->valuestring, ARCHS[i].name) == 0) {
-            *idx = (int)i;
-            return QK_OK;
-        }
-    }
+    if ((*out = ca_arch_find(first->valuestring)))
+        return QK_OK;
     return qk_err_set(err, QK_EUNSUPPORTED, "%s: architecture '%.100s' is not supported (supported: %s)",
                       path, first->valuestring, sy_supported_archs());
 }
@@ -150,15 +132,31 @@ static int get_init_std(const cJSON *cfg, float *out, const char *path, qk_err *
     return QK_OK;
 }
 
+/* The converter's view of the config. Synth needs only the shapes, so the keys a checkpoint must
+ * have but weights do not depend on get harmless defaults when absent. */
+static int describe(const cJSON *cfg, sy_arch *a, const char *path, qk_err *err)
+{
+    cJSON *c = cJSON_Duplicate(cfg, 1);
+    if (!c)
+        return qk_err_set(err, QK_ENOMEM, "%s: out of memory", path);
+    if (!member(c, "max_position_embeddings"))
+        cJSON_AddNumberToObject(c, "max_position_embeddings", 4096);
+    if (!member(c, "rms_norm_eps"))
+        cJSON_AddNumberToObject(c, "rms_norm_eps", 1e-6);
+    cJSON_DeleteItemFromObjectCaseSensitive(c, "quantization_config"); /* synth decides that */
+    int rc = ca_config_from_json(c, path, &a->cfg, err);
+    cJSON_Delete(c);
+    return rc;
+}
+
 int sy_arch_from_config(sy_arch *out, const cJSON *cfg, const char *path, qk_err *err)
 {
     memset(out, 0, sizeof *out);
     if (!cJSON_IsObject(cfg))
         return qk_err_set(err, QK_EFORMAT, "%s: not a JSON object", path);
-    int ai = 0;
-    int rc = find_arch(cfg, &ai, path, err);
-    sy_arch a = {.arch = ARCHS[ai].name, .qkv_bias = ARCHS[ai].qkv_bias,
-                 .qk_norm = ARCHS[ai].qk_norm};
+    const ca_arch *ca = NULL;
+    int rc = find_arch(cfg, &ca, path, err);
+    sy_arch a = {.arch = ca ? ca->hf_class : NULL};
     if (rc == QK_OK)
         rc = get_int(cfg, "hidden_size", 1, MAX_DIM, -1, &a.hidden, path, err);
     if (rc == QK_OK)
@@ -176,93 +174,42 @@ int sy_arch_from_config(sy_arch *out, const cJSON *cfg, const char *path, qk_err
                         "%s: num_attention_heads %" PRId64 " is not a multiple of "
                         "num_key_value_heads %" PRId64, path, a.n_heads, a.n_kv_heads);
     if (rc == QK_OK)
-        rc = get_head_dim(cfg, &a, ARCHS[ai].need_head_dim, path, err);
+        rc = get_head_dim(cfg, &a, ca->need_head_dim, path, err);
     if (rc == QK_OK && a.head_dim % 2)
         rc = qk_err_set(err, QK_ERANGE, "%s: head_dim %" PRId64 " is odd (rotary embeddings "
                         "rotate pairs)", path, a.head_dim);
     if (rc == QK_OK)
         rc = get_bool(cfg, "tie_word_embeddings", &a.tied, path, err);
-    if (rc == QK_OK && ARCHS[ai].attn_bias_key) {
-        rc = get_bool(cfg, "attention_bias", &a.o_bias, path, err);
-        a.qkv_bias |= a.o_bias;
-    }
-    if (rc == QK_OK && ARCHS[ai].mlp_bias_key)
-        rc = get_bool(cfg, "mlp_bias", &a.mlp_bias, path, err);
     if (rc == QK_OK)
         rc = get_init_std(cfg, &a.init_std, path, err);
     if (rc == QK_OK)
+        rc = describe(cfg, &a, path, err);
+    if (rc == QK_OK) {
+        a.n_experts = a.cfg.hp.n_expert;
         *out = a;
+    }
     return rc;
 }
 
 /* ---- tensor table ------------------------------------------------------------------------- */
 
-enum { D_NONE, D_HIDDEN, D_Q, D_KV, D_INTER, D_HEAD };
-enum { W_ALWAYS, W_QKV_BIAS, W_O_BIAS, W_MLP_BIAS, W_QK_NORM };
-
-/* One decoder layer in transformers' state_dict order (attention, MLP, then the two norms). */
-static const struct {
-    const char *suffix;
-    int rows, cols; /* cols D_NONE: a vector */
-    int when;
-    int is_norm;
-} LAYER[] = {
-    {"self_attn.q_proj.weight", D_Q, D_HIDDEN, W_ALWAYS, 0},
-    {"self_attn.q_proj.bias", D_Q, D_NONE, W_QKV_BIAS, 0},
-    {"self_attn.k_proj.weight", D_KV, D_HIDDEN, W_ALWAYS, 0},
-    {"self_attn.k_proj.bias", D_KV, D_NONE, W_QKV_BIAS, 0},
-    {"self_attn.v_proj.weight", D_KV, D_HIDDEN, W_ALWAYS, 0},
-    {"self_attn.v_proj.bias", D_KV, D_NONE, W_QKV_BIAS, 0},
-    {"self_attn.o_proj.weight", D_HIDDEN, D_Q, W_ALWAYS, 0},
-    {"self_attn.o_proj.bias", D_HIDDEN, D_NONE, W_O_BIAS, 0},
-    {"self_attn.q_norm.weight", D_HEAD, D_NONE, W_QK_NORM, 1},
-    {"self_attn.k_norm.weight", D_HEAD, D_NONE, W_QK_NORM, 1},
-    {"mlp.gate_proj.weight", D_INTER, D_HIDDEN, W_ALWAYS, 0},
-    {"mlp.gate_proj.bias", D_INTER, D_NONE, W_MLP_BIAS, 0},
-    {"mlp.up_proj.weight", D_INTER, D_HIDDEN, W_ALWAYS, 0},
-    {"mlp.up_proj.bias", D_INTER, D_NONE, W_MLP_BIAS, 0},
-    {"mlp.down_proj.weight", D_HIDDEN, D_INTER, W_ALWAYS, 0},
-    {"mlp.down_proj.bias", D_HIDDEN, D_NONE, W_MLP_BIAS, 0},
-    {"input_layernorm.weight", D_HIDDEN, D_NONE, W_ALWAYS, 1},
-    {"post_attention_layernorm.weight", D_HIDDEN, D_NONE, W_ALWAYS, 1},
-};
-#define N_LAYER (sizeof LAYER / sizeof LAYER[0])
-
-static int64_t dim_of(const sy_arch *a, int d)
-{
-    switch (d) {
-    case D_HIDDEN: return a->hidden;
-    case D_Q: return a->n_heads * a->head_dim;
-    case D_KV: return a->n_kv_heads * a->head_dim;
-    case D_INTER: return a->intermediate;
-    case D_HEAD: return a->head_dim;
-    default: return 0;
-    }
-}
-
-static int wanted(const sy_arch *a, int when)
-{
-    switch (when) {
-    case W_QKV_BIAS: return a->qkv_bias;
-    case W_O_BIAS: return a->o_bias;
-    case W_MLP_BIAS: return a->mlp_bias;
-    case W_QK_NORM: return a->qk_norm;
-    default: return 1;
-    }
-}
-
 /* Norms start near one (transformers initialises them to ones); everything else near zero. */
-static void set_tensor(sy_tensor *t, const sy_arch *a, const char *name, int64_t rows,
-                       int64_t cols, int is_norm)
+static void set_tensor(sy_tensor *t, const sy_arch *a, const ca_output *o, int k)
 {
-    snprintf(t->name, sizeof t->name, "%s", name);
-    t->n_dims = cols ? 2 : 1;
-    t->shape[0] = rows;
-    t->shape[1] = cols;
-    t->mean = is_norm ? 1.0f : 0.0f;
+    ca_output_src_name(o, k, t->name, sizeof t->name);
+    int64_t shape[4];
+    ca_output_src_shape(o, &t->n_dims, shape);
+    t->shape[0] = shape[0];
+    t->shape[1] = t->n_dims == 2 ? shape[1] : 0;
+    const ga_kind_info *ki = ga_kind_get(o->kind);
+    t->mean = ki->vector && !ki->bias ? 1.0f : 0.0f;
     t->std = a->init_std;
+    t->linear = t->n_dims == 2 && o->kind != GA_T_TOKEN_EMBD && o->kind != GA_T_OUTPUT &&
+                o->kind != GA_T_FFN_GATE_INP;
 }
 
+/* Model order, as save_pretrained shards: the embeddings, the blocks, then the other model-wide
+ * tensors (final norm, head). */
 int sy_arch_tensors(const sy_arch *a, sy_tensor **out, size_t *n, qk_err *err)
 {
     *out = NULL;
@@ -270,25 +217,21 @@ int sy_arch_tensors(const sy_arch *a, sy_tensor **out, size_t *n, qk_err *err)
     if (a->n_layers < 1 || a->n_layers > MAX_LAYERS)
         return qk_err_set(err, QK_ERANGE, "%" PRId64 " layers: outside [1, %d]", a->n_layers,
                           MAX_LAYERS);
-    size_t cap = 3 + (size_t)a->n_layers * N_LAYER;
-    sy_tensor *t = calloc(cap, sizeof *t);
+    size_t cap = 0;
+    ca_output o;
+    for (size_t i = 0; ca_output_at(&a->cfg, i, &o); i++)
+        cap += (size_t)o.n_src;
+    sy_tensor *t = calloc(cap ? cap : 1, sizeof *t);
     if (!t)
         return qk_err_set(err, QK_ENOMEM, "out of memory for %zu tensor descriptions", cap);
     size_t k = 0;
-    set_tensor(&t[k++], a, "model.embed_tokens.weight", a->vocab, a->hidden, 0);
-    for (int64_t l = 0; l < a->n_layers; l++) {
-        for (size_t i = 0; i < N_LAYER; i++) {
-            if (!wanted(a, LAYER[i].when))
-                continue;
-            char name[SY_NAME_MAX];
-            snprintf(name, sizeof name, "model.layers.%" PRId64 ".%s", l, LAYER[i].suffix);
-            set_tensor(&t[k++], a, name, dim_of(a, LAYER[i].rows), dim_of(a, LAYER[i].cols),
-                       LAYER[i].is_norm);
+    for (int pass = 0; pass < 3; pass++) {
+        for (size_t i = 0; ca_output_at(&a->cfg, i, &o); i++) {
+            int p = o.kind == GA_T_TOKEN_EMBD ? 0 : o.layer >= 0 ? 1 : 2;
+            for (int e = 0; p == pass && e < o.n_src; e++)
+                set_tensor(&t[k++], a, &o, e);
         }
     }
-    set_tensor(&t[k++], a, "model.norm.weight", a->hidden, 0, 1);
-    if (!a->tied)
-        set_tensor(&t[k++], a, "lm_head.weight", a->vocab, a->hidden, 0);
     *out = t;
     *n = k;
     return QK_OK;
@@ -327,10 +270,13 @@ static inline float element(uint64_t key, uint64_t j, float mean, float k)
     return mean + k * (float)(s - 131070);
 }
 
+/* The factor element() applies to the centred sum for a standard deviation std. */
+static inline float std_factor(float std) { return (float)((double)std * Z_SCALE); }
+
 void sy_fill(uint64_t key, uint64_t first, size_t n, float mean, float std, st_dtype dtype,
              void *out /* [n] elements of dtype */)
 {
-    const float k = (float)((double)std * Z_SCALE);
+    const float k = std_factor(std);
     const int64_t m = (int64_t)n;
     if (dtype == ST_F32) {
         float *o = out;
@@ -347,6 +293,50 @@ void sy_fill(uint64_t key, uint64_t first, size_t n, float mean, float std, st_d
 #pragma omp parallel for schedule(static) if (m >= 65536)
         for (int64_t i = 0; i < m; i++)
             o[i] = q_fp32_to_bf16(element(key, first + (uint64_t)i, mean, k));
+    }
+}
+
+/* ---- FP8 linear weights ------------------------------------------------------------------- */
+
+#define FP8_MAX 448.0f /* the largest finite e4m3fn value */
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* Rows [row0, row0 + nr) of the linear weight t (row0 a multiple of SY_FP8_BLOCK) as block-scaled
+ * e4m3: scale [ceil(nr/B)][ceil(cols/B)] gets max|x| / 448 of each B x B block (1 for an all-zero
+ * block; blocks on the last row and column of the grid are partial), and codes [nr][cols], unless
+ * NULL, gets q_fp32_to_fp8_e4m3(x / scale) of each element. x is the float32 value sy_fill(ST_F32)
+ * gives. A block is a task with its values in a 64 KiB scratch of its thread; blocks are
+ * independent, so the bytes do not depend on the thread count. */
+static void fp8_rows(uint64_t key, const sy_tensor *t, int64_t row0, int64_t nr,
+                     float *scale /* [ceil(nr/B)][ceil(cols/B)] */,
+                     uint8_t *codes /* [nr][cols] or NULL */)
+{
+    enum { B = SY_FP8_BLOCK };
+    const int64_t cols = t->shape[1];
+    const int64_t gc = (cols + B - 1) / B, n_tasks = (nr + B - 1) / B * gc;
+    const float k = std_factor(t->std), mean = t->mean;
+#pragma omp parallel if (nr * cols >= 65536)
+    {
+        float x[B * B]; /* [r1 - r0][c1 - c0] */
+#pragma omp for schedule(static)
+        for (int64_t task = 0; task < n_tasks; task++) {
+            const int64_t r0 = row0 + task / gc * B, c0 = task % gc * B;
+            const int64_t r1 = min64(r0 + B, row0 + nr), c1 = min64(c0 + B, cols), w = c1 - c0;
+            float amax = 0;
+            for (int64_t r = r0; r < r1; r++)
+                for (int64_t c = c0; c < c1; c++) {
+                    const float v = element(key, (uint64_t)(r * cols + c), mean, k);
+                    const float a = v < 0 ? -v : v;
+                    x[(r - r0) * w + c - c0] = v;
+                    amax = a > amax ? a : amax;
+                }
+            const float s = amax > 0 ? amax / FP8_MAX : 1.0f;
+            scale[task] = s;
+            for (int64_t r = r0; codes && r < r1; r++)
+                for (int64_t c = c0; c < c1; c++)
+                    codes[(r - row0) * cols + c] = q_fp32_to_fp8_e4m3(x[(r - r0) * w + c - c0] / s);
+        }
     }
 }
 
@@ -689,33 +679,53 @@ static void bg_stop(bg_writer *b)
 
 /* ---- a run -------------------------------------------------------------------------------- */
 
+/* What a file entry holds: a tensor's values in a float dtype, a linear weight as FP8 codes, or
+ * that weight's scale grid (`<name>_scale_inv`). */
+typedef enum { E_VALUES, E_FP8, E_SCALE } entry_kind;
+
+/* One tensor of the checkpoint as stored: a sy_tensor, and with --dtype fp8 also the scale grid
+ * of each linear weight, right after it in model order. */
+typedef struct {
+    char name[SY_NAME_MAX + 16];
+    const sy_tensor *t; /* the tensor whose values it holds or scales */
+    entry_kind kind;
+    st_dtype dtype;
+    int n_dims;
+    int64_t shape[2];
+} entry;
+
 typedef struct {
     const sy_options *o;
     sy_tensor *t;
+    size_t n_t;
+    entry *e;          /* [n] in model order */
     size_t n;
     uint64_t *nbytes;  /* [n] */
-    int64_t *shard;    /* [n] file index of each tensor (0-based) */
+    int64_t *shard;    /* [n] file index of each entry (0-based) */
     int64_t n_files;
     uint64_t total, done;
     char out[SY_PATH_MAX]; /* out_dir without trailing slashes */
     char tmp[SY_PATH_MAX + 16];
-    void *buf[2];      /* PIECE_BYTES each: one is generated while the other is written */
+    void *buf[2];      /* buf_bytes each: one is generated while the other is written */
+    size_t buf_bytes;  /* PIECE_BYTES, or one band of SY_FP8_BLOCK rows of FP8 codes if larger */
     int cur;
     bg_writer bg;
 } job;
 
+static int is_fp8_run(const sy_options *o) { return o->dtype == ST_F8_E4M3; }
+
 static const char *dtype_torch_name(st_dtype d)
 {
-    return d == ST_F32 ? "float32" : d == ST_F16 ? "float16" : "bfloat16";
+    return d == ST_F32 ? "float32" : d == ST_F16 ? "float16" : "bfloat16"; /* fp8: bfloat16 */
 }
 
 static int check_options(const sy_options *o, qk_err *err)
 {
     if (!o->config_path || !o->out_dir)
         return qk_err_set(err, QK_EFORMAT, "synth: a config and an output folder are required");
-    if (o->dtype != ST_F32 && o->dtype != ST_F16 && o->dtype != ST_BF16)
-        return qk_err_set(err, QK_EUNSUPPORTED, "synth: dtype %s is not one of F32, F16, BF16",
-                          st_dtype_name(o->dtype));
+    if (o->dtype != ST_F32 && o->dtype != ST_F16 && o->dtype != ST_BF16 && !is_fp8_run(o))
+        return qk_err_set(err, QK_EUNSUPPORTED, "synth: dtype %s is not one of F32, F16, BF16, "
+                          "F8_E4M3", st_dtype_name(o->dtype));
     if (o->shards && o->max_shard_size)
         return qk_err_set(err, QK_EFORMAT, "synth: give a shard count or a maximum shard size, "
                           "not both");
@@ -731,19 +741,55 @@ static int check_options(const sy_options *o, qk_err *err)
     return QK_OK;
 }
 
+static void add_entry(job *j, const sy_tensor *t, entry_kind kind, st_dtype dtype)
+{
+    entry *e = &j->e[j->n++];
+    const int64_t B = SY_FP8_BLOCK;
+    *e = (entry){.t = t, .kind = kind, .dtype = dtype, .n_dims = t->n_dims,
+                 .shape = {t->shape[0], t->shape[1]}};
+    snprintf(e->name, sizeof e->name, "%s%s", t->name, kind == E_SCALE ? "_scale_inv" : "");
+    if (kind == E_SCALE) {
+        e->shape[0] = (t->shape[0] + B - 1) / B;
+        e->shape[1] = (t->shape[1] + B - 1) / B;
+    }
+}
+
+/* The stored tensors, each with its own dtype and size: the run's dtype, or with fp8 the linear
+ * weights as F8_E4M3 followed by their F32 scale grids and everything else as BF16. */
 static int size_tensors(job *j, qk_err *err)
 {
-    j->nbytes = calloc(j->n, sizeof *j->nbytes);
-    j->shard = calloc(j->n, sizeof *j->shard);
-    if (!j->nbytes || !j->shard)
+    const int fp8 = is_fp8_run(j->o);
+    size_t cap = j->n_t;
+    for (size_t i = 0; fp8 && i < j->n_t; i++)
+        cap += j->t[i].linear != 0;
+    j->e = calloc(cap ? cap : 1, sizeof *j->e);
+    j->nbytes = calloc(cap ? cap : 1, sizeof *j->nbytes);
+    j->shard = calloc(cap ? cap : 1, sizeof *j->shard);
+    if (!j->e || !j->nbytes || !j->shard)
         return qk_err_set(err, QK_ENOMEM, "out of memory");
+    j->buf_bytes = PIECE_BYTES;
+    for (size_t i = 0; i < j->n_t; i++) {
+        const sy_tensor *t = &j->t[i];
+        if (!fp8) {
+            add_entry(j, t, E_VALUES, j->o->dtype);
+        } else if (!t->linear) {
+            add_entry(j, t, E_VALUES, ST_BF16);
+        } else {
+            add_entry(j, t, E_FP8, ST_F8_E4M3);
+            add_entry(j, t, E_SCALE, ST_F32);
+            /* one band of codes (at most 2^31 bytes: cols <= MAX_DIM) */
+            size_t band = (size_t)SY_FP8_BLOCK * (size_t)t->shape[1];
+            j->buf_bytes = band > j->buf_bytes ? band : j->buf_bytes;
+        }
+    }
     for (size_t i = 0; i < j->n; i++) {
-        st_tensor_spec s = {.name = j->t[i].name, .dtype = j->o->dtype, .n_dims = j->t[i].n_dims,
-                            .shape = {j->t[i].shape[0], j->t[i].shape[1]}};
+        const entry *e = &j->e[i];
+        st_tensor_spec s = {.name = e->name, .dtype = e->dtype, .n_dims = e->n_dims,
+                            .shape = {e->shape[0], e->shape[1]}};
         if (st_spec_nbytes(&s, &j->nbytes[i]) != QK_OK ||
             __builtin_add_overflow(j->total, j->nbytes[i], &j->total))
             return qk_err_set(err, QK_ERANGE, "%s: tensor '%s' makes the model size overflow",
-                              j->o->config_path, j->t[i].name);
+                              j->o->config_path, e->name);
     }
     return QK_OK;
 }
@@ -871,6 +917,26 @@ static int set_gen_special_ids(cJSON *c)
     return set_number(c, "bos_token_id", 1) && set_number(c, "eos_token_id", 2);
 }
 
+/* quantization_config of an FP8 checkpoint, keys sorted as transformers writes them (DeepSeek-V3's
+ * spelling); any other quantization_config goes: the weights are what this run wrote. */
+static int set_quantization(cJSON *c, int fp8)
+{
+    cJSON_DeleteItemFromObjectCaseSensitive(c, "quantization_config");
+    if (!fp8)
+        return 1;
+    cJSON *q = cJSON_AddObjectToObject(c, "quantization_config");
+    const int block[2] = {SY_FP8_BLOCK, SY_FP8_BLOCK};
+    if (!q || !cJSON_AddStringToObject(q, "activation_scheme", "dynamic") ||
+        !cJSON_AddStringToObject(q, "fmt", "e4m3") ||
+        !cJSON_AddStringToObject(q, "quant_method", "fp8"))
+        return 0;
+    cJSON *b = cJSON_CreateIntArray(block, 2);
+    if (b && cJSON_AddItemToObject(q, "weight_block_size", b))
+        return 1;
+    cJSON_Delete(b);
+    return 0;
+}
+
 static int write_config(const job *j, const cJSON *cfg, qk_err *err)
 {
     char path[SY_PATH_MAX];
@@ -889,6 +955,8 @@ static int write_config(const job *j, const cJSON *cfg, qk_err *err)
         ok = cJSON_AddStringToObject(c, "torch_dtype", dt) != NULL;
     if (ok && j->o->tokenizer_gen)
         ok = set_gen_special_ids(c);
+    if (ok && (is_fp8_run(j->o) || cJSON_HasObjectItem(c, "quantization_config")))
+        ok = set_quantization(c, is_fp8_run(j->o));
     rc = ok ? sy_write_json(path, c, err)
             : qk_err_set(err, QK_ENOMEM, "%s: out of memory", path);
     cJSON_Delete(c);
@@ -919,41 +987,92 @@ static int copy_tokenizer(const job *j, const char *src_dir, int explicit_dir, i
 
 static int cmp_by_name(const void *a, const void *b)
 {
-    return strcmp((*(const sy_tensor *const *)a)->name, (*(const sy_tensor *const *)b)->name);
+    return strcmp((*(const entry *const *)a)->name, (*(const entry *const *)b)->name);
 }
 
-/* Streams one tensor through the writer in pieces. */
-static int write_tensor(job *j, st_writer *w, const sy_tensor *t, qk_err *err)
+/* The buffer to fill next (the other one may still be in the writer's hands). */
+static void *next_buf(job *j)
 {
-    uint64_t n = (uint64_t)t->shape[0] * (uint64_t)(t->n_dims == 2 ? t->shape[1] : 1);
-    size_t esz = st_dtype_size(j->o->dtype);
+    void *buf = j->buf[j->cur];
+    j->cur ^= 1;
+    return buf;
+}
+
+/* Hands a filled buffer to the writer and reports progress. */
+static int submit(job *j, st_writer *w, const void *buf, size_t n, qk_err *err)
+{
+    int rc = bg_submit(&j->bg, w, buf, n, err);
+    if (rc != QK_OK)
+        return rc;
+    j->done += n;
+    if (j->o->progress)
+        j->o->progress(j->o->progress_ud, j->done, j->total);
+    return QK_OK;
+}
+
+/* Streams a linear weight's FP8 codes or its scale grid in bands of SY_FP8_BLOCK rows, as many
+ * bands per piece as make about PIECE_BYTES of codes (at least one). The scale grid is
+ * recomputed from the regenerated values rather than kept from the codes' pass: the two may
+ * even be in different files. */
+static int write_fp8(job *j, st_writer *w, const entry *e, uint64_t key, qk_err *err)
+{
+    const sy_tensor *t = e->t;
+    const int64_t rows = t->shape[0], cols = t->shape[1], B = SY_FP8_BLOCK;
+    const int64_t gc = (cols + B - 1) / B, band = B * cols;
+    const int64_t piece = (int64_t)PIECE_BYTES;
+    const int64_t per = (band < piece ? piece / band : 1) * B; /* rows per piece */
+    float *scale = e->kind == E_FP8 ? malloc((size_t)(per / B * gc) * sizeof *scale) : NULL;
+    if (e->kind == E_FP8 && !scale)
+        return qk_err_set(err, QK_ENOMEM, "out of memory");
+    int rc = QK_OK;
+    for (int64_t r0 = 0; rc == QK_OK && r0 < rows; r0 += per) {
+        const int64_t nr = min64(per, rows - r0);
+        void *buf = next_buf(j);
+        size_t n;
+        if (e->kind == E_FP8) {
+            fp8_rows(key, t, r0, nr, scale, buf);
+            n = (size_t)(nr * cols);
+        } else {
+            fp8_rows(key, t, r0, nr, buf, NULL);
+            n = (size_t)((nr + B - 1) / B * gc) * sizeof(float);
+        }
+        rc = submit(j, w, buf, n, err);
+    }
+    free(scale);
+    return rc;
+}
+
+/* Streams one entry through the writer in pieces. */
+static int write_tensor(job *j, st_writer *w, const entry *e, qk_err *err)
+{
+    const sy_tensor *t = e->t;
     uint64_t key = sy_tensor_key(j->o->seed, t->name);
+    if (e->kind != E_VALUES)
+        return write_fp8(j, w, e, key, err);
+    uint64_t n = (uint64_t)t->shape[0] * (uint64_t)(t->n_dims == 2 ? t->shape[1] : 1);
+    size_t esz = st_dtype_size(e->dtype);
     const size_t piece = PIECE_BYTES / esz;
     for (uint64_t first = 0; first < n; first += piece) {
         size_t m = n - first < piece ? (size_t)(n - first) : piece;
-        void *buf = j->buf[j->cur];
-        j->cur ^= 1;
-        sy_fill(key, first, m, t->mean, t->std, j->o->dtype, buf);
-        int rc = bg_submit(&j->bg, w, buf, m * esz, err);
+        void *buf = next_buf(j);
+        sy_fill(key, first, m, t->mean, t->std, e->dtype, buf);
+        int rc = submit(j, w, buf, m * esz, err);
         if (rc != QK_OK)
             return rc;
-        j->done += m * esz;
-        if (j->o->progress)
-            j->o->progress(j->o->progress_ud, j->done, j->total);
     }
     return QK_OK;
 }
 
-static int write_shard(job *j, int64_t k, const sy_tensor **list, st_tensor_spec *specs,
+static int write_shard(job *j, int64_t k, const entry **list, st_tensor_spec *specs,
                        qk_err *err)
 {
     size_t m = 0;
     for (size_t i = 0; i < j->n; i++)
         if (j->shard[i] == k)
-            list[m++] = &j->t[i];
+            list[m++] = &j->e[i];
     qsort(list, m, sizeof *list, cmp_by_name);
     for (size_t i = 0; i < m; i++)
-        specs[i] = (st_tensor_spec){.name = list[i]->name, .dtype = j->o->dtype,
+        specs[i] = (st_tensor_spec){.name = list[i]->name, .dtype = list[i]->dtype,
                                     .n_dims = list[i]->n_dims,
                                     .shape = {list[i]->shape[0], list[i]->shape[1]}};
     char name[40], path[SY_PATH_MAX];
@@ -976,10 +1095,10 @@ static int write_shard(job *j, int64_t k, const sy_tensor **list, st_tensor_spec
 
 static int write_shards(job *j, qk_err *err)
 {
-    const sy_tensor **list = malloc(j->n * sizeof *list);
+    const entry **list = malloc(j->n * sizeof *list);
     st_tensor_spec *specs = malloc(j->n * sizeof *specs);
-    j->buf[0] = malloc(PIECE_BYTES);
-    j->buf[1] = malloc(PIECE_BYTES);
+    j->buf[0] = malloc(j->buf_bytes);
+    j->buf[1] = malloc(j->buf_bytes);
     int rc = list && specs && j->buf[0] && j->buf[1] ? QK_OK
                                                      : qk_err_set(err, QK_ENOMEM, "out of memory");
     if (rc == QK_OK)
@@ -1000,18 +1119,18 @@ static int write_index(const job *j, uint64_t n_params, qk_err *err)
     int rc = sy_path_join(path, j->tmp, INDEX_NAME, err);
     if (rc != QK_OK)
         return rc;
-    const sy_tensor **list = malloc(j->n * sizeof *list);
+    const entry **list = malloc(j->n * sizeof *list);
     cJSON *root = cJSON_CreateObject(), *md = cJSON_AddObjectToObject(root, "metadata");
     cJSON *wm = cJSON_AddObjectToObject(root, "weight_map");
     int ok = list && md && wm && cJSON_AddNumberToObject(md, "total_parameters", (double)n_params) &&
              cJSON_AddNumberToObject(md, "total_size", (double)j->total);
     for (size_t i = 0; ok && i < j->n; i++)
-        list[i] = &j->t[i];
+        list[i] = &j->e[i];
     if (ok)
         qsort(list, j->n, sizeof *list, cmp_by_name);
     for (size_t i = 0; ok && i < j->n; i++) {
         char name[40];
-        file_name(j, j->shard[list[i] - j->t], name);
+        file_name(j, j->shard[list[i] - j->e], name);
         ok = cJSON_AddStringToObject(wm, list[i]->name, name) != NULL;
     }
     rc = ok ? sy_write_json(path, root, err)
@@ -1037,15 +1156,17 @@ static int config_dir(const char *config_path, char out[SY_PATH_MAX], qk_err *er
     return QK_OK;
 }
 
-static int plan(job *j, const cJSON *cfg, sy_result *res, qk_err *err)
+static int plan(job *j, cJSON *cfg, sy_result *res, qk_err *err)
 {
-    int rc = sy_arch_from_config(&res->arch, cfg, j->o->config_path, err);
-    if (rc == QK_OK && j->o->layers)
-        res->arch.n_layers = j->o->layers;
+    /* --layers: the config as written, so the description sees the layer count too */
+    int rc = j->o->layers && !set_layers(cfg, j->o->layers) ? qk_err_set(err, QK_ENOMEM, "out of memory")
+                                                             : QK_OK;
+    if (rc == QK_OK)
+        rc = sy_arch_from_config(&res->arch, cfg, j->o->config_path, err);
     if (rc == QK_OK && j->o->tokenizer_gen)
         rc = sy_gen_vocab_check(res->arch.vocab, j->o->config_path, err);
     if (rc == QK_OK)
-        rc = sy_arch_tensors(&res->arch, &j->t, &j->n, err);
+        rc = sy_arch_tensors(&res->arch, &j->t, &j->n_t, err);
     if (rc == QK_OK)
         rc = size_tensors(j, err);
     if (rc == QK_OK && j->o->max_shard_size)
@@ -1053,7 +1174,7 @@ static int plan(job *j, const cJSON *cfg, sy_result *res, qk_err *err)
     else if (rc == QK_OK)
         rc = plan_by_count(j, j->o->shards ? j->o->shards : 1, err);
     for (size_t i = 0; rc == QK_OK && i < j->n; i++)
-        res->n_params += j->nbytes[i] / st_dtype_size(j->o->dtype);
+        res->n_params += j->nbytes[i] / st_dtype_size(j->e[i].dtype);
     res->n_tensors = j->n;
     res->n_bytes = j->total;
     res->n_files = j->n_files;
@@ -1117,6 +1238,7 @@ int sy_synth(const sy_options *o, sy_result *res, qk_err *err)
     sig_active = 0;
     cJSON_Delete(cfg);
     free(j.t);
+    free(j.e);
     free(j.nbytes);
     free(j.shard);
     free(j.buf[0]);

@@ -22,6 +22,21 @@
  *   transformers' save_pretrained; inside each file tensors are sorted by name, as the
  *   safetensors library stores them. Each file carries __metadata__ {"format": "pt"}. A run that
  *   yields a single shard writes model.safetensors and no index.
+ * - FP8 (dtype ST_F8_E4M3, `--dtype fp8`): a checkpoint in the DeepSeek-V3 / Qwen3-FP8 layout.
+ *   The linear weights of the blocks (sy_tensor.linear: attention q/k/v/o, dense and expert
+ *   gate/up/down, shared experts) are F8_E4M3, each followed by `<name>_scale_inv`, F32 of shape
+ *   [ceil(rows/128), ceil(cols/128)]; everything else (embeddings, lm_head, norms, biases, MoE
+ *   routers) is BF16. The values are those of dtype ST_F32, quantized per 128 x 128 block (the
+ *   last row and column of blocks partial): scale = max|x| / 448 in float32 (1 for an all-zero
+ *   block), code = q_fp32_to_fp8_e4m3(x / scale), and the scale is stored as the block's
+ *   scale_inv, so fp8(code) · scale_inv is within e4m3's rounding (2^-4 relative, or 2^-10 · scale
+ *   for the subnormal codes) of the ST_F32 value. config.json gets torch_dtype "bfloat16" and
+ *   "quantization_config": {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method":
+ *   "fp8", "weight_block_size": [128, 128]}; with any other dtype a quantization_config of the
+ *   given config is dropped. Sizes, shards and the index count each tensor with its own dtype;
+ *   a weight and its scale grid may land in different shards. Weights are generated in bands of
+ *   128 rows and a scale grid is recomputed when it is written, so memory stays bounded (two
+ *   buffers of 8 MiB or one band of codes, whichever is larger).
  * - Tokenizer: copied from the config's folder or tokenizer_dir, or with tokenizer_gen generated
  *   (sy_tokenizer_write), so a checkpoint can be made from a config alone. The generated one is a
  *   SentencePiece BPE model with exactly vocab_size pieces, and config.json then says
@@ -40,20 +55,18 @@
 
 #include "../formats/safetensors.h"
 #include "../quant/status.h"
+#include "arch.h"
 
-#define SY_NAME_MAX 80
+#define SY_NAME_MAX 128
 #define SY_MAX_SHARDS 99999 /* the five digits of model-00001-of-00002.safetensors */
 
 /* The hyper-parameters the weights depend on. */
 typedef struct {
     const char *arch; /* canonical name, e.g. "Qwen2ForCausalLM"; static storage */
-    int64_t hidden, intermediate, n_layers, n_heads, n_kv_heads, head_dim, vocab;
+    int64_t hidden, intermediate, n_layers, n_heads, n_kv_heads, head_dim, vocab, n_experts;
     int tied;     /* tie_word_embeddings: no lm_head.weight */
-    int qkv_bias; /* q/k/v_proj.bias */
-    int o_bias;   /* o_proj.bias */
-    int mlp_bias; /* gate/up/down_proj.bias */
-    int qk_norm;  /* q_norm/k_norm over head_dim */
     float init_std;
+    ca_config cfg; /* the converter's description of the config: which tensors, which shapes */
 } sy_arch;
 
 /* Reads and checks the hyper-parameters of a parsed config.json; path is used in messages.
@@ -69,7 +82,11 @@ typedef struct {
     int n_dims;       /* 1 or 2 */
     int64_t shape[2]; /* HF order: [out_features, in_features] for a Linear weight */
     float mean, std;
+    int linear;       /* a block's linear-layer weight (attention, MLP, experts): FP8 with
+                         --dtype fp8; not embeddings, lm_head, norms, biases or routers */
 } sy_tensor;
+
+#define SY_FP8_BLOCK 128 /* rows and columns of an FP8 scale block (weight_block_size) */
 
 /* The tensors of arch in model order, in *out (malloc'd; the caller frees it). */
 int sy_arch_tensors(const sy_arch *arch, sy_tensor **out, size_t *n, qk_err *err);
@@ -90,7 +107,8 @@ typedef struct {
                                   excludes tokenizer_dir */
     const char *out_dir;
     int64_t layers;            /* 0: keep num_hidden_layers */
-    st_dtype dtype;            /* ST_F32, ST_F16 or ST_BF16 */
+    st_dtype dtype;            /* ST_F32, ST_F16, ST_BF16, or ST_F8_E4M3 for an FP8 checkpoint
+                                  (block-scaled linear weights, BF16 elsewhere; see above) */
     uint64_t seed;
     int64_t shards;            /* 0: none asked; N: exactly N files (balanced by bytes) */
     uint64_t max_shard_size;   /* 0: none; else bytes per shard, as save_pretrained splits */
@@ -101,8 +119,10 @@ typedef struct {
 
 typedef struct {
     sy_arch arch;            /* after --layers */
-    size_t n_tensors;
-    uint64_t n_params, n_bytes;
+    size_t n_tensors;        /* stored: with fp8, the scale grids too */
+    uint64_t n_params, n_bytes; /* elements and bytes of every stored tensor (with fp8 the
+                                   scale grids count, as transformers' FP8Linear holds them as
+                                   parameters) */
     int64_t n_files;         /* safetensors files written */
     int n_tokenizer_files;   /* copied or generated; 0 is allowed when tokenizer_dir was not
                                 given */

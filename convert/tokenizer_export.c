@@ -45,15 +45,15 @@ static int read_add_prefix_space(const char *dir, int *out, qk_err *err)
 int te_extra_from_hf(const char *dir, const ca_config *c, te_extra *x, qk_err *err)
 {
     te_extra_init(x);
-    if (c->arch != CA_ARCH_LLAMA)
+    if (!c->arch->llama_vocab)
         return QK_OK;
-    if (c->n_vocab == 32016) { /* CodeLlama */
+    if (c->hp.n_vocab == 32016) { /* CodeLlama */
         x->prefix_id = 32007;
         x->suffix_id = 32008;
         x->middle_id = 32009;
         x->eot_id = 32010;
     }
-    if (c->n_vocab == 49152) /* "granite small models", which includes SmolLM */
+    if (c->hp.n_vocab == 49152) /* "granite small models", which includes SmolLM */
         x->add_bos = 0;
     return read_add_prefix_space(dir, &x->add_space_prefix, err);
 }

@@ -24,8 +24,9 @@
  *   gguf_writer_begin_data() lays out the offsets, creates the output(s) as temporaries and
  *   writes header, metadata and tensor infos. Then the tensor bytes follow in declaration order,
  *   one tensor at a time, each in one or several gguf_writer_write() pieces (a piece may not run
- *   past the end of the current tensor) or in one gguf_writer_write_tensor() call. Only the piece
- *   being written needs to be in memory.
+ *   past the end of the current tensor; gguf_writer_begin_tensor() first checks that the pieces
+ *   are for the tensor the caller means) or in one gguf_writer_write_tensor() call. Only the
+ *   piece being written needs to be in memory.
  * - Setters copy everything they are given (keys, strings, arrays, nested arrays); the caller's
  *   buffers may be freed as soon as a call returns.
  * - Errors are sticky: the first one is kept, every later call returns it without doing anything,
@@ -235,7 +236,12 @@ int gguf_writer_begin_data(gguf_writer *w);
 /* Appends bytes of the current tensor; a piece never crosses the end of the tensor. */
 int gguf_writer_write(gguf_writer *w, const void *data, size_t nbytes);
 
-/* A whole tensor in one call: name must be the next tensor, nbytes its declared size. */
+/* Checks, before its pieces follow through gguf_writer_write(), that name is the next tensor,
+ * nothing of it is written yet and nbytes is its declared size; writes nothing. The tensor ends
+ * (padding included) with the piece that completes its nbytes. */
+int gguf_writer_begin_tensor(gguf_writer *w, const char *name, size_t nbytes);
+
+/* A whole tensor in one call: gguf_writer_begin_tensor(), then one gguf_writer_write(). */
 int gguf_writer_write_tensor(gguf_writer *w, const char *name, const void *data, size_t nbytes);
 
 /* The sticky error's message, "" when there is none; borrowed until commit/abort. */

@@ -547,7 +547,7 @@ int gguf_writer_write(gguf_writer *w, const void *data, size_t nbytes)
     return w->status;
 }
 
-int gguf_writer_write_tensor(gguf_writer *w, const char *name, const void *data, size_t nbytes)
+int gguf_writer_begin_tensor(gguf_writer *w, const char *name, size_t nbytes)
 {
     if (check_writable(w, nbytes))
         return w->status;
@@ -560,6 +560,13 @@ int gguf_writer_write_tensor(gguf_writer *w, const char *name, const void *data,
     if (nbytes != t->nbytes)
         return fail(w, QK_EFORMAT, "%s: tensor '%s': %zu bytes given, %llu declared", w->path,
                     t->name, nbytes, (unsigned long long)t->nbytes);
+    return QK_OK;
+}
+
+int gguf_writer_write_tensor(gguf_writer *w, const char *name, const void *data, size_t nbytes)
+{
+    if (gguf_writer_begin_tensor(w, name, nbytes))
+        return w->status;
     return gguf_writer_write(w, data, nbytes);
 }
 

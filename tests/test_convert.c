@@ -284,14 +284,16 @@ static void check_kv_golden(const gguf_ctx *g, const cJSON *kv)
     }
 }
 
-static void stories3M_matches(const char *outtype, const char *golden, bool with_kv)
+/* models/NAME converted with outtype equals golden/NAME/GOLDEN tensor for tensor (and key for key). */
+static void model_matches(const char *name, const char *outtype, const char *golden, bool with_kv)
 {
-    TU_SHARED(model, "models/stories3M");
     char rel[128];
-    snprintf(rel, sizeof rel, "golden/stories3M/%s", golden);
+    snprintf(rel, sizeof rel, "models/%s", name);
+    TU_SHARED(model, rel);
+    snprintf(rel, sizeof rel, "golden/%s/%s", name, golden);
     TU_SHARED(gpath, rel);
     cJSON *gold = tu_read_json(gpath);
-    const char *out = tu_tmp("stories3M.gguf");
+    const char *out = tu_tmp("golden-check.gguf");
     convert_ok(model, out, outtype);
     gguf_ctx *g = open_gguf(out);
     check_tensors_golden(g, cJSON_GetObjectItem(gold, "tensors"));
@@ -299,6 +301,12 @@ static void stories3M_matches(const char *outtype, const char *golden, bool with
         check_kv_golden(g, cJSON_GetObjectItem(gold, "kv"));
     gguf_close(g);
     cJSON_Delete(gold);
+    remove(out);
+}
+
+static void stories3M_matches(const char *outtype, const char *golden, bool with_kv)
+{
+    model_matches("stories3M", outtype, golden, with_kv);
 }
 
 static void test_stories3M_f32(void **state)
@@ -830,10 +838,10 @@ static void test_rope_parameters(void **state)
     qk_err err = {{0}};
     assert_int_equal(cv_plan_create(dir, NULL, &p, &err), QK_OK);
     const ca_config *c = cv_plan_config(p);
-    assert_true(c->has_rope_theta && c->rope_theta == 100000.0);
+    assert_true(c->hp.has_rope_theta && c->hp.rope_theta == 100000.0);
     assert_string_equal(c->dtype, "bfloat16");
-    assert_int_equal(c->rope_kind, CA_ROPE_NONE);
-    assert_true(c->has_head_dim && c->head_dim == 8);
+    assert_int_equal(c->hp.rope_scaling, GA_ROPE_NONE);
+    assert_true(c->hp.has_head_dim && c->hp.head_dim == 8);
     cv_plan_free(p);
 }
 
@@ -1088,6 +1096,184 @@ static void test_llama_vocab_extras(void **state)
     gguf_close(g);
 }
 
+
+/* ================================================================ mixtures of experts */
+
+static void expect_convert_error(const char *dir, const char *outtype, int code, const char *fragment)
+{
+    const char *out = tu_tmp("bad.gguf");
+    cv_options o;
+    cv_options_init(&o);
+    o.outtype = outtype;
+    qk_err err = {{0}};
+    assert_int_equal(cv_convert(dir, out, &o, NULL, &err), code);
+    tu_assert_msg(err.msg, fragment);
+    assert_false(tu_exists(out));
+}
+
+
+/* Mixtral through llama.cpp's converter (c392e50): the stacked 3-D expert tensors, the router
+ * kept in F32, expert_count / expert_used_count, the "4x1.4M" size label. */
+static void test_mixtral_f32_f16_bf16(void **state)
+{
+    (void)state;
+    model_matches("mixtral-tiny", "f32", "convert-f32.json", true);
+    model_matches("mixtral-tiny", "f16", "convert-f16.json", true);
+    model_matches("mixtral-tiny", "bf16", "convert-bf16.json", true);
+}
+
+/* --outtype MIX equals llama-quantize MIX of the f32 file (the 3-D tensors quantized slice by
+ * slice), byte for byte. */
+static void test_mixtral_mixes(void **state)
+{
+    (void)state;
+    static const char *const mixes[] = {"Q4_K_M", "Q2_K", "Q8_0"};
+    for (size_t i = 0; i < sizeof mixes / sizeof mixes[0]; i++) {
+        char golden[64];
+        snprintf(golden, sizeof golden, "mix-%s-none.json", mixes[i]);
+        model_matches("mixtral-tiny", mixes[i], golden, false);
+    }
+}
+
+/* storiesMoE (Qwen3-MoE): every expert slice of the stacked tensors is the checkpoint's expert
+ * matrix (BF16 → F32 exactly), in the order down, gate, up per block; the metadata of current
+ * llama.cpp's Qwen3MoeModel. */
+static void test_qwen3moe_stacks_experts(void **state)
+{
+    (void)state;
+    TU_SHARED(model, "models/storiesMoE");
+    const char *out = tu_tmp("smoe.gguf");
+    convert_ok(model, out, "f32");
+    gguf_ctx *g = open_gguf(out);
+    assert_string_equal(get_str(g, "general.architecture"), "qwen3moe");
+    assert_int_equal(get_u32(g, "qwen3moe.expert_count"), 8);
+    assert_int_equal(get_u32(g, "qwen3moe.expert_used_count"), 2);
+    assert_int_equal(get_u32(g, "qwen3moe.expert_feed_forward_length"), 256);
+    assert_int_equal(get_u32(g, "qwen3moe.feed_forward_length"), 768);
+    assert_string_equal(get_str(g, "general.size_label"), "8x1.8M");
+    assert_true(gguf_find_key(g, "qwen3moe.expert_weights_norm") < 0); /* norm_topk_prob true */
+    st_model *st;
+    qk_err err = {{0}};
+    assert_int_equal(st_model_open(&st, model, &err), QK_OK);
+    static const char *const proj[3][2] = {{"gate_proj", "ffn_gate_exps"}, {"up_proj", "ffn_up_exps"},
+                                           {"down_proj", "ffn_down_exps"}};
+    for (int l = 0; l < 4; l++) {
+        for (int p = 0; p < 3; p++) {
+            char name[128];
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, proj[p][1]);
+            const gguf_tensor_info *t = gguf_find_tensor(g, name);
+            assert_non_null(t);
+            assert_int_equal(t->n_dims, 3);
+            assert_int_equal(t->ne[2], 8);
+            assert_int_equal(t->type, Q_TYPE_F32);
+            const float *v = t->data;
+            for (int e = 0; e < 8; e++) {
+                snprintf(name, sizeof name, "model.layers.%d.mlp.experts.%d.%s.weight", l, e, proj[p][0]);
+                const st_tensor *s = st_model_find(st, name);
+                assert_non_null(s);
+                assert_int_equal(s->shape[0], t->ne[1]);
+                assert_int_equal(s->shape[1], t->ne[0]);
+                const uint16_t *h = s->data;
+                for (uint64_t i = 0; i < s->n_elements; i++)
+                    if (v[(uint64_t)e * s->n_elements + i] != q_bf16_to_fp32(h[i]))
+                        fail_msg("%s element %llu differs", name, (unsigned long long)i);
+            }
+        }
+        char router[64];
+        snprintf(router, sizeof router, "blk.%d.ffn_gate_inp.weight", l);
+        assert_int_equal(gguf_find_tensor(g, router)->type, Q_TYPE_F32);
+        assert_int_equal(gguf_find_tensor(g, router)->ne[1], 8);
+    }
+    st_model_close(st);
+    gguf_close(g);
+    /* f16: the router stays F32, the experts become f16 */
+    convert_ok(model, out, "f16");
+    g = open_gguf(out);
+    assert_int_equal(gguf_find_tensor(g, "blk.0.ffn_gate_inp.weight")->type, Q_TYPE_F32);
+    assert_int_equal(gguf_find_tensor(g, "blk.0.ffn_up_exps.weight")->type, Q_TYPE_F16);
+    gguf_close(g);
+    remove(out);
+}
+
+/* A copy of a shared MoE model: tensor `drop` left out, tensor `shrink` one row short, and a
+ * config.json key set (NULL: unchanged). */
+static const char *moe_variant(const char *model_rel, const char *name, const char *drop,
+                               const char *shrink, const char *key, double value)
+{
+    TU_SHARED(model, model_rel);
+    const char *dir = tu_tmp(name);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    copy_tokenizer(model, dir);
+    cJSON *cfg = tu_read_json(tu_join(model, "config.json"));
+    if (key)
+        cJSON_ReplaceItemInObject(cfg, key, cJSON_CreateNumber(value));
+    char *text = cJSON_Print(cfg);
+    write_text(tu_join(dir, "config.json"), text);
+    cJSON_free(text);
+    cJSON_Delete(cfg);
+    st_model *st;
+    qk_err err = {{0}};
+    assert_int_equal(st_model_open(&st, model, &err), QK_OK);
+    size_t n = st_model_n_tensors(st), k = 0;
+    st_tensor_spec *specs = calloc(n, sizeof *specs);
+    void **data = calloc(n, sizeof *data);
+    for (size_t i = 0; i < n; i++) {
+        const st_tensor *t = st_model_tensor(st, i);
+        if (drop && !strcmp(t->name, drop))
+            continue;
+        specs[k] = (st_tensor_spec){.name = t->name, .dtype = t->dtype, .n_dims = t->n_dims};
+        memcpy(specs[k].shape, t->shape, sizeof specs[k].shape);
+        if (shrink && !strcmp(t->name, shrink))
+            specs[k].shape[0]--;
+        data[k++] = (void *)t->data;
+    }
+    write_st(tu_join(dir, "model.safetensors"), specs, data, k);
+    free(specs);
+    free(data);
+    st_model_close(st);
+    return dir;
+}
+
+static void test_bad_moe_checkpoints(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *model, *name, *drop, *shrink, *key;
+        double value;
+        int code;
+        const char *fragment;
+    } cases[] = {
+        {"models/mixtral-tiny", "mx-missing-expert", "model.layers.1.block_sparse_moe.experts.2.w3.weight",
+         NULL, NULL, 0, QK_EFORMAT, "missing tensor 'model.layers.1.block_sparse_moe.experts.2.w3.weight'"},
+        {"models/mixtral-tiny", "mx-expert-shape", NULL, "model.layers.0.block_sparse_moe.experts.1.w2.weight",
+         NULL, 0, QK_EFORMAT,
+         "tensor 'model.layers.0.block_sparse_moe.experts.1.w2.weight' has shape [255, 512] but "
+         "config.json implies [256, 512]"},
+        {"models/mixtral-tiny", "mx-missing-router", "model.layers.0.block_sparse_moe.gate.weight", NULL,
+         NULL, 0, QK_EFORMAT, "missing tensor 'model.layers.0.block_sparse_moe.gate.weight'"},
+        {"models/mixtral-tiny", "mx-used-too-many", NULL, NULL, "num_experts_per_tok", 5, QK_EFORMAT,
+         "num_experts_per_tok 5 exceeds num_local_experts 4"},
+        {"models/mixtral-tiny", "mx-used-zero", NULL, NULL, "num_experts_per_tok", 0, QK_EFORMAT,
+         "'num_experts_per_tok' must be an integer in [1, 65536]"},
+        {"models/mixtral-tiny", "mx-no-experts", NULL, NULL, "num_local_experts", 0, QK_EFORMAT,
+         "'num_local_experts' must be an integer in [1, 65536]"},
+        {"models/storiesMoE", "q3-missing-expert", "model.layers.3.mlp.experts.7.down_proj.weight", NULL,
+         NULL, 0, QK_EFORMAT, "missing tensor 'model.layers.3.mlp.experts.7.down_proj.weight'"},
+        {"models/storiesMoE", "q3-fewer-experts", NULL, NULL, "num_experts", 7, QK_EFORMAT,
+         "unexpected tensor 'model.layers.0.mlp.experts.7.down_proj.weight'"},
+        {"models/storiesMoE", "q3-more-experts", NULL, NULL, "num_experts", 9, QK_EFORMAT,
+         "tensor 'model.layers.0.mlp.gate.weight' has shape [8, 256] but config.json implies [9, 256]"},
+        {"models/storiesMoE", "q3-router-shape", NULL, "model.layers.2.mlp.gate.weight", NULL, 0, QK_EFORMAT,
+         "tensor 'model.layers.2.mlp.gate.weight' has shape [7, 256] but config.json implies [8, 256]"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *dir = moe_variant(cases[i].model, cases[i].name, cases[i].drop, cases[i].shrink,
+                                      cases[i].key, cases[i].value);
+        expect_convert_error(dir, "f16", cases[i].code, cases[i].fragment);
+        expect_convert_error(dir, "q4_k_m", cases[i].code, cases[i].fragment);
+    }
+}
+
 /* ================================================================ general.* heuristics */
 
 /* One call of ca_general_meta and the fields expected of it; NULL: that field is not checked. */
@@ -1100,7 +1286,7 @@ typedef struct {
 static void check_general(const general_case *c)
 {
     ca_general g;
-    ca_general_meta(c->folder, c->name_or_path, c->params, &g);
+    ca_general_meta(c->folder, c->name_or_path, c->params, 0, 0, &g);
     const char *const got[] = {g.name, g.basename, g.size_label, g.finetune, g.version,
                                g.organization};
     const char *const want[] = {c->name,     c->basename, c->size_label,
@@ -1164,17 +1350,6 @@ static void test_size_label(void **state)
 /* ================================================================ bad input */
 
 /* cv_convert fails with code and a one-line message holding fragment, and writes nothing. */
-static void expect_convert_error(const char *dir, const char *outtype, int code, const char *fragment)
-{
-    const char *out = tu_tmp("bad.gguf");
-    cv_options o;
-    cv_options_init(&o);
-    o.outtype = outtype;
-    qk_err err = {{0}};
-    assert_int_equal(cv_convert(dir, out, &o, NULL, &err), code);
-    tu_assert_msg(err.msg, fragment);
-    assert_false(tu_exists(out));
-}
 
 static void test_bad_missing_config(void **state)
 {
@@ -1208,7 +1383,8 @@ static void test_bad_unsupported_architecture(void **state)
     const char *dir = toy_dir(&t, "gpt2");
     expect_convert_error(dir, "f16", QK_EUNSUPPORTED, "architecture 'GPT2LMHeadModel' is not supported");
     expect_convert_error(dir, "f16", QK_EUNSUPPORTED,
-                         "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM");
+                         "LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, "
+                         "Qwen3ForCausalLM, Qwen3MoeForCausalLM");
 }
 
 /* The toy's tensors with one changed by edit(), written as the folder's checkpoint. */
@@ -1296,8 +1472,7 @@ static void embed_as_i32(toy_tensors *tt) { tt->st[find_spec(tt, "model.embed_to
 static void embed_as_f8(toy_tensors *tt)
 {
     size_t i = find_spec(tt, "model.embed_tokens.weight");
-    tt->st[i].dtype = ST_F8_E4M3;
-    tt->st[i].shape[1] *= 4; /* same byte count as the F32 data */
+    tt->st[i].dtype = ST_F8_E4M3; /* the first quarter of the F32 bytes, without a scale */
 }
 
 static void test_bad_dtype_i32(void **state)
@@ -1311,7 +1486,9 @@ static void test_bad_dtype_f8(void **state)
 {
     (void)state;
     const char *dir = toy_dir_edited(&LLAMA, "f8", embed_as_f8);
-    expect_convert_error(dir, "f16", QK_EUNSUPPORTED, "has dtype F8_E4M3");
+    expect_convert_error(dir, "f16", QK_EFORMAT,
+                         "FP8 tensor 'model.embed_tokens.weight' has no scale tensor "
+                         "'model.embed_tokens.weight_scale_inv'");
 }
 
 /* The index names a shard that does not hold the tensor. */
@@ -1513,6 +1690,10 @@ int main(void)
         cmocka_unit_test(test_stories3M_bf16),
         cmocka_unit_test(test_stories3M_auto_is_bf16),
         cmocka_unit_test(test_stories3M_mixes),
+        cmocka_unit_test(test_mixtral_f32_f16_bf16),
+        cmocka_unit_test(test_mixtral_mixes),
+        cmocka_unit_test(test_qwen3moe_stacks_experts),
+        cmocka_unit_test(test_bad_moe_checkpoints),
         cmocka_unit_test(test_stories260K_matches_published_gguf),
         cmocka_unit_test(test_stories260K_auto_is_f16),
         cmocka_unit_test(test_llama_f32_permutation),

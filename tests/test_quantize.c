@@ -1483,6 +1483,265 @@ static void test_qz_keep_split_by_size(void **state)
     gguf_close(src);
 }
 
+/* ---- mixture of experts: 3-D tensors stream in pieces, each expert with its own weights ---- */
+
+/* A one-layer MoE llama: blk.0.ffn_up_exps (f32) and blk.0.ffn_gate_exps (f16), both
+ * [256, 64, 5], blk.0.ffn_norm [256] and output.weight [256, 16] (f32), and a GGUF imatrix with
+ * different weights for every expert of both 3-D tensors. Expert m's values are scaled by m + 1.
+ * The f32 values (the f16 tensor's after rounding) stay in g_moe for the expectations. */
+#define MOE_NE0 256
+#define MOE_NE1 64
+#define MOE_NX 5
+#define MOE_N (MOE_NE0 * MOE_NE1 * MOE_NX)
+
+static struct {
+    float up[MOE_N], gate[MOE_N];          /* [expert][row][col] */
+    float w_up[MOE_NX * MOE_NE0], w_gate[MOE_NX * MOE_NE0]; /* [expert][col] */
+    float norm[MOE_NE0], output[MOE_NE0 * 16];
+    char model[512], imatrix[512];
+} g_moe;
+
+static const char MOE_UP[] = "blk.0.ffn_up_exps.weight", MOE_GATE[] = "blk.0.ffn_gate_exps.weight";
+
+/* Writes the model and the imatrix (same values on every call); when poison_row >= 0, that row
+ * of MOE_GATE (of output.weight when poison_output) holds a NaN. */
+static void moe_build(int64_t poison_row, int poison_output)
+{
+    uint64_t rng = 0x5eed;
+    for (int64_t k = 0; k < MOE_N; k++) {
+        float scale = (float)(k / (MOE_NE0 * MOE_NE1) + 1);
+        g_moe.up[k] = scale * tu_randf(&rng);
+        g_moe.gate[k] = q_fp16_to_fp32(q_fp32_to_fp16(scale * tu_randf(&rng)));
+    }
+    for (int64_t k = 0; k < MOE_NX * MOE_NE0; k++) {
+        g_moe.w_up[k] = 0.01f + 5.0f * (tu_randf(&rng) + 1.0f);
+        g_moe.w_gate[k] = 0.01f + 5.0f * (tu_randf(&rng) + 1.0f);
+    }
+    for (int64_t k = 0; k < MOE_NE0; k++)
+        g_moe.norm[k] = 1.0f + 0.1f * tu_randf(&rng);
+    for (int64_t k = 0; k < MOE_NE0 * 16; k++)
+        g_moe.output[k] = tu_randf(&rng);
+    uint16_t *gate16 = malloc(MOE_N * sizeof *gate16);
+    float *output = malloc(sizeof g_moe.output);
+    for (int64_t k = 0; k < MOE_N; k++)
+        gate16[k] = q_fp32_to_fp16(g_moe.gate[k]);
+    memcpy(output, g_moe.output, sizeof g_moe.output);
+    if (poison_row >= 0 && poison_output)
+        output[poison_row * MOE_NE0 + 7] = NAN;
+    else if (poison_row >= 0)
+        gate16[poison_row * MOE_NE0 + 7] = 0x7e00; /* NaN */
+
+    snprintf(g_moe.model, sizeof g_moe.model, "%s", tu_tmp("moe.gguf"));
+    gguf_writer *w;
+    qk_err err = {{0}};
+    assert_int_equal(gguf_writer_open(&w, g_moe.model, NULL, &err), QK_OK);
+    gguf_writer_set_str(w, "general.architecture", "llama");
+    gguf_writer_set_u32(w, "llama.block_count", 1);
+    gguf_writer_set_u32(w, "llama.attention.head_count", 4);
+    gguf_writer_set_u32(w, "llama.attention.head_count_kv", 4);
+    gguf_writer_set_u32(w, "llama.expert_count", MOE_NX);
+    const int64_t ne3[3] = {MOE_NE0, MOE_NE1, MOE_NX}, ne_out[2] = {MOE_NE0, 16};
+    const int64_t ne_norm[1] = {MOE_NE0};
+    gguf_writer_add_tensor(w, "output.weight", Q_TYPE_F32, 2, ne_out);
+    gguf_writer_add_tensor(w, "blk.0.ffn_norm.weight", Q_TYPE_F32, 1, ne_norm);
+    gguf_writer_add_tensor(w, MOE_UP, Q_TYPE_F32, 3, ne3);
+    gguf_writer_add_tensor(w, MOE_GATE, Q_TYPE_F16, 3, ne3);
+    assert_int_equal(gguf_writer_begin_data(w), QK_OK);
+    gguf_writer_write_tensor(w, "output.weight", output, sizeof g_moe.output);
+    gguf_writer_write_tensor(w, "blk.0.ffn_norm.weight", g_moe.norm, sizeof g_moe.norm);
+    gguf_writer_write_tensor(w, MOE_UP, g_moe.up, sizeof g_moe.up);
+    gguf_writer_write_tensor(w, MOE_GATE, gate16, MOE_N * sizeof *gate16);
+    assert_int_equal(gguf_writer_commit(w, &err), QK_OK);
+    free(gate16);
+    free(output);
+
+    /* counts of 1: the weights are the in_sum2 values exactly */
+    static const float ones[MOE_NX] = {1, 1, 1, 1, 1};
+    gt t[] = {{"blk.0.ffn_up_exps.weight.in_sum2", Q_TYPE_F32, MOE_NE0, MOE_NX, g_moe.w_up},
+              {"blk.0.ffn_up_exps.weight.counts", Q_TYPE_F32, 1, MOE_NX, ones},
+              {"blk.0.ffn_gate_exps.weight.in_sum2", Q_TYPE_F32, MOE_NE0, MOE_NX, g_moe.w_gate},
+              {"blk.0.ffn_gate_exps.weight.counts", Q_TYPE_F32, 1, MOE_NX, ones}};
+    snprintf(g_moe.imatrix, sizeof g_moe.imatrix, "%s", tu_tmp("moe-imatrix.gguf"));
+    write_gguf_imatrix(g_moe.imatrix, 7, t, 4);
+}
+
+/* Progress calls seen: done never decreases, bytes grow. */
+typedef struct {
+    size_t calls, done, total;
+    uint64_t bytes;
+} moe_progress;
+
+static void on_moe_progress(void *user, size_t done, size_t total, uint64_t bytes_done)
+{
+    moe_progress *mp = user;
+    assert_true(done >= mp->done && done <= total);
+    assert_true(bytes_done >= mp->bytes);
+    *mp = (moe_progress){mp->calls + 1, done, total, bytes_done};
+}
+
+static moe_progress g_moe_progress;
+
+static int run_moe(const char *out, int threads, int64_t chunk_values, qz_report **r, qk_err *err)
+{
+    qz_params p;
+    qz_params_init(&p);
+    g_moe_progress = (moe_progress){0};
+    p.progress = on_moe_progress;
+    p.user = &g_moe_progress;
+    p.in_path = g_moe.model;
+    p.out_path = out;
+    p.ftype = MX_FTYPE_Q4_K_M;
+    p.n_threads = threads;
+    p.imatrix_path = g_moe.imatrix;
+    p.chunk_values = chunk_values;
+    p.mix.leave_output = 1;
+    return qz_quantize(&p, r, NULL, err);
+}
+
+static const qz_tensor_report *report_of(const qz_report *r, const char *name)
+{
+    for (size_t k = 0; k < r->n; k++)
+        if (!strcmp(r->t[k].name, name))
+            return &r->t[k];
+    fail_msg("report lacks %s", name);
+    return NULL;
+}
+
+/* Every expert slice equals q_quantize_rows on that slice with that expert's weights, and
+ * rel_rmse is sqrt(Σw(x−q)² / Σw·x²) recomputed from the written bytes. */
+static void check_moe_tensor(const gguf_ctx *g, const qz_report *r, const char *name,
+                             const float *x, const float *w)
+{
+    const gguf_tensor_info *t = gguf_find_tensor(g, name);
+    assert_non_null(t);
+    assert_int_equal(t->type, Q_TYPE_Q4_K);
+    assert_int_equal(t->n_dims, 3);
+    assert_int_equal(t->ne[2], MOE_NX);
+    size_t rb = q_row_size(Q_TYPE_Q4_K, MOE_NE0), slice = rb * MOE_NE1;
+    assert_int_equal(t->nbytes, slice * MOE_NX);
+    uint8_t *want = malloc(slice), *other = malloc(slice);
+    qk_err err = {{0}};
+    for (int m = 0; m < MOE_NX; m++) {
+        const float *xm = x + (size_t)m * MOE_NE0 * MOE_NE1;
+        assert_int_equal(q_quantize_rows(Q_TYPE_Q4_K, xm, want, MOE_NE1, MOE_NE0, w + m * MOE_NE0,
+                                         1, NULL, &err), QK_OK);
+        if (memcmp((const uint8_t *)t->data + m * slice, want, slice))
+            fail_msg("%s: expert %d differs from q_quantize_rows with its own weights", name, m);
+        /* the check has teeth: another expert's weights give other bytes */
+        const float *wo = w + ((m + 1) % MOE_NX) * MOE_NE0;
+        assert_int_equal(q_quantize_rows(Q_TYPE_Q4_K, xm, other, MOE_NE1, MOE_NE0, wo, 1, NULL,
+                                         &err), QK_OK);
+        assert_true(memcmp(want, other, slice) != 0);
+    }
+    float *y = malloc(MOE_N * sizeof *y);
+    assert_int_equal(q_dequantize_rows(Q_TYPE_Q4_K, t->data, y, MOE_NE1 * MOE_NX, MOE_NE0, &err),
+                     QK_OK);
+    double e = 0, s = 0;
+    for (int64_t k = 0; k < MOE_N; k++) {
+        double wk = w[(k / (MOE_NE0 * MOE_NE1)) * MOE_NE0 + k % MOE_NE0], d = (double)x[k] - y[k];
+        e += wk * d * d;
+        s += wk * (double)x[k] * x[k];
+    }
+    const qz_tensor_report *tr = report_of(r, name);
+    assert_int_equal(tr->imatrix, QZ_IMAT_USED);
+    tu_assert_near(tr->rel_rmse, sqrt(e / s), 1e-12 * sqrt(e / s));
+    free(y);
+    free(want);
+    free(other);
+}
+
+static void test_qz_moe_experts(void **state)
+{
+    (void)state;
+    moe_build(-1, 0);
+    const char *out = tu_tmp("moe-q4km.gguf");
+    qz_report *r = NULL;
+    qk_err err = {{0}};
+    if (run_moe(out, 2, 0, &r, &err))
+        fail_msg("qz_quantize: %s", err.msg);
+    assert_int_equal(r->n_quantized, 2);
+    assert_int_equal(r->n_no_imatrix, 0);
+    gguf_ctx *g;
+    assert_int_equal(gguf_open(&g, out, &err), QK_OK);
+    check_moe_tensor(g, r, MOE_UP, g_moe.up, g_moe.w_up);
+    check_moe_tensor(g, r, MOE_GATE, g_moe.gate, g_moe.w_gate);
+    /* copies (--leave-output-tensor keeps output.weight) come through unchanged */
+    const gguf_tensor_info *o = gguf_find_tensor(g, "output.weight"),
+                           *n = gguf_find_tensor(g, "blk.0.ffn_norm.weight");
+    assert_int_equal(o->type, Q_TYPE_F32);
+    assert_memory_equal(o->data, g_moe.output, sizeof g_moe.output);
+    assert_memory_equal(n->data, g_moe.norm, sizeof g_moe.norm);
+    gguf_close(g);
+    qz_report_free(r);
+}
+
+/* The same file and report for 1, 2 and 3 threads and pieces of 1, 2, 3 and 50 rows (50 cuts
+ * at every 64-row expert boundary) as with the default piece size. */
+static void test_qz_moe_chunking(void **state)
+{
+    (void)state;
+    moe_build(-1, 0);
+    const char *ref_path = tu_tmp("moe-ref.gguf");
+    qz_report *ref = NULL;
+    qk_err err = {{0}};
+    assert_int_equal(run_moe(ref_path, 1, 0, &ref, &err), QK_OK);
+    size_t rn;
+    uint8_t *rb = tu_read(ref_path, &rn);
+    static const struct {
+        int threads;
+        int64_t chunk_values;
+    } runs[] = {{3, 0}, {1, 1}, {3, 1}, {2, 2 * MOE_NE0 + 7}, {3, 3 * MOE_NE0}, {2, 50 * MOE_NE0},
+                {1, 3 * MOE_NE0 - 1}};
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        const char *out = tu_tmp("moe-run.gguf");
+        qz_report *r = NULL;
+        assert_int_equal(run_moe(out, runs[i].threads, runs[i].chunk_values, &r, &err), QK_OK);
+        size_t on;
+        uint8_t *ob = tu_read(out, &on);
+        assert_int_equal(on, rn);
+        if (memcmp(ob, rb, rn))
+            fail_msg("%d threads, pieces of %lld values: output differs", runs[i].threads,
+                     (long long)runs[i].chunk_values);
+        assert_int_equal(r->n, ref->n);
+        /* progress after every tensor and after all but the last piece of a tensor: by
+         * default the two 3-D tensors take a piece per expert, the others one piece */
+        assert_int_equal(g_moe_progress.done, r->n);
+        assert_int_equal(g_moe_progress.bytes, r->src_bytes);
+        assert_true(runs[i].chunk_values == 0 ? g_moe_progress.calls == r->n + 2 * (MOE_NX - 1)
+                                              : g_moe_progress.calls > r->n + 2 * (MOE_NX - 1));
+        for (size_t k = 0; k < r->n; k++) {
+            double a = r->t[k].rel_rmse, b = ref->t[k].rel_rmse;
+            if (memcmp(&a, &b, sizeof a)) /* bit for bit */
+                fail_msg("%s: rel_rmse %.17g, %.17g with one thread and default pieces",
+                         r->t[k].name, a, b);
+        }
+        free(ob);
+        qz_report_free(r);
+        unlink(out);
+    }
+    free(rb);
+    qz_report_free(ref);
+}
+
+/* A non-finite value is reported with its row in the whole tensor, whatever the piece size, in
+ * quantized tensors (expert 3, row 10 → row 202) and copied ones alike. */
+static void test_qz_moe_nonfinite_row(void **state)
+{
+    (void)state;
+    const char *out = tu_tmp("moe-nan.gguf");
+    qk_err err = {{0}};
+    moe_build(3 * MOE_NE1 + 10, 0);
+    for (int64_t cv = 0; cv <= 3 * MOE_NE0; cv += 3 * MOE_NE0) {
+        int rc = run_moe(out, 3, cv, NULL, &err);
+        expect_fail(rc, QK_ERANGE, &err, "tensor 'blk.0.ffn_gate_exps.weight': row 202 holds", out);
+    }
+    moe_build(5, 1);
+    for (int64_t cv = 0; cv <= MOE_NE0; cv += MOE_NE0) {
+        int rc = run_moe(out, 2, cv, NULL, &err);
+        expect_fail(rc, QK_ERANGE, &err, "tensor 'output.weight': row 5 holds", out);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1545,6 +1804,9 @@ int main(void)
         cmocka_unit_test(test_qz_output_dir_missing),
         cmocka_unit_test(test_qz_split),
         cmocka_unit_test(test_qz_keep_split_by_size),
+        cmocka_unit_test(test_qz_moe_experts),
+        cmocka_unit_test(test_qz_moe_chunking),
+        cmocka_unit_test(test_qz_moe_nonfinite_row),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

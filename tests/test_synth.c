@@ -20,6 +20,7 @@
 #include "../formats/safetensors.h"
 #include "../formats/spm_model.h"
 #include "../quant/fp16.h"
+#include "../quant/fp8.h"
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
@@ -299,12 +300,16 @@ static void test_supported_list_names_every_arch(void **state)
         snprintf(name, sizeof name, "arch%d", n);
         table tb;
         qk_err err = {{0}};
-        if (table_of(config_small(name, tok, 64, 4, 2, 16, NULL), &tb, &err) != QK_OK)
+        const char *moe = strstr(tok, "Mixtral") ? "\"num_local_experts\": 4, \"num_experts_per_tok\": 2"
+                          : strstr(tok, "Moe") ? "\"num_experts\": 4, \"num_experts_per_tok\": 2, "
+                                                 "\"moe_intermediate_size\": 32"
+                                               : NULL;
+        if (table_of(config_small(name, tok, 64, 4, 2, 16, moe), &tb, &err) != QK_OK)
             fail_msg("%s: %s", tok, err.msg);
         assert_string_equal(tb.a.arch, tok);
         free(tb.t);
     }
-    assert_int_equal(n, 4);
+    assert_int_equal(n, 6);
 }
 
 /* ---- written checkpoints ------------------------------------------------------------------ */
@@ -1332,19 +1337,72 @@ static void test_bad_config_not_object(void **state)
 static void test_bad_unsupported_arch(void **state)
 {
     (void)state;
-    bad_config("mixtral", "{\"architectures\": [\"MixtralForCausalLM\"], " BASE
+    bad_config("gpt2", "{\"architectures\": [\"GPT2LMHeadModel\"], " BASE
                ", \"num_hidden_layers\": 2}",
-               QK_EUNSUPPORTED, "'MixtralForCausalLM' is not supported (supported: "
-                                "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
-                                "Qwen3ForCausalLM)");
+               QK_EUNSUPPORTED, "'GPT2LMHeadModel' is not supported (supported: "
+                                "LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, "
+                                "Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM)");
 }
 
-static void test_bad_real_moe_config(void **state)
+/* Mixture-of-experts configs: one 2-D tensor per expert and projection, a router per block. */
+static void test_table_qwen3_moe(void **state)
 {
     (void)state;
     TU_SHARED(p, "hf-configs/Qwen3-30B-A3B/config.json");
-    sy_options o = opts(p, tu_tmp("moe-out"));
-    synth_fails(&o, QK_EUNSUPPORTED, "'Qwen3MoeForCausalLM' is not supported");
+    table tb;
+    table_real(p, &tb);
+    /* per block: q k v o, q/k norms, router, 128 experts x 3, two norms */
+    assert_int_equal(tb.n, 1 + 48 * (4 + 2 + 1 + 128 * 3 + 2) + 2);
+    table_shape(&tb, "model.layers.0.mlp.gate.weight", 128, 2048);
+    table_shape(&tb, "model.layers.47.mlp.experts.127.down_proj.weight", 2048, 768);
+    table_shape(&tb, "model.layers.47.mlp.experts.127.gate_proj.weight", 768, 2048);
+    table_shape(&tb, "model.layers.3.self_attn.q_proj.weight", 4096, 2048);
+    assert_null(table_find(&tb, "model.layers.0.mlp.gate_proj.weight"));
+    /* 30.5B parameters, as the model card says (30,532,122,624) */
+    assert_true(tb.params == 30532122624ull);
+    free(tb.t);
+}
+
+static void test_table_mixtral(void **state)
+{
+    (void)state;
+    TU_SHARED(p, "hf-configs/Mixtral-8x7B-v0.1/config.json");
+    table tb;
+    table_real(p, &tb);
+    assert_int_equal(tb.n, 1 + 32 * (4 + 1 + 8 * 3 + 2) + 2);
+    table_shape(&tb, "model.layers.31.block_sparse_moe.gate.weight", 8, 4096);
+    table_shape(&tb, "model.layers.31.block_sparse_moe.experts.7.w1.weight", 14336, 4096);
+    table_shape(&tb, "model.layers.31.block_sparse_moe.experts.7.w2.weight", 4096, 14336);
+    /* 46.7B parameters (Mixtral's model card) */
+    assert_true(tb.params == 46702792704ull);
+    free(tb.t);
+}
+
+/* decoder_sparse_step and mlp_only_layers make dense blocks between MoE blocks. */
+static void test_table_qwen3_moe_dense_layers(void **state)
+{
+    (void)state;
+    table tb;
+    qk_err err = {{0}};
+    const char *p = config_small("moe-dense", "Qwen3MoeForCausalLM", 64, 4, 2, 16,
+                                 "\"num_experts\": 4, \"num_experts_per_tok\": 2, "
+                                 "\"moe_intermediate_size\": 32, \"decoder_sparse_step\": 2, "
+                                 "\"mlp_only_layers\": [1]");
+    if (table_of(p, &tb, &err) != QK_OK)
+        fail_msg("%s", err.msg);
+    /* two layers: layer 0 dense ((0+1) % 2 != 0), layer 1 dense (listed) */
+    table_shape(&tb, "model.layers.0.mlp.gate_proj.weight", 160, 64);
+    table_shape(&tb, "model.layers.1.mlp.down_proj.weight", 64, 160);
+    assert_null(table_find(&tb, "model.layers.1.mlp.gate.weight"));
+    free(tb.t);
+    p = config_small("moe-step", "Qwen3MoeForCausalLM", 64, 4, 2, 16,
+                     "\"num_experts\": 4, \"num_experts_per_tok\": 2, "
+                     "\"moe_intermediate_size\": 32, \"decoder_sparse_step\": 2");
+    if (table_of(p, &tb, &err) != QK_OK)
+        fail_msg("%s", err.msg);
+    table_shape(&tb, "model.layers.1.mlp.experts.3.up_proj.weight", 32, 64);
+    table_shape(&tb, "model.layers.0.mlp.up_proj.weight", 160, 64);
+    free(tb.t);
 }
 
 static void test_bad_no_architectures(void **state)
@@ -1449,6 +1507,275 @@ static void test_bad_options(void **state)
     synth_fails(&o, QK_EFORMAT, "not both");
 }
 
+/* ---- FP8 checkpoints (--dtype fp8) ---------------------------------------------------------- */
+
+#define FP8_B 128
+
+/* hidden 192 and widths of 160 make every scale grid 2 x 2 with partial last blocks (64 and 32
+ * wide); head_dim 48. */
+static const char *config_fp8_moe(const char *name)
+{
+    return config_small(name, "Qwen3MoeForCausalLM", 192, 4, 2, 48,
+                        "\"num_experts\": 4, \"num_experts_per_tok\": 2, "
+                        "\"moe_intermediate_size\": 160, \"tie_word_embeddings\": false");
+}
+
+static const char *config_fp8_llama(const char *name)
+{
+    return config_small(name, "LlamaForCausalLM", 192, 4, 2, 0,
+                        "\"attention_bias\": true, \"mlp_bias\": true");
+}
+
+/* Which tensors an FP8 checkpoint stores as FP8, by HF name (DeepSeek-V3 / Qwen3-FP8: the
+ * blocks' Linear weights; not embeddings, lm_head, norms, biases or the MoE router). */
+static int is_fp8_name(const char *name, int n_dims)
+{
+    size_t n = strlen(name);
+    int weight = n > 7 && !strcmp(name + n - 7, ".weight");
+    return n_dims == 2 && weight && strstr(name, "model.layers.") &&
+           (strstr(name, "_proj.weight") || strstr(name, ".experts."));
+}
+
+/* The bound on |fp8(code)·scale − x| for code = e4m3(x / scale): half a step of e4m3 is at most
+ * 2^-4 of the value in the normal range (3 mantissa bits) and 2^-10 below 2^-6 (subnormal step
+ * 2^-9), times the scale; the float32 division and multiplication add two roundings of 2^-24
+ * each (relative). So |x|·(2^-4 + 2^-22) + scale·2^-10·(1 + 2^-23); at most about 2^-4 of the
+ * block's max|x|. */
+static double fp8_bound(double x, double scale)
+{
+    return fabs(x) * (0x1p-4 + 0x1p-22) + scale * 0x1p-10 * (1 + 0x1p-23);
+}
+
+/* Every tensor of the FP8 checkpoint at out against the float32 values synth generates for the
+ * config: the right dtypes and scale shapes, scales equal to max|x| / 448 per block, every
+ * dequantized value within fp8_bound of its float32 value, BF16 tensors the bf16 rounding. */
+static void check_fp8_checkpoint(const char *cfg, const char *out, uint64_t seed, size_t *n_fp8)
+{
+    table tb;
+    qk_err err = {{0}};
+    if (table_of(cfg, &tb, &err) != QK_OK)
+        fail_msg("%s", err.msg);
+    st_model *m = open_model(out);
+    size_t linear = 0;
+    double worst = 0; /* max error / block max */
+    for (size_t i = 0; i < tb.n; i++) {
+        const sy_tensor *t = &tb.t[i];
+        assert_int_equal(t->linear, is_fp8_name(t->name, t->n_dims));
+        linear += t->linear != 0;
+        const st_tensor *s = st_model_find(m, t->name);
+        if (!s)
+            fail_msg("'%s' missing", t->name);
+        const int64_t rows = t->shape[0], cols = t->n_dims == 2 ? t->shape[1] : 1;
+        float *x = malloc((size_t)(rows * cols) * sizeof *x);
+        assert_non_null(x);
+        sy_fill(sy_tensor_key(seed, t->name), 0, (size_t)(rows * cols), t->mean, t->std, ST_F32, x);
+        char sname[SY_NAME_MAX + 16];
+        snprintf(sname, sizeof sname, "%s_scale_inv", t->name);
+        const st_tensor *sc = st_model_find(m, sname);
+        if (!t->linear) {
+            assert_int_equal(s->dtype, ST_BF16);
+            assert_null(sc);
+            const uint16_t *h = s->data;
+            for (int64_t k = 0; k < rows * cols; k++)
+                if (h[k] != q_fp32_to_bf16(x[k]))
+                    fail_msg("%s[%lld]: bf16 %04x, want %04x", t->name, (long long)k, h[k],
+                             q_fp32_to_bf16(x[k]));
+            free(x);
+            continue;
+        }
+        const int64_t gr = (rows + FP8_B - 1) / FP8_B, gc = (cols + FP8_B - 1) / FP8_B;
+        assert_int_equal(s->dtype, ST_F8_E4M3);
+        assert_int_equal(s->n_dims, 2);
+        assert_int_equal(s->shape[0], rows);
+        assert_int_equal(s->shape[1], cols);
+        if (!sc)
+            fail_msg("'%s' missing", sname);
+        assert_int_equal(sc->dtype, ST_F32);
+        assert_int_equal(sc->n_dims, 2);
+        assert_int_equal(sc->shape[0], gr);
+        assert_int_equal(sc->shape[1], gc);
+        const float *scale = sc->data;
+        const uint8_t *code = s->data;
+        /* the scales, recomputed here */
+        for (int64_t br = 0; br < gr; br++)
+            for (int64_t bc = 0; bc < gc; bc++) {
+                float amax = 0;
+                for (int64_t r = br * FP8_B; r < rows && r < (br + 1) * FP8_B; r++)
+                    for (int64_t c = bc * FP8_B; c < cols && c < (bc + 1) * FP8_B; c++)
+                        amax = fmaxf(amax, fabsf(x[r * cols + c]));
+                const float want = amax > 0 ? amax / 448.0f : 1.0f;
+                if (q_f32_bits(scale[br * gc + bc]) != q_f32_bits(want))
+                    fail_msg("%s block (%lld, %lld): scale %.9g, want %.9g", sname, (long long)br,
+                             (long long)bc, scale[br * gc + bc], want);
+            }
+        float *deq = malloc((size_t)(rows * cols) * sizeof *deq);
+        assert_non_null(deq);
+        q_fp8_dequant_rows(Q_FP8_E4M3, code, scale, cols, FP8_B, FP8_B, 0, rows, deq);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++) {
+                const int64_t k = r * cols + c;
+                const float sk = scale[(r / FP8_B) * gc + c / FP8_B];
+                if ((code[k] & 0x7F) == 0x7F)
+                    fail_msg("%s[%lld]: NaN code", t->name, (long long)k);
+                const double e = fabs((double)deq[k] - x[k]);
+                if (e > fp8_bound(x[k], sk))
+                    fail_msg("%s (%lld, %lld): %.9g dequantizes to %.9g (scale %.9g)", t->name,
+                             (long long)r, (long long)c, x[k], deq[k], sk);
+                worst = fmax(worst, e / (448.0 * sk));
+            }
+        free(deq);
+        free(x);
+    }
+    /* nothing else in the files, and the bound is e4m3's: tight, not vacuous */
+    assert_int_equal(st_model_n_tensors(m), tb.n + linear);
+    assert_true(worst <= 0x1p-4 * (1 + 0x1p-20));
+    assert_true(worst > 0x1p-6);
+    *n_fp8 = linear;
+    st_model_close(m);
+    free(tb.t);
+}
+
+static void expect_fp8_config(const char *out)
+{
+    cJSON *c = tu_read_json(tu_join(out, "config.json"));
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(c, "quantization_config");
+    assert_true(cJSON_IsObject(q));
+    assert_string_equal(cJSON_GetObjectItem(q, "quant_method")->valuestring, "fp8");
+    assert_string_equal(cJSON_GetObjectItem(q, "activation_scheme")->valuestring, "dynamic");
+    assert_string_equal(cJSON_GetObjectItem(q, "fmt")->valuestring, "e4m3");
+    const cJSON *b = cJSON_GetObjectItem(q, "weight_block_size");
+    assert_int_equal(cJSON_GetArraySize(b), 2);
+    assert_int_equal(cJSON_GetArrayItem(b, 0)->valueint, 128);
+    assert_int_equal(cJSON_GetArrayItem(b, 1)->valueint, 128);
+    assert_string_equal(cJSON_GetObjectItem(c, "torch_dtype")->valuestring, "bfloat16");
+    cJSON_Delete(c);
+}
+
+static void test_fp8_qwen3_moe(void **state)
+{
+    (void)state;
+    const char *cfg = config_fp8_moe("fp8moe"), *out = tu_tmp("fp8moe-out");
+    sy_options o = opts(cfg, out);
+    o.dtype = ST_F8_E4M3;
+    sy_result r;
+    synth_ok(&o, &r);
+    size_t n_fp8;
+    check_fp8_checkpoint(cfg, out, o.seed, &n_fp8);
+    /* per layer q k v o and 4 experts x 3 */
+    assert_int_equal(n_fp8, 2 * (4 + 4 * 3));
+    st_model *m = open_model(out);
+    assert_int_equal(r.n_tensors, st_model_n_tensors(m));
+    assert_true(r.n_bytes == st_model_data_bytes(m));
+    expect_shape(m, "model.layers.1.mlp.experts.3.down_proj.weight_scale_inv", 2, 2);
+    assert_int_equal(st_model_find(m, "model.layers.1.mlp.gate.weight")->dtype, ST_BF16);
+    assert_int_equal(st_model_find(m, "model.layers.1.self_attn.q_norm.weight")->dtype, ST_BF16);
+    assert_int_equal(st_model_find(m, "lm_head.weight")->dtype, ST_BF16);
+    uint64_t elements = 0;
+    for (size_t i = 0; i < st_model_n_tensors(m); i++)
+        elements += st_model_tensor(m, i)->n_elements;
+    assert_true(r.n_params == elements);
+    for (size_t i = 1; i < st_model_n_tensors(m); i++) /* sorted: weight before its scale */
+        assert_true(strcmp(st_model_tensor(m, i - 1)->name, st_model_tensor(m, i)->name) < 0);
+    st_model_close(m);
+    expect_fp8_config(out);
+}
+
+static void test_fp8_llama_biases_stay_bf16(void **state)
+{
+    (void)state;
+    const char *cfg = config_fp8_llama("fp8llama"), *out = tu_tmp("fp8llama-out");
+    sy_options o = opts(cfg, out);
+    o.dtype = ST_F8_E4M3;
+    o.seed = 11;
+    sy_result r;
+    synth_ok(&o, &r);
+    size_t n_fp8;
+    check_fp8_checkpoint(cfg, out, o.seed, &n_fp8);
+    assert_int_equal(n_fp8, 2 * 7);
+    st_model *m = open_model(out);
+    assert_int_equal(st_model_find(m, "model.layers.0.self_attn.q_proj.bias")->dtype, ST_BF16);
+    assert_int_equal(st_model_find(m, "model.layers.0.mlp.down_proj.bias")->dtype, ST_BF16);
+    assert_int_equal(st_model_find(m, "model.embed_tokens.weight")->dtype, ST_BF16);
+    expect_shape(m, "model.layers.0.mlp.down_proj.weight_scale_inv", 2, 2);
+    st_model_close(m);
+    expect_fp8_config(out);
+}
+
+/* FP8 bytes do not depend on the thread count or the shard layout. Every tensor in its own file
+ * puts each weight and its scale grid in different files (the grid is recomputed when written);
+ * the bytes are those of the single-file run. */
+static void test_fp8_threads_and_shards(void **state)
+{
+    (void)state;
+    const char *cfg = config_fp8_moe("fp8det");
+    synth_to(cfg, tu_tmp("fp8det-1"), 1, ST_F8_E4M3, 3, 0);
+    synth_to(cfg, tu_tmp("fp8det-2"), 2, ST_F8_E4M3, 3, 0);
+    assert_true(files_equal(tu_join(tu_tmp("fp8det-1"), "model.safetensors"),
+                            tu_join(tu_tmp("fp8det-2"), "model.safetensors")));
+    st_model *s = open_model(tu_tmp("fp8det-1"));
+    const size_t n = st_model_n_tensors(s);
+    sy_options o = opts(cfg, tu_tmp("fp8det-n"));
+    o.dtype = ST_F8_E4M3;
+    o.seed = 3;
+    o.shards = (int64_t)n;
+    sy_result r;
+    synth_ok(&o, &r);
+    assert_int_equal(r.n_files, (int64_t)n);
+    st_model *m = open_model(tu_tmp("fp8det-n"));
+    assert_int_equal(st_model_n_files(m), n);
+    expect_same_tensors(m, s);
+    const st_tensor *w = st_model_find(m, "model.layers.0.self_attn.o_proj.weight");
+    const st_tensor *ws = st_model_find(m, "model.layers.0.self_attn.o_proj.weight_scale_inv");
+    assert_int_not_equal(w->file, ws->file);
+    /* total_size counts each tensor with its own dtype */
+    int found = 0;
+    for (size_t i = 0; i < st_model_n_index_meta(m); i++)
+        if (!strcmp(st_model_index_meta_key(m, i), "total_size") && ++found)
+            assert_true(strtoull(st_model_index_meta_value(m, i), NULL, 10) ==
+                        st_model_data_bytes(s));
+    assert_int_equal(found, 1);
+    /* by size: a limit below every weight gives each its own file, scales join the next */
+    o.out_dir = tu_tmp("fp8det-ms");
+    o.shards = 0;
+    o.max_shard_size = 1000;
+    synth_ok(&o, &r);
+    st_model *ms = open_model(tu_tmp("fp8det-ms"));
+    expect_same_tensors(ms, s);
+    st_model_close(ms);
+    st_model_close(m);
+    st_model_close(s);
+}
+
+/* The same seed gives the same float32 values in f32 and fp8 runs: fp8 codes are the f32 values
+ * quantized (check_fp8_checkpoint), and a BF16 tensor of an fp8 run is byte-identical to the bf16
+ * run's. A quantization_config in the given config is replaced by fp8's, and dropped by the
+ * other dtypes. */
+static void test_fp8_shares_values_and_config(void **state)
+{
+    (void)state;
+    const char *cfg = config_small("fp8q", "Qwen3ForCausalLM", 192, 4, 2, 48,
+                                   "\"quantization_config\": {\"quant_method\": \"fp8\", "
+                                   "\"weight_block_size\": [64, 64]}");
+    synth_to(cfg, tu_tmp("fp8q-fp8"), 2, ST_F8_E4M3, 5, 0);
+    synth_to(cfg, tu_tmp("fp8q-bf16"), 2, ST_BF16, 5, 0);
+    expect_fp8_config(tu_tmp("fp8q-fp8"));
+    size_t n_fp8;
+    check_fp8_checkpoint(cfg, tu_tmp("fp8q-fp8"), 5, &n_fp8);
+    assert_int_equal(n_fp8, 2 * 7);
+    st_model *a = open_model(tu_tmp("fp8q-fp8")), *b = open_model(tu_tmp("fp8q-bf16"));
+    for (size_t i = 0; i < st_model_n_tensors(b); i++) {
+        const st_tensor *tb = st_model_tensor(b, i), *ta = st_model_find(a, tb->name);
+        assert_non_null(ta);
+        if (ta->dtype == ST_BF16)
+            assert_memory_equal(ta->data, tb->data, tb->nbytes);
+    }
+    st_model_close(a);
+    st_model_close(b);
+    cJSON *c = tu_read_json(tu_join(tu_tmp("fp8q-bf16"), "config.json"));
+    assert_null(cJSON_GetObjectItemCaseSensitive(c, "quantization_config"));
+    cJSON_Delete(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1501,7 +1828,9 @@ int main(void)
         cmocka_unit_test(test_bad_config_not_json),
         cmocka_unit_test(test_bad_config_not_object),
         cmocka_unit_test(test_bad_unsupported_arch),
-        cmocka_unit_test(test_bad_real_moe_config),
+        cmocka_unit_test(test_table_qwen3_moe),
+        cmocka_unit_test(test_table_mixtral),
+        cmocka_unit_test(test_table_qwen3_moe_dense_layers),
         cmocka_unit_test(test_bad_no_architectures),
         cmocka_unit_test(test_bad_missing_field),
         cmocka_unit_test(test_bad_zero_layers),
@@ -1514,6 +1843,10 @@ int main(void)
         cmocka_unit_test(test_bad_odd_head_dim),
         cmocka_unit_test(test_bad_tie_type),
         cmocka_unit_test(test_bad_options),
+        cmocka_unit_test(test_fp8_qwen3_moe),
+        cmocka_unit_test(test_fp8_llama_biases_stay_bf16),
+        cmocka_unit_test(test_fp8_threads_and_shards),
+        cmocka_unit_test(test_fp8_shares_values_and_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -142,7 +142,7 @@ expect_bad bad_missing_tokenizer "no tokenizer.json, vocab.json or tokenizer.mod
 model_dir "$T/gpt2"
 cp "$S260/model.safetensors" "$T/gpt2/"
 sed 's/LlamaForCausalLM/GPT2LMHeadModel/' "$S260/config.json" >"$T/gpt2/config.json"
-expect_bad bad_unsupported_architecture "supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM" \
+expect_bad bad_unsupported_architecture "supported: LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM" \
     "$T/x.gguf" "$QKIT" convert "$T/gpt2" -o "$T/x.gguf"
 
 model_dir "$T/i32"
@@ -152,7 +152,7 @@ expect_bad bad_dtype_i32 "tensor 'model.embed_tokens.weight' has dtype I32" "$T/
 
 model_dir "$T/f8"
 mkst "$T/f8/model.safetensors" model.embed_tokens.weight F8_E4M3 "512,64" 32768
-expect_bad bad_dtype_f8 "has dtype F8_E4M3" "$T/x.gguf" "$QKIT" convert "$T/f8" -o "$T/x.gguf"
+expect_bad bad_dtype_f8 "FP8 tensor 'model.embed_tokens.weight' has no scale tensor" "$T/x.gguf" "$QKIT" convert "$T/f8" -o "$T/x.gguf"
 
 model_dir "$T/shape"
 mkst "$T/shape/model.safetensors" model.embed_tokens.weight F32 "500,64" 128000

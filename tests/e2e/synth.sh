@@ -85,8 +85,9 @@ expect_fail synth_tokenizer_gen_small_vocab 2 "vocab_size 100 is below 259" \
 ! test -e "$T/x"; check synth_tokenizer_gen_failure_leaves_nothing $?
 
 if [ -d "$CFGS" ]; then
-    expect_fail synth_unsupported_arch 2 "(supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)" \
-        -- synth --config "$CFGS/Mixtral-8x7B-v0.1/config.json" -o "$T/x"
+    sed 's/"MixtralForCausalLM"/"DeepseekV3ForCausalLM"/' "$CFGS/Mixtral-8x7B-v0.1/config.json" >"$T/dsv3.json"
+    expect_fail synth_unsupported_arch 2 "(supported: LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM)" \
+        -- synth --config "$T/dsv3.json" -o "$T/x"
 
     "$QKIT" synth --config "$CFGS/SmolLM2-135M/config.json" --tokenizer-from "$CFGS/TinyLlama-1.1B-Chat-v1.0" \
         --layers 1 --dtype f16 -o "$T/smol" -q >"$T/out" 2>&1 &&
