@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../convert/arch.h"
 #include "../formats/gguf.h"
 #include "../formats/hf_tokenizer.h" /* hf_file_read */
 #include "../formats/safetensors.h"
@@ -120,6 +121,39 @@ static int inspect_gguf(const char *path, cJSON *doc, int with_tensors, qk_err *
     return QK_OK;
 }
 
+/* What the converter's architecture description makes of the config: the GGUF architecture,
+ * experts, FP8 blocks, the number of GGUF tensors; or why it cannot convert it. */
+static void add_description(cJSON *sum, const cJSON *cfg, const char *path)
+{
+    ca_config c;
+    qk_err err = {{0}};
+    if (ca_config_from_json(cfg, path, &c, &err)) {
+        cJSON_AddStringToObject(sum, "convertible", err.msg);
+        return;
+    }
+    cJSON_AddStringToObject(sum, "gguf_architecture", c.gguf_arch);
+    if (c.hp.n_expert) {
+        int64_t moe = 0;
+        for (int64_t l = 0; l < c.hp.n_layer; l++)
+            moe += c.hp.layer_moe[l];
+        cJSON_AddNumberToObject(sum, "experts", (double)c.hp.n_expert);
+        cJSON_AddNumberToObject(sum, "experts_used", (double)c.hp.n_expert_used);
+        cJSON_AddNumberToObject(sum, "expert_feed_forward_length", (double)c.hp.n_ff_exp);
+        cJSON_AddNumberToObject(sum, "moe_layers", (double)moe);
+        cJSON_AddBoolToObject(sum, "expert_weights_norm", c.hp.expert_weights_norm);
+    }
+    if (c.fp8) {
+        cJSON *b = cJSON_AddArrayToObject(sum, "fp8_weight_block_size");
+        for (int i = 0; i < 2 && c.fp8_block[0]; i++)
+            cJSON_AddItemToArray(b, cJSON_CreateNumber((double)c.fp8_block[i]));
+    }
+    ca_output o;
+    size_t n = 0;
+    while (ca_output_at(&c, n, &o))
+        n++;
+    cJSON_AddNumberToObject(sum, "gguf_tensors", (double)n);
+}
+
 /* A summary of config.json's architecture keys, when the folder has one. */
 static void add_config(cJSON *doc, const char *dir)
 {
@@ -142,6 +176,7 @@ static void add_config(cJSON *doc, const char *dir)
         if (v)
             cJSON_AddItemToObject(sum, keys[i], cJSON_Duplicate(v, 1));
     }
+    add_description(sum, cfg, p);
     cJSON_Delete(cfg);
 }
 
@@ -165,7 +200,9 @@ static int inspect_safetensors(const char *path, cJSON *doc, int with_tensors, q
     uint64_t params = 0;
     for (size_t i = 0; i < st_model_n_tensors(m); i++) {
         const st_tensor *t = st_model_tensor(m, i);
-        params += t->n_elements;
+        size_t len = strlen(t->name);
+        if (len < 10 || strcmp(t->name + len - 10, "_scale_inv")) /* FP8 block scales are not weights */
+            params += t->n_elements;
         if (tensors)
             cJSON_AddItemToArray(tensors, tensor_json(t->name, st_dtype_name(t->dtype), t->shape, t->n_dims,
                                                       t->nbytes, t->offset,
