@@ -1,7 +1,8 @@
-/* engine.c — the forward pass. Follows llama.cpp's graph for the llama/qwen2/qwen3 architectures
- * and their mixtures of experts (Mixtral, qwen3moe) operation by operation (RMSNorm with a double
- * sum, RoPE cache with float theta accumulation, softmax with a double sum, build_moe_ffn's
- * routing) so perplexities agree to the fourth digit. */
+/* engine.c — the forward pass. Follows llama.cpp's graph for the llama/qwen2/qwen3 architectures,
+ * their mixtures of experts (Mixtral, qwen3moe) and Llama 4's attention (llama-iswa: NoPE blocks
+ * with q temperature, per-head RMSNorm after RoPE, chunked attention) operation by operation
+ * (RMSNorm with a double sum, RoPE cache with float theta accumulation, softmax with a double
+ * sum, build_moe_ffn's routing) so perplexities agree to the fourth digit. */
 #include "engine.h"
 
 #include <math.h>
@@ -108,6 +109,12 @@ int eng_model_validate(const eng_model *m, qk_err *err)
                           "experts %d/%d)",
                           m->n_embd, m->n_head, m->n_head_kv, m->head_dim, m->n_rot, m->n_expert_used,
                           m->n_expert);
+    if (m->attn_chunk < 0 || !(m->attn_temp_scale >= 0.0f) || !isfinite(m->attn_temp_scale) ||
+        (m->attn_temp_scale > 0.0f && m->attn_temp_floor <= 0))
+        return qk_err_set(err, QK_EFORMAT,
+                          "inconsistent attention hyper-parameters (chunk %d, temperature scale %g, "
+                          "floor %d)",
+                          m->attn_chunk, (double)m->attn_temp_scale, m->attn_temp_floor);
     int rc;
     if ((rc = check_kind(m, &m->tok_embd, GA_T_TOKEN_EMBD, err)) ||
         (rc = check_kind(m, &m->output, GA_T_OUTPUT, err)))
@@ -266,15 +273,21 @@ static void matmul(eng_ctx *c, const eng_tensor *W, const float *X, int n, float
     }
 }
 
-static void rmsnorm(float *y, const float *x, const float *weight, int d, float eps)
+/* y = x / sqrt(mean(x²) + eps) ⊙ weight, as ggml_rms_norm then ggml_mul; a NULL weight is all
+ * ones (ggml_rms_norm alone: Llama 4's qk norm). y may be x. */
+static void rmsnorm(float *y, const float *x, const float *weight /* [d] or NULL */, int d, float eps)
 {
     double sum = 0.0;
     for (int i = 0; i < d; i++)
         sum += (double)(x[i] * x[i]);
     const float mean = (float)(sum / d);
     const float scale = 1.0f / sqrtf(mean + eps);
-    for (int i = 0; i < d; i++)
-        y[i] = x[i] * scale * weight[i];
+    if (weight)
+        for (int i = 0; i < d; i++)
+            y[i] = x[i] * scale * weight[i];
+    else
+        for (int i = 0; i < d; i++)
+            y[i] = x[i] * scale;
 }
 
 /* cos/sin per position and pair, as ggml_rope_cache_init builds them. */
@@ -317,20 +330,41 @@ static void add_bias(float *y, const float *b, int n, int d)
             y[(size_t)t * d + i] += b[i];
 }
 
-/* Per-head RMSNorm (Qwen3) and RoPE on q and k, in place. */
+/* Llama 4's temperature of the queries at position t in a NoPE block, as llama.cpp's
+ * llm_graph_input_attn_temp::set_input computes it: the position and the floor division in float,
+ * the log and the affine map in double (std::floor(float) + 1.0 promotes), rounded to float. */
+static float attn_temp(int t, int floor_scale, float temp_scale)
+{
+    const float pos = (float)t;
+    const float fl = floorf((pos + 1.0f) / (float)floor_scale);
+    return (float)(log((double)fl + 1.0) * (double)temp_scale + 1.0);
+}
+
+/* q and k in place, per head, in llama.cpp's order: the weighted per-head RMSNorm (Qwen3), then
+ * in a RoPE block RoPE and the unweighted RMSNorm (Llama 4's qk norm), in a NoPE block the q
+ * temperature (Llama 4). */
 static void qk_prepare(eng_ctx *c, const eng_layer *L, int n)
 {
     const eng_model *m = c->m;
     const int hd = m->head_dim, nh = m->n_head, nkv = m->n_head_kv;
+    const int temp = L->nope && m->attn_temp_scale > 0.0f, qk_norm = !L->nope && m->qk_rms_norm;
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < n; t++) {
+        const float f = temp ? attn_temp(t, m->attn_temp_floor, m->attn_temp_scale) : 1.0f;
         for (int h = 0; h < nh + nkv; h++) {
             float *vec = h < nh ? c->q + ((size_t)t * nh + h) * hd
                                 : c->k + ((size_t)t * nkv + (h - nh)) * hd;
             const float *w = L->v[h < nh ? GA_T_ATTN_Q_NORM : GA_T_ATTN_K_NORM];
             if (w)
                 rmsnorm(vec, vec, w, hd, m->rms_eps);
-            rope_apply(c, vec, t);
+            if (!L->nope) {
+                rope_apply(c, vec, t);
+                if (qk_norm)
+                    rmsnorm(vec, vec, NULL, hd, m->rms_eps);
+            } else if (temp && h < nh) {
+                for (int i = 0; i < hd; i++)
+                    vec[i] *= f;
+            }
         }
     }
 }
@@ -348,29 +382,33 @@ static void transpose_v(eng_ctx *c, int n)
         }
 }
 
-/* Softmax of row t's causal scores s[0..t] in place; s[t+1..nk) become 0 so that the p·v product
- * over nk keys adds nothing for them. */
-static void softmax_causal(float *s, int t, int nk, float scale)
+/* Softmax of the visible scores s[lo..hi] in place (the masked ones are -inf to llama.cpp: their
+ * exp is 0 and they take no part in the max or the sum); the rest of s[0..nk) becomes 0 so that
+ * the p·v product over nk keys adds nothing for them. */
+static void softmax_range(float *s, int lo, int hi, int nk, float scale)
 {
     float mx = -INFINITY;
-    for (int j = 0; j <= t; j++) {
+    for (int j = lo; j <= hi; j++) {
         s[j] *= scale;
         mx = s[j] > mx ? s[j] : mx;
     }
     double sum = 0.0;
-    for (int j = 0; j <= t; j++)
+    for (int j = lo; j <= hi; j++)
         sum += (double)(s[j] = expf(s[j] - mx));
     const float inv = (float)(1.0 / sum);
-    for (int j = 0; j <= t; j++)
+    for (int j = lo; j <= hi; j++)
         s[j] *= inv;
-    for (int j = t + 1; j < nk; j++)
+    for (int j = 0; j < lo; j++)
+        s[j] = 0.0f;
+    for (int j = hi + 1; j < nk; j++)
         s[j] = 0.0f;
 }
 
 /* Per head and block of ENG_ATT_BLOCK queries: scores = K·q over the keys the block sees, then
- * out = Vᵀ·p, both as f32 matrix products. The blocks are fixed, so each value depends only on
- * its query's position, not on the thread count. */
-static void attention(eng_ctx *c, int n)
+ * out = Vᵀ·p, both as f32 matrix products. Causal; with chunk > 0 query t sees only keys
+ * p >= (t / chunk) · chunk, and a block's keys start at its first query's chunk start. The blocks
+ * are fixed, so each value depends only on its query's position, not on the thread count. */
+static void attention(eng_ctx *c, int n, int chunk)
 {
     const eng_model *m = c->m;
     const int hd = m->head_dim, nh = m->n_head, nkv = m->n_head_kv, group = nh / nkv;
@@ -384,12 +422,15 @@ static void attention(eng_ctx *c, int n)
         for (int b = 0; b < nblk; b++) {
             float *s = c->scores + (size_t)omp_get_thread_num() * ENG_ATT_BLOCK * c->n_ctx;
             const int kh = h / group, t0 = b * ENG_ATT_BLOCK;
-            const int nk = n - t0 < ENG_ATT_BLOCK ? n : t0 + ENG_ATT_BLOCK, nq = nk - t0;
-            gemm(hd, nk, nq, c->k + (size_t)kh * hd, (size_t)nkv * hd * fs,
+            const int t1 = n - t0 < ENG_ATT_BLOCK ? n : t0 + ENG_ATT_BLOCK, nq = t1 - t0;
+            const int k0 = chunk > 0 ? t0 / chunk * chunk : 0, nk = t1 - k0; /* keys k0 .. t1-1 */
+            gemm(hd, nk, nq, c->k + ((size_t)k0 * nkv + kh) * hd, (size_t)nkv * hd * fs,
                  c->q + ((size_t)t0 * nh + h) * hd, (size_t)nh * hd * fs, s, (size_t)c->n_ctx);
-            for (int i = 0; i < nq; i++)
-                softmax_causal(s + (size_t)i * c->n_ctx, t0 + i, nk, scale);
-            gemm(nk, hd, nq, c->vt + (size_t)kh * hd * c->n_ctx, (size_t)c->n_ctx * fs, s,
+            for (int i = 0; i < nq; i++) {
+                const int t = t0 + i, lo = chunk > 0 ? t / chunk * chunk : 0;
+                softmax_range(s + (size_t)i * c->n_ctx, lo - k0, t - k0, nk, scale);
+            }
+            gemm(nk, hd, nq, c->vt + (size_t)kh * hd * c->n_ctx + k0, (size_t)c->n_ctx * fs, s,
                  (size_t)c->n_ctx * fs, c->att_out + ((size_t)t0 * nh + h) * hd, (size_t)nh * hd);
         }
     }
@@ -574,7 +615,7 @@ static void layer_forward(eng_ctx *c, const eng_layer *L, int n)
     add_bias(c->k, L->v[GA_T_ATTN_K_B], n, kvd);
     add_bias(c->v, L->v[GA_T_ATTN_V_B], n, kvd);
     qk_prepare(c, L, n);
-    attention(c, n);
+    attention(c, n, L->nope ? 0 : m->attn_chunk); /* Llama 4: NoPE blocks attend to everything */
     matmul(c, &L->w[GA_T_ATTN_OUT], c->att_out, n, c->xb);
     add_bias(c->xb, L->v[GA_T_ATTN_OUT_B], n, d);
     for (size_t i = 0; i < (size_t)n * d; i++)

@@ -29,7 +29,8 @@ typedef struct {
 typedef struct {
     eng_tensor w[GA_T_COUNT];
     float *v[GA_T_COUNT];
-    int moe; /* the feed-forward is a mixture of experts (router and expert tensors) */
+    int moe;  /* the feed-forward is a mixture of experts (router and expert tensors) */
+    int nope; /* no RoPE in this block (Llama 4's every 4th): full attention, q temperature-scaled */
 } eng_layer;
 
 typedef struct {
@@ -40,6 +41,15 @@ typedef struct {
     int expert_weights_norm; /* renormalize the selected experts' weights to sum 1 */
     ga_gating gating;        /* router probabilities: softmax over all experts, or sigmoid */
     int moe_weight_input;    /* 1: an expert's weight scales its input (Llama 4), 0: its output */
+    /* Llama 4 attention (0 when off): */
+    int attn_chunk;          /* > 0: RoPE blocks attend only to keys in the query's chunk of
+                                attn_chunk positions (key p visible to query t iff
+                                p <= t and p >= (t / attn_chunk) * attn_chunk) */
+    int qk_rms_norm;         /* RoPE blocks RMS-normalize q and k per head (no weight, eps rms_eps)
+                                after RoPE */
+    float attn_temp_scale;   /* > 0: NoPE blocks multiply q at position t by
+                                log(floor((t + 1) / attn_temp_floor) + 1) * attn_temp_scale + 1 */
+    int attn_temp_floor;
     float rms_eps, rope_base;
     int rope_neox;     /* 1: rotate halves (NeoX, Qwen, HF checkpoints); 0: adjacent pairs */
     float *rope_freqs; /* [n_rot/2] frequency divisors (Llama 3) or NULL */

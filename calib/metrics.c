@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../quant/buf.h"
+
 double eng_log_softmax(const float *logits, int n_vocab, int tok, float *out)
 {
     float mx = logits[0];
@@ -40,14 +42,10 @@ double eng_ppl_stderr(const eng_ppl_acc *a)
 int eng_kld_add(eng_kld_acc *a, const float *ref_logp, const float *cand_logits, int n_vocab,
                 int tok, float *scratch, qk_err *err)
 {
-    if (a->count == a->cap) {
-        size_t cap = a->cap ? a->cap * 2 : 4096;
-        float *k = realloc(a->kld, cap * sizeof *k);
-        if (!k)
-            return qk_err_set(err, QK_ENOMEM, "out of memory for KL-divergence values");
-        a->kld = k;
-        a->cap = cap;
-    }
+    float *k = qk_grow(a->kld, &a->cap, a->count + 1, sizeof *k);
+    if (!k)
+        return qk_err_set(err, QK_ENOMEM, "out of memory for KL-divergence values");
+    a->kld = k;
     const double nll = eng_log_softmax(cand_logits, n_vocab, tok, scratch);
     const double nll_ref = -(double)ref_logp[tok];
     double kld = 0.0;

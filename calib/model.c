@@ -82,6 +82,7 @@ static int load_layer(const loader *ld, int l)
         L->moe = rc == QK_OK;
     }
     m->hp.layer_moe[l] = (uint8_t)L->moe;
+    L->nope = m->hp.layer_nope[l];
     for (const ga_kind *k = m->arch->kinds; *k != GA_T_COUNT; k++) {
         if (ga_kind_get(*k)->where == GA_IN_MODEL || !ga_block_has(m->arch, &m->hp, *k, l))
             continue;
@@ -102,6 +103,13 @@ static void set_sizes(eng_model *m, const ga_hparams *hp)
     m->n_ff_exp = (int)hp->n_ff_exp;
     m->expert_weights_norm = hp->expert_weights_norm;
     m->gating = m->arch->gating;
+    m->moe_weight_input = m->arch->moe_weight_input;
+    if (m->arch->chunked_nope) {
+        m->attn_chunk = (int)hp->attn_chunk;
+        m->qk_rms_norm = hp->qk_rms_norm;
+        m->attn_temp_scale = (float)hp->attn_temp_scale;
+        m->attn_temp_floor = (int)hp->attn_temp_floor;
+    }
     m->rms_eps = (float)hp->rms_eps;
     m->rope_base = (float)(hp->has_rope_theta ? hp->rope_theta : 10000.0);
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "../formats/hf_tokenizer.h"
+#include "../quant/buf.h"
 
 _Static_assert((int)TOK_BOS == (int)HF_BOS && (int)TOK_EOS == (int)HF_EOS &&
                    (int)TOK_UNK == (int)HF_UNK && (int)TOK_SEP == (int)HF_SEP &&
@@ -320,57 +321,11 @@ static void init_byte_map(tok_impl *im)
     }
 }
 
-/* ================================================================ growable buffers */
-
-/* Makes room for one more element in a doubling array (first: the initial capacity). Returns the
- * array to store back (moved or not), or NULL when out of memory or the size would overflow; on
- * failure the old array and *cap are untouched. */
-static void *grow_one(void *arr, size_t n, size_t *cap, size_t elem, size_t first)
-{
-    if (n < *cap)
-        return arr;
-    size_t c = *cap ? *cap * 2 : first;
-    if (c < *cap || c > SIZE_MAX / elem)
-        return NULL;
-    void *p = realloc(arr, c * elem);
-    if (p)
-        *cap = c;
-    return p;
-}
-
-typedef struct {
-    char *p;
-    size_t n, cap;
-} sbuf;
-
-static bool sbuf_reserve(sbuf *b, size_t extra)
-{
-    if (b->n + extra <= b->cap)
-        return true;
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < b->n + extra)
-        cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p)
-        return false;
-    b->p = p;
-    b->cap = cap;
-    return true;
-}
-
-static bool sbuf_put(sbuf *b, const char *s, size_t n)
-{
-    if (!sbuf_reserve(b, n + 1))
-        return false;
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-    return true;
-}
+/* ================================================================ growable arrays */
 
 static bool ids_push(tok_ids *o, int32_t id)
 {
-    int32_t *p = grow_one(o->ids, o->n, &o->cap, sizeof *p, 256);
+    int32_t *p = qk_grow(o->ids, &o->cap, o->n + 1, sizeof *p);
     if (!p)
         return false;
     o->ids = p;
@@ -418,7 +373,7 @@ static bool bigram_before(const bigram *a, const bigram *b)
 
 static bool heap_push(bheap *h, bigram g)
 {
-    bigram *p = grow_one(h->b, h->n, &h->cap, sizeof *p, 64);
+    bigram *p = qk_grow(h->b, &h->cap, h->n + 1, sizeof *p);
     if (!p)
         return false;
     h->b = p;
@@ -468,13 +423,10 @@ static bool split_chars(merge_work *w, const char *text, size_t len)
 {
     w->n = 0;
     w->heap.n = 0;
-    if (len > w->cap) {
-        sym *p = realloc(w->s, len * sizeof *p);
-        if (!p)
-            return false;
-        w->s = p;
-        w->cap = len;
-    }
+    sym *grown = qk_grow(w->s, &w->cap, len, sizeof *grown);
+    if (!grown)
+        return false;
+    w->s = grown;
     for (size_t off = 0; off < len;) {
         size_t n = utf8_len((uint8_t)text[off]);
         if (n > len - off)
@@ -595,10 +547,10 @@ static int spm_encode(const tok_vocab *v, const char *text, size_t len, merge_wo
 
 /* SPM text: an optional leading space, then every ' ' becomes U+2581. */
 static int spm_fragment(const tok_vocab *v, const char *text, size_t len, bool prefix,
-                        merge_work *w, sbuf *tmp, tok_ids *out, qk_err *err)
+                        merge_work *w, qk_buf *tmp, tok_ids *out, qk_err *err)
 {
     tmp->n = 0;
-    if (!sbuf_reserve(tmp, 3 * (len + 1) + 1))
+    if (qk_buf_reserve(tmp, 3 * (len + 1) + 1))
         return oom(err);
     char *o = tmp->p;
     for (size_t i = 0; i < len + prefix; i++) {
@@ -620,7 +572,7 @@ static int spm_fragment(const tok_vocab *v, const char *text, size_t len, bool p
 typedef struct {
     uint32_t *cpt;    /* [n] codepoints as llama.cpp decodes them */
     size_t n;
-    sbuf subj;        /* UTF-8 of the regex view */
+    qk_buf subj;      /* UTF-8 of the regex view */
     uint32_t *boff;   /* [n + 1] byte offset of codepoint i in subj */
     uint32_t *at;     /* [subj.n + 1] codepoint index of the character starting at a byte */
     uint32_t *piece;  /* piece lengths in codepoints */
@@ -633,7 +585,7 @@ typedef struct {
 static void pretok_free(pretok *p)
 {
     free(p->cpt);
-    free(p->subj.p);
+    qk_buf_free(&p->subj);
     free(p->boff);
     free(p->at);
     free(p->piece);
@@ -674,7 +626,7 @@ static int make_subject(const tok_impl *im, const char *text, size_t len, pretok
     free(p->boff);
     p->cpt = malloc((len + 1) * sizeof *p->cpt);
     p->boff = malloc((len + 1) * sizeof *p->boff);
-    if (!p->cpt || !p->boff || !sbuf_reserve(&p->subj, 4 * len + 1))
+    if (!p->cpt || !p->boff || qk_buf_reserve(&p->subj, 4 * len + 1))
         return oom(err);
     for (size_t i = 0; i < len;) {
         uint32_t c = utf8_next((const uint8_t *)text, len, &i);
@@ -694,7 +646,7 @@ static int make_subject(const tok_impl *im, const char *text, size_t len, pretok
 
 static bool piece_push(uint32_t **arr, size_t *n, size_t *cap, uint32_t len)
 {
-    uint32_t *a = grow_one(*arr, *n, cap, sizeof *a, 256);
+    uint32_t *a = qk_grow(*arr, cap, *n + 1, sizeof *a);
     if (!a)
         return false;
     *arr = a;
@@ -817,10 +769,10 @@ static int bpe_word(const tok_vocab *v, const char *word, size_t len, merge_work
 /* Codepoints [first, first + count) as UTF-8, each byte then written as its bytes_to_unicode
  * character (unicode_byte_encoding_process). */
 static bool byte_encode(const tok_impl *im, const pretok *p, uint32_t first, uint32_t count,
-                        sbuf *word)
+                        qk_buf *word)
 {
     word->n = 0;
-    if (!sbuf_reserve(word, (size_t)count * 8 + 1))
+    if (qk_buf_reserve(word, (size_t)count * 8 + 1))
         return false;
     for (uint32_t i = first; i < first + count; i++) {
         char u[4];
@@ -832,7 +784,7 @@ static bool byte_encode(const tok_impl *im, const pretok *p, uint32_t first, uin
 }
 
 static int bpe_fragment(const tok_vocab *v, const char *text, size_t len, pretok *p,
-                        merge_work *w, sbuf *word, tok_ids *out, qk_err *err)
+                        merge_work *w, qk_buf *word, tok_ids *out, qk_err *err)
 {
     int rc = pretokenize(v->impl, text, len, p, err);
     uint32_t first = 0;
@@ -859,7 +811,7 @@ typedef struct {
 
 static bool frag_push(frag_list *l, frag f)
 {
-    frag *p = grow_one(l->f, l->n, &l->cap, sizeof *p, 16);
+    frag *p = qk_grow(l->f, &l->cap, l->n + 1, sizeof *p);
     if (!p)
         return false;
     l->f = p;
@@ -932,7 +884,7 @@ typedef struct {
     frag_list a, b;
     merge_work w;
     pretok p;
-    sbuf tmp;
+    qk_buf tmp;
 } enc_state;
 
 static void enc_free(enc_state *s)
@@ -941,7 +893,7 @@ static void enc_free(enc_state *s)
     free(s->b.f);
     work_free(&s->w);
     pretok_free(&s->p);
-    free(s->tmp.p);
+    qk_buf_free(&s->tmp);
 }
 
 static int encode_fragments(const tok_vocab *v, const char *text, enc_state *s, tok_ids *out,
@@ -1009,18 +961,18 @@ done:
 
 /* ================================================================ decode */
 
-static bool put_unescaped(sbuf *o, const char *s, size_t n)
+static bool put_unescaped(qk_buf *o, const char *s, size_t n)
 {
     for (size_t i = 0; i < n;) {
         if (i + 3 <= n && !memcmp(s + i, "\xE2\x96\x81", 3)) {
-            if (!sbuf_put(o, " ", 1))
+            if (qk_buf_append(o, " ", 1))
                 return false;
             i += 3;
         } else {
             size_t j = i + 1;
             while (j < n && !(j + 3 <= n && !memcmp(s + j, "\xE2\x96\x81", 3)))
                 j++;
-            if (!sbuf_put(o, s + i, j - i))
+            if (qk_buf_append(o, s + i, j - i))
                 return false;
             i = j;
         }
@@ -1029,28 +981,28 @@ static bool put_unescaped(sbuf *o, const char *s, size_t n)
 }
 
 /* llama_decode_text: every character of a byte-level token stands for one byte. */
-static bool put_byte_decoded(const tok_impl *im, sbuf *o, const char *s, size_t n)
+static bool put_byte_decoded(const tok_impl *im, qk_buf *o, const char *s, size_t n)
 {
     for (size_t i = 0; i < n;) {
         uint32_t c = utf8_next((const uint8_t *)s, n, &i);
         int b = c < 512 ? im->cpt_byte[c] : -1;
         if (b >= 0) {
             char ch = (char)b;
-            if (!sbuf_put(o, &ch, 1))
+            if (qk_buf_append(o, &ch, 1))
                 return false;
             continue;
         }
         char hex[16];
-        if (!sbuf_put(o, "[UNK_BYTE_0x", 12))
+        if (qk_buf_append(o, "[UNK_BYTE_0x", 12))
             return false;
         char u[4];
         size_t un = utf8_put(c, u);
         for (size_t k = 0; k < un; k++) {
             snprintf(hex, sizeof hex, "%02x", (uint8_t)u[k]);
-            if (!sbuf_put(o, hex, 2))
+            if (qk_buf_append(o, hex, 2))
                 return false;
         }
-        if (!sbuf_put(o, s, n) || !sbuf_put(o, "]", 1))
+        if (qk_buf_append(o, s, n) || qk_buf_append(o, "]", 1))
             return false;
     }
     return true;
@@ -1073,7 +1025,7 @@ static int byte_of_token(const char *t, size_t n)
 }
 
 /* token_to_piece: appends the piece of one token, minus up to `lstrip` leading spaces. */
-static bool put_piece(const tok_vocab *v, int32_t id, bool special, int lstrip, sbuf *o)
+static bool put_piece(const tok_vocab *v, int32_t id, bool special, int lstrip, qk_buf *o)
 {
     int32_t at = v->impl->attr[id];
     const char *t = v->tokens[id];
@@ -1082,13 +1034,13 @@ static bool put_piece(const tok_vocab *v, int32_t id, bool special, int lstrip, 
     if (at == TOK_TYPE_CONTROL || at == TOK_TYPE_UNKNOWN || at == TOK_TYPE_USER_DEFINED) {
         if (at != TOK_TYPE_USER_DEFINED && !special)
             return true;
-        ok = sbuf_put(o, t, n);
+        ok = !qk_buf_append(o, t, n);
     } else if (at == TOK_TYPE_NORMAL) {
         ok = v->kind == TOK_KIND_SPM ? put_unescaped(o, t, n) : put_byte_decoded(v->impl, o, t, n);
     } else if (at == TOK_TYPE_BYTE && v->kind == TOK_KIND_SPM) {
         int b = byte_of_token(t, n);
         char ch = (char)b;
-        ok = b < 0 || sbuf_put(o, &ch, 1);
+        ok = b < 0 || !qk_buf_append(o, &ch, 1);
     }
     size_t skip = 0;
     while (skip < (size_t)lstrip && start + skip < o->n && o->p[start + skip] == ' ')
@@ -1106,15 +1058,15 @@ int tok_token_to_piece(const tok_vocab *v, int32_t id, unsigned flags, char *buf
     *len = 0;
     if (id < 0 || (uint32_t)id >= v->n_tokens)
         return qk_err_set(err, QK_ERANGE, "tokenizer: id %d is not in 0..%u", id, v->n_tokens - 1);
-    sbuf o = {0};
+    qk_buf o = {0};
     if (!put_piece(v, id, flags & TOK_DECODE_SPECIAL, 0, &o)) {
-        free(o.p);
+        qk_buf_free(&o);
         return oom(err);
     }
     *len = o.n;
     if (o.n)
         memcpy(buf, o.p, o.n < cap ? o.n : cap);
-    free(o.p);
+    qk_buf_free(&o);
     return QK_OK;
 }
 
@@ -1161,7 +1113,7 @@ int tok_decode(const tok_vocab *v, const int32_t *ids, size_t n, unsigned flags,
 {
     *text = NULL;
     *len = 0;
-    sbuf o = {0};
+    qk_buf o = {0};
     bool remove_space = v->add_space_prefix;
     if ((flags & TOK_DECODE_REMOVE_SPECIAL) && tok_vocab_add_bos(v) && n &&
         ids[0] == v->special[TOK_BOS]) {
@@ -1172,17 +1124,17 @@ int tok_decode(const tok_vocab *v, const int32_t *ids, size_t n, unsigned flags,
     if ((flags & TOK_DECODE_REMOVE_SPECIAL) && tok_vocab_add_eos(v) && n &&
         ids[n - 1] == v->special[TOK_EOS])
         n--;
-    if (!sbuf_reserve(&o, n + 1))
+    if (qk_buf_reserve(&o, n + 1))
         return oom(err);
     o.p[0] = '\0';
     for (size_t i = 0; i < n; i++) {
         if (ids[i] < 0 || (uint32_t)ids[i] >= v->n_tokens) {
-            free(o.p);
+            qk_buf_free(&o);
             return qk_err_set(err, QK_ERANGE, "tokenizer: id %d at position %zu is not in 0..%u",
                               ids[i], i, v->n_tokens - 1);
         }
         if (!put_piece(v, ids[i], flags & TOK_DECODE_SPECIAL, remove_space, &o)) {
-            free(o.p);
+            qk_buf_free(&o);
             return oom(err);
         }
         remove_space = false;
@@ -1196,6 +1148,14 @@ int tok_decode(const tok_vocab *v, const int32_t *ids, size_t n, unsigned flags,
 }
 
 /* ================================================================ building the vocabulary */
+
+int32_t tok_default_special(tok_kind kind, int slot, uint32_t n_tokens)
+{
+    const int spm = kind == TOK_KIND_SPM;
+    const int32_t defaults[3] = {spm ? 1 : 11, spm ? 2 : 11, spm ? 0 : -1}; /* bos, eos, unk */
+    int32_t id = slot >= 0 && slot < 3 ? defaults[slot] : -1;
+    return id < (int32_t)n_tokens ? id : -1;
+}
 
 void tok_vocab_desc_init(tok_vocab_desc *d, tok_kind kind)
 {
@@ -1767,13 +1727,13 @@ static int set_added(arrays *a, uint32_t id, const char *content, bool special, 
 {
     if (special || looks_special(content))
         return arrays_set(a, id, content, strlen(content), TOK_TYPE_CONTROL, score, err);
-    sbuf s = {0};
-    if (!sbuf_reserve(&s, strlen(content) + 1) || !put_unescaped(&s, content, strlen(content))) {
-        free(s.p);
+    qk_buf s = {0};
+    if (qk_buf_reserve(&s, strlen(content) + 1) || !put_unescaped(&s, content, strlen(content))) {
+        qk_buf_free(&s);
         return oom(err);
     }
     int rc = arrays_set(a, id, s.p ? s.p : "", s.n, TOK_TYPE_USER_DEFINED, score, err);
-    free(s.p);
+    qk_buf_free(&s);
     return rc;
 }
 
@@ -2108,13 +2068,13 @@ static const char CHKTXT[] =
 
 const char *tok_chktxt(void) { return CHKTXT; }
 
-static bool put_id_list(sbuf *s, const int32_t *ids, size_t n, bool *first)
+static bool put_id_list(qk_buf *s, const int32_t *ids, size_t n, bool *first)
 {
     char num[16];
     for (size_t i = 0; i < n; i++) {
         int k = snprintf(num, sizeof num, "%s%d", *first ? "" : ", ", ids[i]);
         *first = false;
-        if (!sbuf_put(s, num, (size_t)k))
+        if (qk_buf_append(s, num, (size_t)k))
             return false;
     }
     return true;
@@ -2124,12 +2084,12 @@ int tok_vocab_chkhsh(const tok_vocab *v, const int32_t *prefix, size_t n_prefix,
                      const int32_t *suffix, size_t n_suffix, char hex[65], qk_err *err)
 {
     tok_ids ids = {0};
-    sbuf s = {0};
+    qk_buf s = {0};
     bool first = true;
     int rc = tok_encode(v, CHKTXT, sizeof CHKTXT - 1, TOK_PARSE_SPECIAL, &ids, err);
-    if (!rc && !(sbuf_put(&s, "[", 1) && put_id_list(&s, prefix, n_prefix, &first) &&
+    if (!rc && !(!qk_buf_append(&s, "[", 1) && put_id_list(&s, prefix, n_prefix, &first) &&
                  put_id_list(&s, ids.ids, ids.n, &first) &&
-                 put_id_list(&s, suffix, n_suffix, &first) && sbuf_put(&s, "]", 1)))
+                 put_id_list(&s, suffix, n_suffix, &first) && !qk_buf_append(&s, "]", 1)))
         rc = oom(err);
     if (!rc) {
         unsigned char md[SHA256_DIGEST_LENGTH];
@@ -2138,7 +2098,7 @@ int tok_vocab_chkhsh(const tok_vocab *v, const int32_t *prefix, size_t n_prefix,
             snprintf(hex + 2 * i, 3, "%02x", md[i]);
     }
     tok_ids_free(&ids);
-    free(s.p);
+    qk_buf_free(&s);
     return rc;
 }
 

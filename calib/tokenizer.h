@@ -81,6 +81,10 @@ typedef struct {
 
 void tok_vocab_desc_init(tok_vocab_desc *d, tok_kind kind);
 
+/* llama.cpp's id for a special token (TOK_BOS, TOK_EOS, TOK_UNK) a file does not name: SPM 1, 2,
+ * 0; BPE 11, 11, none. -1 when there is none or it is past n_tokens. */
+int32_t tok_default_special(tok_kind kind, int slot, uint32_t n_tokens);
+
 /* Validates and copies the arrays: tokens must be non-empty and unique, types 0..6, scores not
  * NaN, special ids in range, and every merge "a b" must name tokens a, b and ab. */
 int tok_vocab_create(const tok_vocab_desc *d, tok_vocab **out, qk_err *err);

@@ -65,10 +65,8 @@ static void read_flags(const gguf_ctx *g, tok_vocab_desc *d)
     if (gguf_get_bool(g, "tokenizer.ggml.remove_extra_whitespaces", &b) == QK_OK)
         d->remove_extra_whitespaces = b;
     /* llama.cpp's defaults when a file names no special ids. */
-    const int spm = d->kind == TOK_KIND_SPM;
-    const int32_t defaults[3] = {spm ? 1 : 11, spm ? 2 : 11, spm ? 0 : -1}; /* bos, eos, unk */
     for (int s = 0; s < 3; s++)
-        d->special[s] = defaults[s] < (int32_t)d->n_tokens ? defaults[s] : -1;
+        d->special[s] = tok_default_special(d->kind, s, d->n_tokens);
     for (int s = 0; s < TOK_N_SPECIAL; s++) {
         uint32_t id;
         if (gguf_get_u32(g, SPECIAL_KEYS[s], &id) == QK_OK)

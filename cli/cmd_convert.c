@@ -22,7 +22,7 @@ static const char USAGE[] =
     "                        tensor bytes (K/M/G suffixes, powers of 1000)\n"
     "  --threads N           quantization threads (default: all)\n"
     "  --json                print one JSON object instead of the summary line\n"
-    "  --quiet               print nothing on success\n";
+    "  -q, --quiet           print nothing on success\n";
 
 typedef struct {
     const char *dir, *out;
@@ -71,7 +71,7 @@ static int parse_args(int argc, char **argv, args *a, int *help)
             *help = 1;
             return CLI_OK;
         }
-        if (!strcmp(s, "--json") || !strcmp(s, "--quiet")) {
+        if (!strcmp(s, "--json") || !strcmp(s, "--quiet") || !strcmp(s, "-q")) {
             *(!strcmp(s, "--json") ? &a->json : &a->quiet) = 1;
             continue;
         }

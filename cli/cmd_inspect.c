@@ -10,7 +10,7 @@
 
 #include "../convert/arch.h"
 #include "../formats/gguf.h"
-#include "../formats/hf_tokenizer.h" /* hf_file_read */
+#include "../formats/file.h"
 #include "../formats/safetensors.h"
 #include "../quant/types.h"
 #include "cli.h"
@@ -160,7 +160,7 @@ static void add_config(cJSON *doc, const char *dir)
     char p[4096], *text;
     size_t n;
     snprintf(p, sizeof p, "%s/config.json", dir);
-    if (hf_file_read(p, &text, &n, NULL))
+    if (qk_file_read(p, QK_FILE_NO_LIMIT, &text, &n, NULL))
         return;
     cJSON *cfg = cJSON_ParseWithLength(text, n);
     free(text);

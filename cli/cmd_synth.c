@@ -174,7 +174,8 @@ int cmd_synth(int argc, char **argv)
     printf("%s: %s, %" PRId64 " layers, %zu tensors, %" PRIu64 " parameters, %s, %" PRId64
            " file%s, %.2f GB, %d tokenizer file%s; %.1f s (%.2f GB/s)\n",
            a.o.out_dir, r.arch.arch, r.arch.n_layers, r.n_tensors, r.n_params,
-           a.o.dtype == ST_F8_E4M3 ? "F8_E4M3 + BF16" : st_dtype_name(a.o.dtype), r.n_files, r.n_files == 1 ? "" : "s", (double)r.n_bytes / 1e9,
+           a.o.dtype == ST_F8_E4M3 ? "F8_E4M3 + BF16" : st_dtype_name(a.o.dtype), r.n_files,
+           r.n_files == 1 ? "" : "s", (double)r.n_bytes / 1e9,
            r.n_tokenizer_files, r.n_tokenizer_files == 1 ? "" : "s", s,
            s > 0 ? (double)r.n_bytes / 1e9 / s : 0.0);
     return CLI_OK;

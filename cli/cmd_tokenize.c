@@ -9,7 +9,7 @@
 #include "../calib/tokenizer.h"
 #include "../calib/tokenizer_gguf.h"
 #include "../formats/gguf.h"
-#include "../formats/hf_tokenizer.h"
+#include "../formats/file.h"
 #include "cli.h"
 
 static const char USAGE[] =
@@ -133,8 +133,9 @@ int cmd_tokenize(int argc, char **argv)
     qk_err err = {{0}};
     char *text = NULL;
     size_t len = a.prompt ? strlen(a.prompt) : 0;
-    if (a.file && (rc = hf_file_read(a.file, &text, &len, &err)))
-        return cli_fail(rc == QK_EIO && strstr(err.msg, "not found") ? QK_EFORMAT : rc, &err);
+    /* a missing --file is bad input (exit 2); any other refusal an I/O failure */
+    if (a.file && (rc = qk_file_read(a.file, QK_FILE_NO_LIMIT, &text, &len, &err)))
+        return cli_fail(rc == QK_ENOTFOUND ? QK_EFORMAT : rc, &err);
     tok_vocab *v = NULL;
     tok_ids ids = {0};
     unsigned flags = (a.no_bos ? 0 : TOK_ADD_SPECIAL) | (a.parse_special ? TOK_PARSE_SPECIAL : 0);

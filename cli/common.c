@@ -12,7 +12,9 @@ int cli_exit_code(int status)
 {
     if (status == QK_OK)
         return CLI_OK;
-    return status == QK_EIO ? CLI_IO : CLI_USAGE;
+    /* A missing file exits 3 like any other refusal to open, unless the caller has judged it
+     * bad input (a folder without config.json, tokenize --file) and passed QK_EFORMAT. */
+    return status == QK_EIO || status == QK_ENOTFOUND ? CLI_IO : CLI_USAGE;
 }
 
 int cli_fail(int status, const qk_err *err)

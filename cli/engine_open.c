@@ -8,7 +8,7 @@
 #include "../calib/model.h"
 #include "../calib/tokenizer_gguf.h"
 #include "../convert/hf_engine.h"
-#include "../formats/hf_tokenizer.h" /* hf_file_read */
+#include "../formats/file.h"
 
 int cli_engine_open(cli_engine_model *em, const char *path, qk_err *err)
 {
@@ -43,7 +43,7 @@ int cli_tokenize_file(const tok_vocab *v, const char *path, tok_ids *ids, qk_err
 {
     char *text;
     size_t len;
-    int rc = hf_file_read(path, &text, &len, err);
+    int rc = qk_file_read(path, QK_FILE_NO_LIMIT, &text, &len, err);
     if (!rc && len == 0)
         rc = qk_err_set(err, QK_EFORMAT, "%s: the text is empty", path);
     if (!rc && (rc = tok_encode(v, text, len, TOK_ADD_SPECIAL, ids, err)))

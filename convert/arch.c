@@ -6,7 +6,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "../formats/hf_tokenizer.h"
+#include "../formats/file.h"
+#include "../formats/hf_tokenizer.h" /* HF_MAX_TOKEN_ID */
 #include "arch.h"
 
 /* ================================================================ descriptions */
@@ -90,6 +91,30 @@ static const ca_hf_tensor MOE_QWEN[] = {
     END,
 };
 
+/* Llama 4: fused experts stored transposed relative to a Linear, a shared expert, a router;
+ * dense blocks in between (interleave_moe_layer_step). */
+static const ca_hf_tensor ATTN_LLAMA4[] = {
+    {GA_T_ATTN_Q, "self_attn.q_proj.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_ATTN_K, "self_attn.k_proj.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_ATTN_V, "self_attn.v_proj.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_ATTN_OUT, "self_attn.o_proj.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    END,
+};
+
+static const ca_hf_tensor FFN_LLAMA4[] = {
+    {GA_T_FFN_GATE, "feed_forward.gate_proj.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_FFN_UP, "feed_forward.up_proj.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_FFN_DOWN, "feed_forward.down_proj.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_FFN_GATE_INP, "feed_forward.router.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_FFN_GATE_EXPS, "feed_forward.experts.gate_up_proj", CA_X_SPLIT0_T, CA_C_ALWAYS, 1},
+    {GA_T_FFN_UP_EXPS, "feed_forward.experts.gate_up_proj", CA_X_SPLIT1_T, CA_C_ALWAYS, 1},
+    {GA_T_FFN_DOWN_EXPS, "feed_forward.experts.down_proj", CA_X_T, CA_C_ALWAYS, 0},
+    {GA_T_FFN_GATE_SHEXP, "feed_forward.shared_expert.gate_proj.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_FFN_UP_SHEXP, "feed_forward.shared_expert.up_proj.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    {GA_T_FFN_DOWN_SHEXP, "feed_forward.shared_expert.down_proj.weight", CA_X_COPY, CA_C_ALWAYS, 0},
+    END,
+};
+
 static const ca_hf_tensor NORMS[] = {
     {GA_T_ATTN_NORM, "input_layernorm.weight", CA_X_COPY, CA_C_ALWAYS, 0},
     {GA_T_FFN_NORM, "post_attention_layernorm.weight", CA_X_COPY, CA_C_ALWAYS, 0},
@@ -101,6 +126,7 @@ static const ca_hf_tensor *const T_MIXTRAL[] = {GLOBAL, ATTN_LLAMA, MOE_MIXTRAL,
 static const ca_hf_tensor *const T_QWEN2[] = {GLOBAL, ATTN_QWEN2, MLP, NORMS, NULL};
 static const ca_hf_tensor *const T_QWEN3[] = {GLOBAL, ATTN_QWEN3, MLP, NORMS, NULL};
 static const ca_hf_tensor *const T_QWEN3MOE[] = {GLOBAL, ATTN_QWEN3, MLP, MOE_QWEN, NORMS, NULL};
+static const ca_hf_tensor *const T_LLAMA4[] = {GLOBAL, ATTN_LLAMA4, FFN_LLAMA4, NORMS, NULL};
 
 #define K_BASE GA_K_BLOCK_COUNT, GA_K_CONTEXT_LENGTH, GA_K_EMBEDDING_LENGTH, GA_K_FEED_FORWARD_LENGTH, \
                GA_K_HEAD_COUNT, GA_K_HEAD_COUNT_KV
@@ -123,22 +149,48 @@ static const ga_key K_QWEN3MOE[] = {K_BASE, GA_K_ROPE_SCALING, GA_K_ROPE_FREQ_BA
                                     GA_K_EXPERT_SHARED_FEED_FORWARD_LENGTH,
                                     GA_K_EXPERT_WEIGHTS_NORM, GA_K_COUNT};
 
+/* Llama4Model (current llama.cpp): LlamaModel's keys, the MoE step and expert width; then qkit's
+ * keys for what llama.cpp hard-codes (chunk size, temperature tuning, q/k norm, NoPE blocks). */
+static const ga_key K_LLAMA4[] = {K_BASE, GA_K_ROPE_FREQ_BASE, GA_K_RMS_EPS, GA_K_EXPERT_COUNT,
+                                  GA_K_EXPERT_USED_COUNT, GA_K_KEY_LENGTH, GA_K_VALUE_LENGTH,
+                                  GA_K_FILE_TYPE, GA_K_VOCAB_SIZE, GA_K_ROPE_DIMENSION_COUNT,
+                                  GA_K_INTERLEAVE_MOE_LAYER_STEP, GA_K_EXPERT_FEED_FORWARD_LENGTH,
+                                  GA_K_ATTN_CHUNK_SIZE, GA_K_ATTN_TEMPERATURE_LENGTH,
+                                  GA_K_ATTN_TEMPERATURE_SCALE, GA_K_ATTN_USE_QK_NORM,
+                                  GA_K_NO_ROPE_LAYERS, GA_K_COUNT};
+
+static const char *const SKIP_VISION[] = {"vision_model.", "multi_modal_projector.", NULL};
+
 static const ca_arch ARCHS[] = {
-    {"LlamaForCausalLM", "llama", "", T_LLAMA, CA_MOE_NONE, NULL, NULL, K_LLAMA, false, true, false},
-    {"MistralForCausalLM", "llama", "", T_LLAMA, CA_MOE_NONE, NULL, NULL, K_LLAMA, false, true, false},
-    {"MixtralForCausalLM", "llama", "", T_MIXTRAL, CA_MOE_EVERY, "num_local_experts", NULL, K_LLAMA,
-     false, true, false},
-    {"Qwen2ForCausalLM", "qwen2", "", T_QWEN2, CA_MOE_NONE, NULL, NULL, K_QWEN, false, false, false},
-    {"Qwen3ForCausalLM", "qwen3", "", T_QWEN3, CA_MOE_NONE, NULL, NULL, K_QWEN, true, false, false},
-    {"Qwen3MoeForCausalLM", "qwen3moe", "", T_QWEN3MOE, CA_MOE_SPARSE_STEP, "num_experts",
-     "moe_intermediate_size", K_QWEN3MOE, true, false, false},
+    {.hf_class = "LlamaForCausalLM", .gguf_arch = "llama", .root = "", .tables = T_LLAMA,
+     .keys = K_LLAMA, .llama_vocab = true},
+    {.hf_class = "MistralForCausalLM", .gguf_arch = "llama", .root = "", .tables = T_LLAMA,
+     .keys = K_LLAMA, .llama_vocab = true},
+    {.hf_class = "MixtralForCausalLM", .gguf_arch = "llama", .root = "", .tables = T_MIXTRAL,
+     .moe = CA_MOE_EVERY, .n_expert_key = "num_local_experts", .keys = K_LLAMA, .llama_vocab = true},
+    {.hf_class = "Qwen2ForCausalLM", .gguf_arch = "qwen2", .root = "", .tables = T_QWEN2, .keys = K_QWEN},
+    {.hf_class = "Qwen3ForCausalLM", .gguf_arch = "qwen3", .root = "", .tables = T_QWEN3, .keys = K_QWEN,
+     .need_head_dim = true},
+    {.hf_class = "Qwen3MoeForCausalLM", .gguf_arch = "qwen3moe", .root = "", .tables = T_QWEN3MOE,
+     .moe = CA_MOE_STEP, .n_expert_key = "num_experts", .moe_step_key = "decoder_sparse_step",
+     .ff_exp_key = "moe_intermediate_size", .norm_key = "norm_topk_prob", .keys = K_QWEN3MOE,
+     .need_head_dim = true},
+    {.hf_class = "Llama4ForConditionalGeneration", .gguf_arch = "llama4", .root = "language_model.",
+     .sub_config = "text_config", .skip = SKIP_VISION, .tables = T_LLAMA4, .moe = CA_MOE_STEP,
+     .n_expert_key = "num_local_experts", .moe_step_key = "interleave_moe_layer_step",
+     .ff_key = "intermediate_size_mlp", .ff_exp_key = "intermediate_size", .keys = K_LLAMA4,
+     .need_head_dim = true, .hf_rope_pairs = true},
+    {.hf_class = "Llama4ForCausalLM", .gguf_arch = "llama4", .root = "", .sub_config = "text_config",
+     .tables = T_LLAMA4, .moe = CA_MOE_STEP, .n_expert_key = "num_local_experts",
+     .moe_step_key = "interleave_moe_layer_step", .ff_key = "intermediate_size_mlp",
+     .ff_exp_key = "intermediate_size", .keys = K_LLAMA4, .need_head_dim = true, .hf_rope_pairs = true},
 };
 #define N_ARCHS (sizeof ARCHS / sizeof ARCHS[0])
 
 const char *ca_supported(void)
 {
     return "LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, "
-           "Qwen3ForCausalLM, Qwen3MoeForCausalLM";
+           "Qwen3ForCausalLM, Qwen3MoeForCausalLM, Llama4ForConditionalGeneration, Llama4ForCausalLM";
 }
 
 const ca_arch *ca_arch_find(const char *hf_class)
@@ -233,7 +285,8 @@ static int parse_sizes(const cfg_ctx *c, ca_config *o)
     int rc;
     if ((rc = get_int(c, r, "num_hidden_layers", 1, GA_MAX_LAYERS, true, &hp->n_layer)) ||
         (rc = get_int(c, r, "hidden_size", 1, 1 << 20, true, &hp->n_embd)) ||
-        (rc = get_int(c, r, "intermediate_size", 1, 1 << 22, true, &hp->n_ff)) ||
+        (rc = get_int(c, r, o->arch->ff_key ? o->arch->ff_key : "intermediate_size", 1, 1 << 22, true,
+                      &hp->n_ff)) ||
         (rc = get_int(c, r, "num_attention_heads", 1, 4096, true, &hp->n_head)) ||
         (rc = get_int(c, r, "vocab_size", 1, (int64_t)HF_MAX_TOKEN_ID + 1, true, &hp->n_vocab)) ||
         (rc = get_int(c, r, "max_position_embeddings", 1, UINT32_MAX, true, &hp->n_ctx)))
@@ -311,13 +364,17 @@ static int parse_moe(const cfg_ctx *c, ca_config *o)
             return rc;
         hp->has_ff_exp = true;
     }
-    hp->expert_weights_norm = a->moe == CA_MOE_EVERY || get_bool(r, "norm_topk_prob", false);
-    int64_t step = 1;
-    if (a->moe == CA_MOE_SPARSE_STEP &&
-        (rc = get_int(c, r, "decoder_sparse_step", 1, GA_MAX_LAYERS, false, &step)))
+    const ga_arch *ga = ga_arch_find(a->gguf_arch);
+    /* an architecture that always has a shared expert sizes it like the others (Llama 4) */
+    if (ga_arch_requires(ga, GA_T_FFN_GATE_SHEXP))
+        hp->n_ff_shexp = hp->n_ff_exp;
+    hp->expert_weights_norm = a->norm_key ? get_bool(r, a->norm_key, false) : ga->expert_weights_norm;
+    hp->moe_step = 1;
+    if (a->moe == CA_MOE_STEP &&
+        (rc = get_int(c, r, a->moe_step_key, 1, GA_MAX_LAYERS, false, &hp->moe_step)))
         return rc;
     for (int64_t l = 0; l < hp->n_layer; l++)
-        hp->layer_moe[l] = (uint8_t)((l + 1) % step == 0);
+        hp->layer_moe[l] = (uint8_t)((l + 1) % hp->moe_step == 0);
     return parse_dense_list(c, o);
 }
 
@@ -382,11 +439,12 @@ static int parse_llama3(const cfg_ctx *c, const cJSON *p, ca_config *o)
     if (!ga_arch_has_kind(ga_arch_find(o->gguf_arch), GA_T_ROPE_FREQS))
         return qk_err_set(c->err, QK_EUNSUPPORTED, "%s: llama3 rope scaling on %s is not supported",
                           c->name, o->hf_arch);
+    /* low == high is valid (Llama 4): the smoothing band between the two wavelengths is empty */
     if (!(hp->rope_factor > 0) || !(hp->rope_low_freq > 0) || !(hp->rope_high_freq > 0) ||
-        hp->rope_low_freq == hp->rope_high_freq)
+        hp->rope_low_freq > hp->rope_high_freq)
         return qk_err_set(c->err, QK_EFORMAT,
                           "%s: llama3 rope scaling needs positive factors with "
-                          "low_freq_factor != high_freq_factor",
+                          "low_freq_factor <= high_freq_factor",
                           c->name);
     hp->rope_scaling = GA_ROPE_LLAMA3;
     return QK_OK;
@@ -437,6 +495,73 @@ int ca_config_parse(const char *json, size_t len, const char *name, ca_config *o
     return rc;
 }
 
+static int parse_config(const cfg_ctx *c, ca_config *out);
+
+/* Llama 4's attention, with transformers' defaults. */
+static int parse_chunked_nope(const cfg_ctx *c, ca_config *o)
+{
+    const cJSON *r = c->root;
+    ga_hparams *hp = &o->hp;
+    int64_t interval = 4;
+    bool has;
+    int rc;
+    hp->attn_chunk = 8192;
+    hp->attn_temp_floor = 8192;
+    hp->attn_temp_scale = 0.1;
+    if ((rc = get_int(c, r, "attention_chunk_size", 1, INT32_MAX, false, &hp->attn_chunk)) ||
+        (rc = get_int(c, r, "floor_scale", 1, INT32_MAX, false, &hp->attn_temp_floor)) ||
+        (rc = get_num(c, r, "attn_scale", &has, &hp->attn_temp_scale)) ||
+        (rc = get_int(c, r, "no_rope_layer_interval", 1, GA_MAX_LAYERS, false, &interval)))
+        return rc;
+    if (!get_bool(r, "attn_temperature_tuning", true))
+        hp->attn_temp_scale = 0;
+    hp->qk_rms_norm = get_bool(r, "use_qk_norm", true);
+    for (int64_t l = 0; l < hp->n_layer; l++)
+        hp->layer_nope[l] = (uint8_t)((l + 1) % interval == 0);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(r, "no_rope_layers");
+    if (!v || cJSON_IsNull(v) || (cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0))
+        return QK_OK;
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != hp->n_layer)
+        return qk_err_set(c->err, QK_EFORMAT, "%s: 'no_rope_layers' must list %lld entries of 0 or 1 (one per layer)",
+                          c->name, (long long)hp->n_layer);
+    int64_t l = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, v) {
+        if (!cJSON_IsNumber(e) || (e->valuedouble != 0 && e->valuedouble != 1))
+            return qk_err_set(c->err, QK_EFORMAT, "%s: 'no_rope_layers' entry %lld must be 0 or 1", c->name,
+                              (long long)l);
+        hp->layer_nope[l++] = e->valuedouble == 0; /* 1 means the layer uses RoPE */
+    }
+    return QK_OK;
+}
+
+/* A copy of root with the sub-config's keys laid over it (Llama 4's text_config). */
+static cJSON *merged_config(const cJSON *root, const char *sub)
+{
+    cJSON *m = cJSON_Duplicate(root, 1);
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, sub), *e;
+    if (!m || !cJSON_IsObject(t))
+        return m;
+    cJSON_ArrayForEach(e, t) {
+        cJSON *dup = cJSON_Duplicate(e, 1);
+        if (!dup)
+            continue;
+        if (cJSON_GetObjectItemCaseSensitive(m, e->string))
+            cJSON_ReplaceItemInObjectCaseSensitive(m, e->string, dup);
+        else
+            cJSON_AddItemToObject(m, e->string, dup);
+    }
+    return m;
+}
+
+cJSON *ca_config_flat(const cJSON *root)
+{
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(root, "architectures");
+    const cJSON *first = cJSON_IsArray(a) ? cJSON_GetArrayItem(a, 0) : NULL;
+    const ca_arch *arch = cJSON_IsString(first) ? ca_arch_find(first->valuestring) : NULL;
+    return arch && arch->sub_config ? merged_config(root, arch->sub_config) : cJSON_Duplicate(root, 1);
+}
+
 int ca_config_from_json(const cJSON *root, const char *name, ca_config *out, qk_err *err)
 {
     memset(out, 0, sizeof *out);
@@ -444,14 +569,38 @@ int ca_config_from_json(const cJSON *root, const char *name, ca_config *out, qk_
         return qk_err_set(err, QK_EFORMAT, "%s: not a JSON object", name);
     cfg_ctx c = {root, name, err};
     int rc = parse_arch(&c, out);
+    if (rc || !out->arch->sub_config)
+        return rc ? rc : parse_config(&c, out);
+    /* text_config: its keys win; messages name it. Text-only checkpoints are flat. */
+    const cJSON *sub = cJSON_GetObjectItemCaseSensitive(root, out->arch->sub_config);
+    if (!sub || cJSON_IsNull(sub))
+        return parse_config(&c, out);
+    if (!cJSON_IsObject(sub))
+        return qk_err_set(err, QK_EFORMAT, "%s: '%s' must be an object", name, out->arch->sub_config);
+    cJSON *merged = merged_config(root, out->arch->sub_config);
+    if (!merged)
+        return qk_err_set(err, QK_ENOMEM, "%s: out of memory", name);
+    char sub_name[600];
+    snprintf(sub_name, sizeof sub_name, "%s (%s)", name, out->arch->sub_config);
+    cfg_ctx cs = {merged, sub_name, err};
+    rc = parse_config(&cs, out);
+    cJSON_Delete(merged);
+    return rc;
+}
+
+/* Everything past the architecture, from c->root. */
+static int parse_config(const cfg_ctx *c, ca_config *out)
+{
+    const cJSON *root = c->root;
+    int rc = parse_sizes(c, out);
     if (!rc)
-        rc = parse_sizes(&c, out);
+        rc = parse_moe(c, out);
     if (!rc)
-        rc = parse_moe(&c, out);
+        rc = parse_rope(c, out);
     if (!rc)
-        rc = parse_rope(&c, out);
-    if (!rc)
-        rc = parse_quant(&c, out);
+        rc = parse_quant(c, out);
+    if (!rc && ga_arch_find(out->gguf_arch)->chunked_nope)
+        rc = parse_chunked_nope(c, out);
     if (!rc) {
         out->tie_embeddings = get_bool(root, "tie_word_embeddings", false);
         out->attention_bias = get_bool(root, "attention_bias", false);
@@ -473,9 +622,9 @@ int ca_config_load(const char *dir, ca_config *out, qk_err *err)
         return qk_err_set(err, QK_ENOMEM, "%s: out of memory", dir);
     snprintf(path, plen, "%s/config.json", dir);
     qk_err read_err;
-    int rc = hf_file_read(path, &json, &len, &read_err);
+    int rc = qk_file_read(path, QK_FILE_NO_LIMIT, &json, &len, &read_err);
     /* a folder without config.json is bad input, not an I/O failure */
-    if (rc == QK_EIO && strstr(read_err.msg, "not found"))
+    if (rc == QK_ENOTFOUND)
         rc = qk_err_set(err, QK_EFORMAT, "%s: not found (not a Hugging Face model folder?)", path);
     else if (rc)
         qk_err_set(err, rc, "%s", read_err.msg);
@@ -514,6 +663,7 @@ static void fill_output(const ca_config *c, const ca_hf_tensor *e, int layer, si
     if (e->xform == CA_X_PERMUTE_K)
         o->perm_heads = c->hp.n_head_kv;
     o->n_src = e->xform == CA_X_ROPE_FREQS ? 0 : e->xform == CA_X_STACK ? (int)c->hp.n_expert : 1;
+    o->src_split = e->xform == CA_X_SPLIT0_T || e->xform == CA_X_SPLIT1_T;
     if (!e->hf)
         return;
     if (layer < 0)
@@ -552,10 +702,23 @@ void ca_output_src_name(const ca_output *o, int k, char *buf, size_t size)
 
 void ca_output_src_shape(const ca_output *o, int *n_dims, int64_t shape[4])
 {
+    if (o->xform == CA_X_T || o->src_split) { /* [n_expert, ne0, (2·)ne1]: transposed experts */
+        *n_dims = 3;
+        shape[0] = o->ne[2], shape[1] = o->ne[0], shape[2] = o->ne[1] * (o->src_split ? 2 : 1), shape[3] = 0;
+        return;
+    }
     int nd = o->xform == CA_X_STACK ? 2 : (int)o->n_dims;
     *n_dims = nd;
     for (int d = 0; d < 4; d++)
         shape[d] = d < nd ? o->ne[nd - 1 - d] : 0;
+}
+
+bool ca_skipped(const ca_config *c, const char *hf_name)
+{
+    for (const char *const *p = c->arch->skip; p && *p; p++)
+        if (!strncmp(hf_name, *p, strlen(*p)))
+            return true;
+    return false;
 }
 
 static bool ends_with(const char *s, const char *suffix)
@@ -601,6 +764,8 @@ void ca_rope_freqs(const ca_config *c, float *out)
             out[i] = 1.0f;
         } else if (wavelen > lo_wavelen) {
             out[i] = factor;
+        } else if (span == 0.0f) {
+            out[i] = 1.0f; /* wavelength exactly at the empty band (low == high): unscaled */
         } else {
             float smooth = ((1.0f / wavelen) * orig - low) / span;
             out[i] = 1.0f / ((1.0f - smooth) / factor + smooth);
@@ -666,6 +831,20 @@ static int write_key(gguf_writer *w, const ca_config *c, ga_key k, uint32_t file
     case GA_K_EXPERT_FEED_FORWARD_LENGTH: return hp->has_ff_exp ? set_u32(w, c, k, hp->n_ff_exp) : QK_OK;
     case GA_K_EXPERT_SHARED_FEED_FORWARD_LENGTH:
         return hp->n_ff_shexp ? set_u32(w, c, k, hp->n_ff_shexp) : QK_OK;
+    case GA_K_INTERLEAVE_MOE_LAYER_STEP: return set_u32(w, c, k, hp->moe_step);
+    case GA_K_ATTN_CHUNK_SIZE: return set_u32(w, c, k, hp->attn_chunk);
+    case GA_K_ATTN_TEMPERATURE_LENGTH: return set_u32(w, c, k, hp->attn_temp_floor);
+    case GA_K_ATTN_TEMPERATURE_SCALE: return set_f32(w, c, k, hp->attn_temp_scale);
+    case GA_K_ATTN_USE_QK_NORM:
+        ga_key_name(k, c->gguf_arch, key, sizeof key);
+        return gguf_writer_set_bool(w, key, hp->qk_rms_norm);
+    case GA_K_NO_ROPE_LAYERS: {
+        int32_t v[GA_MAX_LAYERS];
+        for (int64_t l = 0; l < hp->n_layer; l++)
+            v[l] = !hp->layer_nope[l]; /* transformers' no_rope_layers: 1 = uses RoPE */
+        ga_key_name(k, c->gguf_arch, key, sizeof key);
+        return gguf_writer_set_arr(w, key, GGUF_TYPE_I32, v, (uint64_t)hp->n_layer);
+    }
     case GA_K_EXPERT_WEIGHTS_NORM:
         /* only when it departs from the architecture's behaviour (llama.cpp writes none) */
         if (!hp->n_expert || hp->expert_weights_norm == ga_arch_find(c->gguf_arch)->expert_weights_norm)

@@ -36,6 +36,11 @@ typedef enum {
     CA_X_PERMUTE_Q,  /* LlamaModel.permute(w, n_head, n_head): rows regrouped for RoPE on pairs */
     CA_X_PERMUTE_K,  /* LlamaModel.permute(w, n_head, n_head_kv) */
     CA_X_STACK,      /* one 2-D source per expert (the name holds the expert index), stacked */
+    CA_X_T,          /* one 3-D source [n_expert, ne0, ne1]: each expert's matrix transposed
+                        (Llama 4's experts.down_proj) */
+    CA_X_SPLIT0_T,   /* one 3-D source [n_expert, ne0, 2·ne1]: the first half of the last
+                        dimension, transposed (Llama 4's experts.gate_up_proj → gate) */
+    CA_X_SPLIT1_T,   /* … the second half (→ up) */
     CA_X_ROPE_FREQS, /* generated: Llama 3 rope_freqs (no source) */
 } ca_xform;
 
@@ -62,19 +67,26 @@ typedef struct {
 
 /* Which blocks are mixtures of experts. */
 typedef enum {
-    CA_MOE_NONE,        /* dense model */
-    CA_MOE_EVERY,       /* every block (Mixtral) */
-    CA_MOE_SPARSE_STEP, /* Qwen: (l+1) % decoder_sparse_step == 0 and l not in mlp_only_layers */
+    CA_MOE_NONE,  /* dense model */
+    CA_MOE_EVERY, /* every block (Mixtral) */
+    CA_MOE_STEP,  /* blocks with (l+1) % step == 0 (step from moe_step_key, default 1), except
+                     those listed in mlp_only_layers (Qwen) */
 } ca_moe_rule;
 
 typedef struct {
     const char *hf_class;           /* "MixtralForCausalLM" */
     const char *gguf_arch;          /* "llama" */
     const char *root;               /* prefix of every tensor name ("" or "language_model.") */
+    const char *sub_config;         /* object whose keys override the top level ("text_config") */
+    const char *const *skip;        /* name prefixes not converted (vision tower), NULL-terminated */
     const ca_hf_tensor *const *tables; /* NULL-terminated list of tables (global, then per block) */
     ca_moe_rule moe;
     const char *n_expert_key;       /* "num_local_experts", "num_experts" (NULL: dense) */
-    const char *ff_exp_key;         /* expert width key; NULL: intermediate_size */
+    const char *moe_step_key;       /* CA_MOE_STEP: "decoder_sparse_step" … */
+    const char *ff_key;             /* dense width key; NULL: intermediate_size */
+    const char *ff_exp_key;         /* expert width key; NULL: the dense width */
+    const char *norm_key;           /* renormalize top-k weights ("norm_topk_prob", default false);
+                                       NULL: the GGUF architecture's behaviour */
     const ga_key *keys;             /* metadata in write order, GA_K_COUNT-terminated */
     bool need_head_dim;             /* transformers needs head_dim spelled out (Qwen3) */
     bool llama_vocab;               /* LlamaModel.set_vocab quirks (CodeLlama FIM ids, SmolLM BOS) */
@@ -105,6 +117,9 @@ int ca_config_parse(const char *json, size_t len, const char *name, ca_config *o
 /* The same from a parsed document (NULL or not an object: QK_EFORMAT). */
 struct cJSON;
 int ca_config_from_json(const struct cJSON *root, const char *name, ca_config *out, qk_err *err);
+/* A copy of config.json with its architecture's sub-config (text_config) laid over the top
+ * level, as the converter reads it; a plain copy for other architectures. NULL: out of memory. */
+struct cJSON *ca_config_flat(const struct cJSON *root);
 /* DIR/config.json; a missing file is QK_EFORMAT "DIR/config.json: not found (...)". */
 int ca_config_load(const char *dir, ca_config *out, qk_err *err);
 
@@ -121,6 +136,7 @@ typedef struct {
     int group;                      /* from the table; layer-local */
     size_t order;                   /* position in the description (ties in write order) */
     int n_src;                      /* sources: 0 (generated), 1, or n_expert (STACK) */
+    bool src_split;                 /* SPLIT0_T / SPLIT1_T: half of a fused source */
     char src[128];                  /* the HF name; STACK: a pattern with %d */
 } ca_output;
 
@@ -136,6 +152,8 @@ void ca_output_src_shape(const ca_output *o, int *n_dims, int64_t shape[4]);
 
 /* Names llama.cpp's converter drops (rotary_emb.inv_freq …). */
 bool ca_ignored(const char *hf_name);
+/* Names of parts of the checkpoint the text model does not use (a vision tower), skipped. */
+bool ca_skipped(const ca_config *c, const char *hf_name);
 
 /* Source row of output row `row` under LlamaModel.permute(w, heads) for a tensor of n_rows rows
  * (n_rows divisible by 2·heads, checked by the caller). */

@@ -159,8 +159,11 @@ static int bind_source(cv_plan *p, const ca_output *o, int k, src_ref *r, qk_err
         return qk_err_set(err, QK_EFORMAT, "%s: tensor '%s' has shape [%s] but config.json implies [%s]",
                           t->path, t->name, got, exp);
     }
-    *r = (src_ref){.t = t, .type = type_of_dtype(t->dtype), .rows = nd == 2 ? want[0] : want[0],
-                   .cols = nd == 2 ? want[1] : 1};
+    *r = (src_ref){.t = t, .type = type_of_dtype(t->dtype), .rows = nd == 3 ? want[0] * want[1] : want[0],
+                   .cols = nd >= 2 ? want[nd - 1] : 1};
+    if (is_fp8(t->dtype) && nd == 3)
+        return qk_err_set(err, QK_EUNSUPPORTED, "%s: tensor '%s': FP8 fused expert tensors are not supported",
+                          t->path, t->name);
     if (is_fp8(t->dtype))
         return load_scale(p, t, r, err);
     if (r->type < 0)
@@ -191,7 +194,7 @@ static void set_info(plan_tensor *pt, const cv_plan *p)
     i->type = i->src_type;
     i->in_bytes = 0;
     for (int k = 0; k < o->n_src; k++)
-        i->in_bytes += pt->src[k].t->nbytes;
+        i->in_bytes += pt->src[k].t->nbytes / (o->src_split ? 2 : 1); /* each half reads half */
 }
 
 /* Every output the description names, bound to its sources. */
@@ -240,8 +243,9 @@ static int str_cmp(const void *a, const void *b)
 
 /* Every checkpoint tensor must be one the description names (or one llama.cpp drops, or an FP8
  * scale). Checked before anything is bound, so a misnamed tensor is reported as unexpected. */
-static int check_unused(const cv_plan *p, qk_err *err)
+static int check_unused(const cv_plan *p, const cv_options *opt, qk_err *err)
 {
+    size_t n_skipped = 0;
     ca_output o;
     size_t n_names = 0;
     for (size_t i = 0; ca_output_at(&p->cfg, i, &o); i++)
@@ -264,6 +268,10 @@ static int check_unused(const cv_plan *p, qk_err *err)
         size_t n = strlen(t->name);
         if (ca_ignored(t->name) || bsearch(&t->name, names, n_names, sizeof *names, str_cmp))
             continue;
+        if (ca_skipped(&p->cfg, t->name)) {
+            n_skipped++;
+            continue;
+        }
         if (n > 10 && !strcmp(t->name + n - 10, "_scale_inv")) {
             char w[160];
             snprintf(w, sizeof w, "%.*s", (int)(n - 10), t->name);
@@ -279,6 +287,12 @@ static int check_unused(const cv_plan *p, qk_err *err)
     for (size_t i = 0; names && i < n_names; i++)
         free(names[i]);
     free(names);
+    if (!rc && n_skipped && opt && opt->warn) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "skipped %zu tensors the text model does not use (vision tower, "
+                 "projector): the GGUF is text-only", n_skipped);
+        opt->warn(opt->user, msg);
+    }
     return rc;
 }
 
@@ -305,9 +319,9 @@ static void order_outputs(cv_plan *p)
     qsort(p->t, p->n, sizeof *p->t, by_write_order);
 }
 
-static int plan_tensors(cv_plan *p, qk_err *err)
+static int plan_tensors(cv_plan *p, const cv_options *o, qk_err *err)
 {
-    int rc = check_unused(p, err);
+    int rc = check_unused(p, o, err);
     if (!rc)
         rc = bind_outputs(p, err);
     if (!rc)
@@ -447,7 +461,7 @@ static int64_t finish_sizes(cv_plan *p)
         cv_tensor *t = &p->t[i].info;
         t->out_bytes = bytes_as(t->type, t);
         p->n_params += n_elements(t);
-        label += p->t[i].out.xform == CA_X_STACK ? n_elements(t) / (uint64_t)t->ne[2] : n_elements(t);
+        label += t->n_dims == 3 ? n_elements(t) / (uint64_t)t->ne[2] : n_elements(t); /* "_exps" */
         p->in_bytes += t->in_bytes;
         p->out_bytes += t->out_bytes;
     }
@@ -480,7 +494,7 @@ int cv_plan_create(const char *dir, const cv_options *o, cv_plan **out, qk_err *
         rc = st_model_open(&p->st, dir, err);
     p->hf_layout = o && o->hf_layout;
     if (!rc)
-        rc = plan_tensors(p, err);
+        rc = plan_tensors(p, o, err);
     if (!rc)
         rc = plan_types(p, o, err);
     if (!rc)
@@ -633,12 +647,60 @@ static void from_f32(int type, const float *tmp, uint8_t *to, int64_t n)
         q_from_float_bf16(tmp, to, n);
 }
 
+/* Transposed expert tensors (Llama 4): one 3-D source [n_expert][ne0][W]; output unit u is
+ * expert u / ne1, row r = u % ne1, and its element i is source element (e·ne0 + i)·W + base + r
+ * (W = ne1, or 2·ne1 with base 0 or ne1 for the halves of a fused gate/up). */
+static bool is_strided(const plan_tensor *pt) { return pt->out.xform == CA_X_T || pt->out.src_split; }
+
+static float src_value(const src_ref *s, size_t i)
+{
+    const uint8_t *p = (const uint8_t *)s->t->data;
+    if (s->type == Q_TYPE_F32) {
+        float f;
+        memcpy(&f, p + 4 * i, 4);
+        return f;
+    }
+    uint16_t h;
+    memcpy(&h, p + 2 * i, 2);
+    return s->type == Q_TYPE_F16 ? q_fp16_to_fp32(h) : q_bf16_to_fp32(h);
+}
+
+/* Units [u0, u0+nu) as float32 rows in dst, in tiles of 32 units × 256 elements so that both the
+ * source reads (consecutive r) and the writes stay in cache. */
+static void gather_strided(const plan_tensor *pt, int64_t u0, int64_t nu, float *dst, int n_threads)
+{
+    const int64_t ne0 = pt->info.ne[0], ne1 = pt->info.ne[1];
+    const int64_t w = pt->out.src_split ? 2 * ne1 : ne1, base = pt->out.xform == CA_X_SPLIT1_T ? ne1 : 0;
+    const src_ref *s = &pt->src[0];
+    const int64_t tu = 32, ti = 256, n_tiles = (nu + tu - 1) / tu;
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int64_t tile = 0; tile < n_tiles; tile++) {
+        const int64_t a = tile * tu, b = a + tu < nu ? a + tu : nu;
+        for (int64_t i0 = 0; i0 < ne0; i0 += ti) {
+            const int64_t i1 = i0 + ti < ne0 ? i0 + ti : ne0;
+            for (int64_t i = i0; i < i1; i++)
+                for (int64_t k = a; k < b; k++) {
+                    const int64_t u = u0 + k, e = u / ne1, r = u % ne1;
+                    dst[k * ne0 + i] = src_value(s, (size_t)((e * ne0 + i) * w + base + r));
+                }
+        }
+    }
+}
+
 /* Units [u0, u0+nu) in output order: raw bytes in s->out when the type is unchanged, else
  * float32 in s->f32 and, for float types, converted in s->out. One parallel region per piece:
  * on a busy machine every barrier costs a scheduler slice. */
 static void gather(const plan_tensor *pt, const layout *l, int64_t u0, int64_t nu, const scratch *s)
 {
     const cv_tensor *t = &pt->info;
+    if (is_strided(pt)) {
+        gather_strided(pt, u0, nu, s->f32, s->n_threads);
+#pragma omp parallel for num_threads(s->n_threads) schedule(static)
+        for (int64_t i = 0; i < nu; i++)
+            from_f32(t->type, s->f32 + (size_t)i * (size_t)l->unit_values, s->out + (size_t)i * l->out_unit_bytes,
+                     l->unit_values);
+        return;
+    }
     bool raw = t->type == t->src_type && !t->fp8;
 #pragma omp parallel for num_threads(s->n_threads) schedule(static)
     for (int64_t i = 0; i < nu; i++) {
@@ -666,6 +728,9 @@ static int convert_chunk(const plan_tensor *pt, const layout *l, int64_t u0, int
         return QK_OK;
     int64_t bad = -1;
     int rc = q_quantize_rows(t->type, s->f32, s->out, nu, l->unit_values, NULL, s->n_threads, &bad, err);
+    if (rc == QK_ERANGE && bad >= 0 && is_strided(pt))
+        return qk_err_set(err, rc, "tensor '%s': expert %lld holds NaN or Inf, which %s cannot encode",
+                          pt->src[0].t->name, (long long)((u0 + bad) / t->ne[1]), q_type_info(t->type)->name);
     if (rc == QK_ERANGE && bad >= 0) {
         int k;
         int64_t row;
@@ -678,9 +743,19 @@ static int convert_chunk(const plan_tensor *pt, const layout *l, int64_t u0, int
     return rc;
 }
 
-/* The mapped rows a finished piece read are not needed again: resident memory stays flat. */
+/* The mapped rows a finished piece read are not needed again: resident memory stays flat. A
+ * transposed tensor reads all of an expert's source for any of its rows: its experts are dropped
+ * once finished. */
 static void drop_sources(const plan_tensor *pt, const layout *l, int64_t u0, int64_t nu)
 {
+    if (is_strided(pt)) {
+        const int64_t ne1 = pt->info.ne[1], e0 = u0 / ne1, e1 = (u0 + nu) / ne1; /* finished: [e0, e1) */
+        const src_ref *sr = &pt->src[0];
+        const size_t block = (size_t)(sr->rows / pt->info.ne[2]) * src_row_bytes(sr);
+        if (e1 > e0)
+            mapping_drop((const uint8_t *)sr->t->data + (size_t)e0 * block, (size_t)(e1 - e0) * block);
+        return;
+    }
     int k0, k1;
     int64_t r;
     locate(pt, l, u0, &k0, &r);
@@ -709,7 +784,7 @@ static void report(progress_state *ps, size_t done)
 static bool is_copy(const plan_tensor *pt)
 {
     const cv_tensor *t = &pt->info;
-    return pt->out.n_src <= 1 && t->type == t->src_type && t->perm_heads == 0 && !t->fp8;
+    return pt->out.n_src <= 1 && t->type == t->src_type && t->perm_heads == 0 && !t->fp8 && !is_strided(pt);
 }
 
 static const uint8_t *copy_bytes(const plan_tensor *pt)
@@ -751,7 +826,7 @@ long cv_plan_find(const cv_plan *p, const char *name)
 bool cv_plan_in_place(const cv_plan *p, size_t i, int *type, const void **data)
 {
     const plan_tensor *pt = &p->t[i];
-    if (pt->out.n_src != 1 || pt->info.fp8 || pt->info.perm_heads)
+    if (pt->out.n_src != 1 || pt->info.fp8 || pt->info.perm_heads || is_strided(pt))
         return false;
     *type = pt->info.src_type;
     *data = pt->src[0].t->data;
@@ -764,6 +839,10 @@ void cv_plan_read_f32(const cv_plan *p, size_t i, float *out, int n_threads)
     layout l = layout_of(pt);
     if (!pt->out.n_src) {
         memcpy(out, pt->data, (size_t)l.n_units * sizeof *out);
+        return;
+    }
+    if (is_strided(pt)) {
+        gather_strided(pt, 0, l.n_units, out, n_threads > 0 ? n_threads : omp_get_max_threads());
         return;
     }
 #pragma omp parallel for num_threads(n_threads > 0 ? n_threads : omp_get_max_threads()) schedule(static)

@@ -49,6 +49,10 @@ int cv_engine_open_hf(const char *dir, eng_model *m, cv_plan **plan, tok_vocab *
             qk_err_prefix(err, dir);
         else
             m->bos_id = (*vocab)->special[TOK_BOS];
+        /* what llama.cpp would use after conversion when the folder names no BOS id */
+        if (!rc && m->bos_id < 0)
+            m->bos_id = (*vocab)->special[TOK_BOS] =
+                tok_default_special((*vocab)->kind, TOK_BOS, (*vocab)->n_tokens);
     }
     if (rc) {
         cv_plan_free(*plan);

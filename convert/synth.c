@@ -149,11 +149,24 @@ static int describe(const cJSON *cfg, sy_arch *a, const char *path, qk_err *err)
     return rc;
 }
 
+static int arch_from_flat(sy_arch *out, const cJSON *cfg, const char *path, qk_err *err);
+
+/* Multimodal configs (Llama 4) keep the text model's keys in text_config: read them flat. */
 int sy_arch_from_config(sy_arch *out, const cJSON *cfg, const char *path, qk_err *err)
 {
     memset(out, 0, sizeof *out);
     if (!cJSON_IsObject(cfg))
         return qk_err_set(err, QK_EFORMAT, "%s: not a JSON object", path);
+    cJSON *flat = ca_config_flat(cfg);
+    if (!flat)
+        return qk_err_set(err, QK_ENOMEM, "%s: out of memory", path);
+    int rc = arch_from_flat(out, flat, path, err);
+    cJSON_Delete(flat);
+    return rc;
+}
+
+static int arch_from_flat(sy_arch *out, const cJSON *cfg, const char *path, qk_err *err)
+{
     const ca_arch *ca = NULL;
     int rc = find_arch(cfg, &ca, path, err);
     sy_arch a = {.arch = ca ? ca->hf_class : NULL};
@@ -199,8 +212,8 @@ static void set_tensor(sy_tensor *t, const sy_arch *a, const ca_output *o, int k
     ca_output_src_name(o, k, t->name, sizeof t->name);
     int64_t shape[4];
     ca_output_src_shape(o, &t->n_dims, shape);
-    t->shape[0] = shape[0];
-    t->shape[1] = t->n_dims == 2 ? shape[1] : 0;
+    for (int d = 0; d < 3; d++)
+        t->shape[d] = d < t->n_dims ? shape[d] : 0;
     const ga_kind_info *ki = ga_kind_get(o->kind);
     t->mean = ki->vector && !ki->bias ? 1.0f : 0.0f;
     t->std = a->init_std;
@@ -227,6 +240,8 @@ int sy_arch_tensors(const sy_arch *a, sy_tensor **out, size_t *n, qk_err *err)
     size_t k = 0;
     for (int pass = 0; pass < 3; pass++) {
         for (size_t i = 0; ca_output_at(&a->cfg, i, &o); i++) {
+            if (o.xform == CA_X_SPLIT1_T)
+                continue; /* its fused source was written with the first half */
             int p = o.kind == GA_T_TOKEN_EMBD ? 0 : o.layer >= 0 ? 1 : 2;
             for (int e = 0; p == pass && e < o.n_src; e++)
                 set_tensor(&t[k++], a, &o, e);
@@ -691,7 +706,7 @@ typedef struct {
     entry_kind kind;
     st_dtype dtype;
     int n_dims;
-    int64_t shape[2];
+    int64_t shape[3];
 } entry;
 
 typedef struct {
@@ -746,7 +761,7 @@ static void add_entry(job *j, const sy_tensor *t, entry_kind kind, st_dtype dtyp
     entry *e = &j->e[j->n++];
     const int64_t B = SY_FP8_BLOCK;
     *e = (entry){.t = t, .kind = kind, .dtype = dtype, .n_dims = t->n_dims,
-                 .shape = {t->shape[0], t->shape[1]}};
+                 .shape = {t->shape[0], t->shape[1], t->shape[2]}};
     snprintf(e->name, sizeof e->name, "%s%s", t->name, kind == E_SCALE ? "_scale_inv" : "");
     if (kind == E_SCALE) {
         e->shape[0] = (t->shape[0] + B - 1) / B;
@@ -785,7 +800,7 @@ static int size_tensors(job *j, qk_err *err)
     for (size_t i = 0; i < j->n; i++) {
         const entry *e = &j->e[i];
         st_tensor_spec s = {.name = e->name, .dtype = e->dtype, .n_dims = e->n_dims,
-                            .shape = {e->shape[0], e->shape[1]}};
+                            .shape = {e->shape[0], e->shape[1], e->shape[2]}};
         if (st_spec_nbytes(&s, &j->nbytes[i]) != QK_OK ||
             __builtin_add_overflow(j->total, j->nbytes[i], &j->total))
             return qk_err_set(err, QK_ERANGE, "%s: tensor '%s' makes the model size overflow",
@@ -878,12 +893,20 @@ static int make_tmp_dir(job *j, qk_err *err)
 
 /* The given config with the layer count and dtype this run used. layer_types (one entry per
  * layer in recent transformers) is cut or repeated cyclically to match. */
-static int set_layers(cJSON *c, int64_t layers)
+static int cut_list(cJSON *c, const char *key, int64_t layers);
+
+static int set_layers_in(cJSON *c, int64_t layers)
 {
     if (!cJSON_ReplaceItemInObjectCaseSensitive(c, "num_hidden_layers",
                                                 cJSON_CreateNumber((double)layers)))
         return 0;
-    cJSON *lt = cJSON_GetObjectItemCaseSensitive(c, "layer_types");
+    return cut_list(c, "layer_types", layers) && cut_list(c, "no_rope_layers", layers);
+}
+
+/* A per-layer list cut or repeated cyclically to `layers` entries (absent or empty: unchanged). */
+static int cut_list(cJSON *c, const char *key, int64_t layers)
+{
+    cJSON *lt = cJSON_GetObjectItemCaseSensitive(c, key);
     int len = cJSON_IsArray(lt) ? cJSON_GetArraySize(lt) : 0;
     if (!len)
         return 1;
@@ -891,10 +914,19 @@ static int set_layers(cJSON *c, int64_t layers)
     int ok = nl != NULL;
     for (int64_t i = 0; ok && i < layers; i++)
         ok = cJSON_AddItemToArray(nl, cJSON_Duplicate(cJSON_GetArrayItem(lt, (int)(i % len)), 1));
-    if (ok && cJSON_ReplaceItemInObjectCaseSensitive(c, "layer_types", nl))
+    if (ok && cJSON_ReplaceItemInObjectCaseSensitive(c, key, nl))
         return 1;
     cJSON_Delete(nl);
     return 0;
+}
+
+/* The layer count in the config and, for multimodal configs, in its text_config. */
+static int set_layers(cJSON *c, int64_t layers)
+{
+    cJSON *t = cJSON_GetObjectItemCaseSensitive(c, "text_config");
+    if (cJSON_IsObject(t) && cJSON_GetObjectItemCaseSensitive(t, "num_hidden_layers") && !set_layers_in(t, layers))
+        return 0;
+    return !cJSON_GetObjectItemCaseSensitive(c, "num_hidden_layers") && cJSON_IsObject(t) ? 1 : set_layers_in(c, layers);
 }
 
 /* key = v, replacing any value the config had. */
@@ -1049,7 +1081,9 @@ static int write_tensor(job *j, st_writer *w, const entry *e, qk_err *err)
     uint64_t key = sy_tensor_key(j->o->seed, t->name);
     if (e->kind != E_VALUES)
         return write_fp8(j, w, e, key, err);
-    uint64_t n = (uint64_t)t->shape[0] * (uint64_t)(t->n_dims == 2 ? t->shape[1] : 1);
+    uint64_t n = (uint64_t)t->shape[0];
+    for (int d = 1; d < t->n_dims; d++)
+        n *= (uint64_t)t->shape[d];
     size_t esz = st_dtype_size(e->dtype);
     const size_t piece = PIECE_BYTES / esz;
     for (uint64_t first = 0; first < n; first += piece) {
@@ -1074,7 +1108,7 @@ static int write_shard(job *j, int64_t k, const entry **list, st_tensor_spec *sp
     for (size_t i = 0; i < m; i++)
         specs[i] = (st_tensor_spec){.name = list[i]->name, .dtype = list[i]->dtype,
                                     .n_dims = list[i]->n_dims,
-                                    .shape = {list[i]->shape[0], list[i]->shape[1]}};
+                                    .shape = {list[i]->shape[0], list[i]->shape[1], list[i]->shape[2]}};
     char name[40], path[SY_PATH_MAX];
     file_name(j, k, name);
     int rc = sy_path_join(path, j->tmp, name, err);
@@ -1173,8 +1207,8 @@ static int plan(job *j, cJSON *cfg, sy_result *res, qk_err *err)
         rc = plan_by_size(j, j->o->max_shard_size, err);
     else if (rc == QK_OK)
         rc = plan_by_count(j, j->o->shards ? j->o->shards : 1, err);
-    for (size_t i = 0; rc == QK_OK && i < j->n; i++)
-        res->n_params += j->nbytes[i] / st_dtype_size(j->e[i].dtype);
+    for (size_t i = 0; rc == QK_OK && i < j->n; i++) /* weights, not their scale grids */
+        res->n_params += j->e[i].kind == E_SCALE ? 0 : j->nbytes[i] / st_dtype_size(j->e[i].dtype);
     res->n_tensors = j->n;
     res->n_bytes = j->total;
     res->n_files = j->n_files;

@@ -79,8 +79,8 @@ const char *sy_supported_archs(void);
 
 typedef struct {
     char name[SY_NAME_MAX];
-    int n_dims;       /* 1 or 2 */
-    int64_t shape[2]; /* HF order: [out_features, in_features] for a Linear weight */
+    int n_dims;       /* 1, 2, or 3 (Llama 4's fused experts [n_expert, in, out]) */
+    int64_t shape[3]; /* HF order: [out_features, in_features] for a Linear weight; unused 0 */
     float mean, std;
     int linear;       /* a block's linear-layer weight (attention, MLP, experts): FP8 with
                          --dtype fp8; not embeddings, lm_head, norms, biases or routers */
@@ -120,9 +120,8 @@ typedef struct {
 typedef struct {
     sy_arch arch;            /* after --layers */
     size_t n_tensors;        /* stored: with fp8, the scale grids too */
-    uint64_t n_params, n_bytes; /* elements and bytes of every stored tensor (with fp8 the
-                                   scale grids count, as transformers' FP8Linear holds them as
-                                   parameters) */
+    uint64_t n_params;       /* the model's parameters (fp8: not the scale grids' elements) */
+    uint64_t n_bytes;        /* of every stored tensor */
     int64_t n_files;         /* safetensors files written */
     int n_tokenizer_files;   /* copied or generated; 0 is allowed when tokenizer_dir was not
                                 given */

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "../formats/spm_model.h"
+#include "../quant/buf.h"
 
 /* A SentencePiece BPE model with byte fallback laid out like Llama 2's: <unk>, <s>, </s>, the
  * 256 <0xXX> byte pieces, then NORMAL pieces scored 0, -1, -2 ... in the order generated here.
@@ -67,8 +68,7 @@ static const char *const GEN_ENGLISH[] = {
 
 /* The pieces in id order, with a hash set for uniqueness. Adding stops silently at max. */
 typedef struct {
-    char *text;     /* the pieces' bytes back to back */
-    size_t len, cap;
+    qk_buf text;    /* the pieces' bytes back to back */
     size_t *start;  /* [max + 1] offset of piece i; start[n] is the end */
     uint32_t n, max;
     uint32_t *slot; /* open addressing: piece id + 1, 0 when empty */
@@ -95,14 +95,13 @@ static void piece_set_init(piece_set *ps, uint32_t max)
     ps->mask = size - 1;
     ps->start = calloc((size_t)max + 1, sizeof *ps->start);
     ps->slot = calloc(size, sizeof *ps->slot);
-    ps->cap = (size_t)max * 8; /* pieces average fewer bytes: no growth in practice */
-    ps->text = malloc(ps->cap);
-    ps->oom = !ps->start || !ps->slot || !ps->text;
+    /* pieces average fewer than 8 bytes: no growth in practice */
+    ps->oom = !ps->start || !ps->slot || qk_buf_reserve(&ps->text, (size_t)max * 8);
 }
 
 static void piece_set_free(piece_set *ps)
 {
-    free(ps->text);
+    qk_buf_free(&ps->text);
     free(ps->start);
     free(ps->slot);
 }
@@ -115,23 +114,15 @@ static void piece_add(piece_set *ps, const char *s, size_t n)
     for (; ps->slot[i]; i = (i + 1) & ps->mask) {
         uint32_t id = ps->slot[i] - 1;
         size_t len = ps->start[id + 1] - ps->start[id];
-        if (len == n && !memcmp(ps->text + ps->start[id], s, n))
+        if (len == n && !memcmp(ps->text.p + ps->start[id], s, n))
             return;
     }
-    if (n > ps->cap - ps->len) {
-        size_t cap = 2 * ps->cap + n;
-        char *t = realloc(ps->text, cap);
-        if (!t) {
-            ps->oom = 1;
-            return;
-        }
-        ps->text = t;
-        ps->cap = cap;
+    if (qk_buf_append(&ps->text, s, n)) {
+        ps->oom = 1;
+        return;
     }
-    memcpy(ps->text + ps->len, s, n);
-    ps->len += n;
     ps->slot[i] = ++ps->n;
-    ps->start[ps->n] = ps->len;
+    ps->start[ps->n] = ps->text.n;
 }
 
 /* An English entry and, before it, each of its prefixes that is missing. Entries are ASCII,
@@ -213,7 +204,7 @@ static spm_piece *gen_pieces(const piece_set *ps)
 {
     spm_piece *p = malloc((size_t)ps->n * sizeof *p);
     for (uint32_t i = 0; p && i < ps->n; i++) {
-        p[i].text = ps->text + ps->start[i];
+        p[i].text = ps->text.p + ps->start[i];
         p[i].len = (uint32_t)(ps->start[i + 1] - ps->start[i]);
         /* 0, -1, -2 ...: (float) of a negative integer, never -0.0f */
         p[i].score = i < GEN_FIRST_NORMAL ? 0.0f : (float)(GEN_FIRST_NORMAL - (int64_t)i);

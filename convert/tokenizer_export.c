@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../formats/hf_tokenizer.h"
+#include "../formats/file.h"
 #include "tokenizer_export.h"
 
 void te_extra_init(te_extra *x)
@@ -24,10 +24,10 @@ static int read_add_prefix_space(const char *dir, int *out, qk_err *err)
         return qk_err_set(err, QK_ENOMEM, "%s: out of memory", dir);
     snprintf(path, plen, "%s/tokenizer_config.json", dir);
     qk_err probe;
-    int rc = hf_file_read(path, &json, &len, &probe);
+    int rc = qk_file_read(path, QK_FILE_NO_LIMIT, &json, &len, &probe);
     if (rc) {
         /* absent is fine (the tokenizer loader already judged the folder); unreadable is not */
-        rc = strstr(probe.msg, "not found") ? QK_OK : qk_err_set(err, rc, "%s", probe.msg);
+        rc = rc == QK_ENOTFOUND ? QK_OK : qk_err_set(err, rc, "%s", probe.msg);
     } else {
         cJSON *root = cJSON_ParseWithLength(json, len);
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "add_prefix_space");

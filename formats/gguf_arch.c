@@ -104,6 +104,12 @@ static const char *const KEYS[GA_K_COUNT] = {
     [GA_K_EXPERT_FEED_FORWARD_LENGTH] = "expert_feed_forward_length",
     [GA_K_EXPERT_SHARED_FEED_FORWARD_LENGTH] = "expert_shared_feed_forward_length",
     [GA_K_EXPERT_WEIGHTS_NORM] = "expert_weights_norm",
+    [GA_K_INTERLEAVE_MOE_LAYER_STEP] = "interleave_moe_layer_step",
+    [GA_K_ATTN_CHUNK_SIZE] = "attention.chunk_size",
+    [GA_K_ATTN_TEMPERATURE_LENGTH] = "attention.temperature_length",
+    [GA_K_ATTN_TEMPERATURE_SCALE] = "attention.temperature_scale",
+    [GA_K_ATTN_USE_QK_NORM] = "attention.use_qk_norm",
+    [GA_K_NO_ROPE_LAYERS] = "no_rope_layers",
 };
 
 void ga_key_name(ga_key k, const char *arch, char *buf, size_t size)
@@ -124,20 +130,25 @@ void ga_key_name(ga_key k, const char *arch, char *buf, size_t size)
 #define FFN GA_T_FFN_NORM, GA_T_FFN_GATE, GA_T_FFN_UP, GA_T_FFN_DOWN
 #define FFN_BIAS GA_T_FFN_GATE_B, GA_T_FFN_UP_B, GA_T_FFN_DOWN_B
 #define MOE GA_T_FFN_GATE_INP, GA_T_FFN_GATE_EXPS, GA_T_FFN_UP_EXPS, GA_T_FFN_DOWN_EXPS
+#define SHEXP GA_T_FFN_GATE_SHEXP, GA_T_FFN_UP_SHEXP, GA_T_FFN_DOWN_SHEXP
 
 static const ga_kind K_LLAMA[] = {GLOBAL, GA_T_ROPE_FREQS, ATTN, ATTN_BIAS, FFN, FFN_BIAS, MOE, END};
 static const ga_kind K_QWEN2[] = {GLOBAL, ATTN, GA_T_ATTN_Q_B, GA_T_ATTN_K_B, GA_T_ATTN_V_B, FFN, END};
 static const ga_kind K_QWEN3[] = {GLOBAL, ATTN, QK_NORM, FFN, END};
 static const ga_kind K_QWEN3MOE[] = {GLOBAL, ATTN, QK_NORM, FFN, MOE, END};
+static const ga_kind K_LLAMA4[] = {GLOBAL, GA_T_ROPE_FREQS, ATTN, FFN, MOE, SHEXP, END};
 
 static const ga_kind R_NONE[] = {END};
 static const ga_kind R_QWEN2[] = {GA_T_ATTN_Q_B, GA_T_ATTN_K_B, GA_T_ATTN_V_B, END};
 
+static const ga_kind R_LLAMA4[] = {SHEXP, END};
+
 static const ga_arch ARCHS[] = {
-    {"llama", GA_ROPE_PAIRS, true, true, GA_GATING_SOFTMAX, K_LLAMA, R_NONE},
-    {"qwen2", GA_ROPE_HALVES, false, false, GA_GATING_SOFTMAX, K_QWEN2, R_QWEN2},
-    {"qwen3", GA_ROPE_HALVES, false, false, GA_GATING_SOFTMAX, K_QWEN3, R_NONE},
-    {"qwen3moe", GA_ROPE_HALVES, true, true, GA_GATING_SOFTMAX, K_QWEN3MOE, R_NONE},
+    {"llama", GA_ROPE_PAIRS, true, true, GA_GATING_SOFTMAX, false, false, K_LLAMA, R_NONE},
+    {"llama4", GA_ROPE_PAIRS, true, false, GA_GATING_SIGMOID, true, true, K_LLAMA4, R_LLAMA4},
+    {"qwen2", GA_ROPE_HALVES, false, false, GA_GATING_SOFTMAX, false, false, K_QWEN2, R_QWEN2},
+    {"qwen3", GA_ROPE_HALVES, false, false, GA_GATING_SOFTMAX, false, false, K_QWEN3, R_NONE},
+    {"qwen3moe", GA_ROPE_HALVES, true, true, GA_GATING_SOFTMAX, false, false, K_QWEN3MOE, R_NONE},
 };
 #define N_ARCHS (sizeof ARCHS / sizeof ARCHS[0])
 
@@ -149,7 +160,7 @@ const ga_arch *ga_arch_find(const char *name)
     return NULL;
 }
 
-const char *ga_arch_names(void) { return "llama, qwen2, qwen3, qwen3moe"; }
+const char *ga_arch_names(void) { return "llama, llama4, qwen2, qwen3, qwen3moe"; }
 
 bool ga_arch_has_kind(const ga_arch *a, ga_kind k)
 {
@@ -260,12 +271,50 @@ static int read_moe(const reader *r, const ga_arch *a, ga_hparams *hp)
     hp->has_ff_exp = rc == QK_OK;
     if ((rc = get_int(r, GA_K_EXPERT_SHARED_FEED_FORWARD_LENGTH, 1, BIG, false, &hp->n_ff_shexp)) < 0)
         return rc;
+    /* an architecture that always has a shared expert sizes it like the others (Llama 4) */
+    if (!hp->n_ff_shexp && ga_arch_requires(a, GA_T_FFN_GATE_SHEXP))
+        hp->n_ff_shexp = hp->n_ff_exp;
     char key[128];
     bool norm = a->expert_weights_norm;
     ga_key_name(GA_K_EXPERT_WEIGHTS_NORM, a->name, key, sizeof key);
     if (gguf_get_bool(r->g, key, &norm) == QK_EFORMAT)
         return qk_err_set(r->err, QK_EFORMAT, "metadata key '%s' is not a bool", key);
     hp->expert_weights_norm = norm;
+    return QK_OK;
+}
+
+/* Llama 4's attention: qkit's keys, else llama.cpp's hard-coded values. */
+static int read_chunked_nope(const reader *r, ga_hparams *hp)
+{
+    int rc;
+    hp->attn_chunk = 8192;
+    hp->attn_temp_floor = 8192;
+    hp->attn_temp_scale = 0.1;
+    hp->qk_rms_norm = hp->n_expert != 128;
+    if ((rc = get_int(r, GA_K_ATTN_CHUNK_SIZE, 1, INT32_MAX, false, &hp->attn_chunk)) < 0 ||
+        (rc = get_int(r, GA_K_ATTN_TEMPERATURE_LENGTH, 1, INT32_MAX, false, &hp->attn_temp_floor)) < 0 ||
+        (rc = get_f32(r, GA_K_ATTN_TEMPERATURE_SCALE, &hp->attn_temp_scale, NULL)) < 0)
+        return rc;
+    char key[128];
+    ga_key_name(GA_K_ATTN_USE_QK_NORM, r->arch, key, sizeof key);
+    if (gguf_get_bool(r->g, key, &hp->qk_rms_norm) == QK_EFORMAT)
+        return qk_err_set(r->err, QK_EFORMAT, "metadata key '%s' is not a bool", key);
+    for (int64_t l = 0; l < hp->n_layer; l++)
+        hp->layer_nope[l] = (uint8_t)((l + 1) % 4 == 0);
+    ga_key_name(GA_K_NO_ROPE_LAYERS, r->arch, key, sizeof key);
+    const void *data;
+    uint64_t n;
+    rc = gguf_get_arr(r->g, key, GGUF_TYPE_I32, &data, &n);
+    if (rc == GGUF_MISSING)
+        return QK_OK;
+    if (rc || n != (uint64_t)hp->n_layer)
+        return qk_err_set(r->err, QK_EFORMAT, "metadata key '%s' must be an i32 array of %lld entries", key,
+                          (long long)hp->n_layer);
+    for (int64_t l = 0; l < hp->n_layer; l++) {
+        int32_t v;
+        memcpy(&v, (const char *)data + 4 * l, 4);
+        hp->layer_nope[l] = v == 0;
+    }
     return QK_OK;
 }
 
@@ -303,5 +352,7 @@ int ga_hparams_read(const gguf_ctx *g, const ga_arch *a, ga_hparams *hp, qk_err 
     if (gguf_get_str(g, key, &scaling) == QK_OK && scaling && strcmp(scaling, "none"))
         hp->rope_scaling = !strcmp(scaling, "linear") ? GA_ROPE_LINEAR : GA_ROPE_YARN;
     hp->expert_weights_norm = a->expert_weights_norm;
-    return read_moe(&r, a, hp);
+    if ((rc = read_moe(&r, a, hp)))
+        return rc;
+    return a->chunked_nope ? read_chunked_nope(&r, hp) : QK_OK;
 }

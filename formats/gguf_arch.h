@@ -126,7 +126,14 @@ typedef struct {
     int64_t n_expert, n_expert_used, n_ff_exp, n_ff_shexp;
     bool has_ff_exp;         /* expert_feed_forward_length is its own key (else n_ff) */
     bool expert_weights_norm; /* renormalize the top-k weights to sum 1 */
+    int64_t moe_step;         /* blocks (l+1) % moe_step == 0 have experts (interleave_moe_layer_step) */
     uint8_t layer_moe[GA_MAX_LAYERS]; /* 1: block l has experts */
+    /* Llama 4 attention (architectures with ga_arch.chunked_nope) */
+    uint8_t layer_nope[GA_MAX_LAYERS]; /* 1: block l has no RoPE (full attention, q temperature) */
+    int64_t attn_chunk;       /* RoPE blocks attend within chunks of this many positions */
+    int64_t attn_temp_floor;  /* NoPE q scale: log(floor((pos+1)/floor)+1)·scale+1 … */
+    double attn_temp_scale;   /* … 0: no temperature tuning */
+    bool qk_rms_norm;         /* RoPE blocks RMS-normalize q and k (no weight) after RoPE */
 } ga_hparams;
 
 /* Size of a dimension symbol. */
@@ -161,6 +168,13 @@ typedef enum {
     GA_K_EXPERT_FEED_FORWARD_LENGTH,
     GA_K_EXPERT_SHARED_FEED_FORWARD_LENGTH,
     GA_K_EXPERT_WEIGHTS_NORM,
+    GA_K_INTERLEAVE_MOE_LAYER_STEP,
+    /* qkit's own keys for what llama.cpp hard-codes for Llama 4 (it ignores them) */
+    GA_K_ATTN_CHUNK_SIZE,
+    GA_K_ATTN_TEMPERATURE_LENGTH,
+    GA_K_ATTN_TEMPERATURE_SCALE,
+    GA_K_ATTN_USE_QK_NORM,
+    GA_K_NO_ROPE_LAYERS, /* i32 per block: 1 RoPE, 0 none (transformers' no_rope_layers) */
     GA_K_COUNT
 } ga_key;
 
@@ -177,6 +191,8 @@ struct ga_arch {
     bool moe;                     /* blocks may hold experts */
     bool expert_weights_norm;     /* default when no key says otherwise */
     ga_gating gating;
+    bool moe_weight_input;        /* an expert's weight scales its input, not its output */
+    bool chunked_nope;            /* Llama 4 attention: chunks, NoPE blocks, temperature, q/k norm */
     const ga_kind *kinds;         /* the kinds its files may hold, GA_T_COUNT-terminated */
     const ga_kind *required;      /* optional kinds this architecture always has (Qwen2's q/k/v
                                      biases), GA_T_COUNT-terminated */
@@ -184,14 +200,16 @@ struct ga_arch {
 
 /* NULL when unknown. */
 const ga_arch *ga_arch_find(const char *name);
-/* "llama, qwen2, qwen3, qwen3moe" */
+/* "llama, llama4, qwen2, qwen3, qwen3moe" */
 const char *ga_arch_names(void);
 bool ga_arch_has_kind(const ga_arch *a, ga_kind k);
 /* Whether a file of this architecture must hold kind k where ga_block_has says it may. */
 bool ga_arch_requires(const ga_arch *a, ga_kind k);
 
 /* Reads the hyper-parameters of arch from a GGUF file. layer_moe is not set (the loader decides
- * it from the tensors present). */
+ * it from the tensors present). Llama 4 keys llama.cpp does not write default to its hard-coded
+ * behaviour: chunks of 8192, temperature floor 8192 and scale 0.1, no RoPE on every 4th block,
+ * q/k norm unless there are 128 experts. */
 int ga_hparams_read(const gguf_ctx *g, const ga_arch *a, ga_hparams *hp, qk_err *err);
 
 #endif

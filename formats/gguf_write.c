@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../quant/buf.h"
 #include "outfile.h"
 
 #define STREAM_BUFFER (1u << 20)
@@ -44,10 +45,12 @@ struct gguf_writer {
     gguf_split_opts opts;
     uint32_t alignment;
     wkv *kv;
-    uint64_t n_kv, cap_kv;
+    uint64_t n_kv;
+    size_t cap_kv;
     gguf_index keys;
     wtensor *t;
-    uint64_t n_t, cap_t;
+    uint64_t n_t;
+    size_t cap_t;
     gguf_index names;
     wpart *parts;
     uint32_t n_parts;
@@ -80,23 +83,6 @@ static int fail(gguf_writer *w, int code, const char *fmt, ...)
 
 static const char *wkv_name(const void *items, uint64_t i) { return ((const wkv *)items)[i].key; }
 static const char *wt_name(const void *items, uint64_t i) { return ((const wtensor *)items)[i].name; }
-
-static bool grow(void **arr, uint64_t *cap, uint64_t need, size_t esize)
-{
-    if (need <= *cap)
-        return true;
-    uint64_t n = *cap ? *cap * 2 : 16, bytes;
-    if (n < need)
-        n = need;
-    if (!gguf_mul_ok(n, esize, &bytes) || bytes > SIZE_MAX)
-        return false;
-    void *p = realloc(*arr, (size_t)bytes);
-    if (!p)
-        return false;
-    *arr = p;
-    *cap = n;
-    return true;
-}
 
 int gguf_writer_open(gguf_writer **out, const char *path, const gguf_split_opts *opts, qk_err *err)
 {
@@ -181,8 +167,10 @@ int gguf_writer_set_value(gguf_writer *w, const char *key, const gguf_value *v)
         w->kv[i] = kv;
         return QK_OK;
     }
-    if (!grow((void **)&w->kv, &w->cap_kv, w->n_kv + 1, sizeof *w->kv) ||
-        gguf_index_reserve(&w->keys, w->n_kv + 1, wkv_name, w->kv)) {
+    wkv *grown = qk_grow(w->kv, &w->cap_kv, w->n_kv + 1, sizeof *grown);
+    if (grown)
+        w->kv = grown;
+    if (!grown || gguf_index_reserve(&w->keys, w->n_kv + 1, wkv_name, w->kv)) {
         free(kv.block);
         return fail(w, QK_ENOMEM, "%s: out of memory", w->path);
     }
@@ -281,8 +269,11 @@ int gguf_writer_add_tensor(gguf_writer *w, const char *name, int type, uint32_t 
     int rc = gguf_shape_check(type, ne ? n_dims : 0, t.ne, &t.nbytes, &why);
     if (rc)
         return fail(w, rc, "%s: tensor '%s': %s", w->path, name, why.msg);
-    if (!(t.name = strdup(name)) || !grow((void **)&w->t, &w->cap_t, w->n_t + 1, sizeof *w->t) ||
-        gguf_index_reserve(&w->names, w->n_t + 1, wt_name, w->t)) {
+    wtensor *grown = (t.name = strdup(name)) ? qk_grow(w->t, &w->cap_t, w->n_t + 1, sizeof *grown)
+                                             : NULL;
+    if (grown)
+        w->t = grown;
+    if (!grown || gguf_index_reserve(&w->names, w->n_t + 1, wt_name, w->t)) {
         free(t.name);
         return fail(w, QK_ENOMEM, "%s: out of memory", w->path);
     }

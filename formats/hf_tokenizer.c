@@ -2,12 +2,13 @@
 #include "hf_tokenizer.h"
 
 #include <cJSON.h>
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#include "file.h"
 
 static const char *const SPECIAL_NAMES[HF_N_SPECIAL] = {"bos", "eos", "unk", "sep",
                                                          "pad", "cls", "mask"};
@@ -18,45 +19,6 @@ const char *hf_special_name(int kind)
 }
 
 /* ---------------------------------------------------------------- files */
-
-int hf_file_read(const char *path, char **data, size_t *size, qk_err *err)
-{
-    *data = NULL;
-    *size = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return qk_err_set(err, QK_EIO, "%s: %s", path,
-                          errno == ENOENT ? "not found" : strerror(errno));
-    int rc = QK_OK;
-    char *buf = NULL;
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        rc = qk_err_set(err, QK_EIO, "%s: not a regular file", path);
-        goto done;
-    }
-    if ((uint64_t)st.st_size >= SIZE_MAX) {
-        rc = qk_err_set(err, QK_ERANGE, "%s: too large (%lld bytes)", path, (long long)st.st_size);
-        goto done;
-    }
-    size_t n = (size_t)st.st_size;
-    buf = malloc(n + 1);
-    if (!buf) {
-        rc = qk_err_set(err, QK_ENOMEM, "%s: out of memory for %zu bytes", path, n);
-        goto done;
-    }
-    if (fread(buf, 1, n, f) != n) {
-        rc = qk_err_set(err, QK_EIO, "%s: read failed", path);
-        goto done;
-    }
-    buf[n] = '\0';
-    *data = buf;
-    *size = n;
-    buf = NULL;
-done:
-    free(buf);
-    fclose(f);
-    return rc;
-}
 
 static char *path_join(const char *dir, const char *name)
 {
@@ -107,7 +69,7 @@ static int json_file(const char *dir, const char *file, cJSON **out, qk_err *err
     *out = NULL;
     if (!path)
         return qk_err_set(err, QK_ENOMEM, "%s/%s: out of memory", dir, file);
-    int rc = hf_file_read(path, &text, &len, err);
+    int rc = qk_file_read(path, QK_FILE_NO_LIMIT, &text, &len, err);
     if (!rc)
         rc = json_parse(text, len, path, out, err);
     if (!rc && !cJSON_IsObject(*out)) {
@@ -589,7 +551,7 @@ static int load_text(const char *dir, const char *file, char **text, size_t *len
     *path = path_join(dir, file);
     if (!*path)
         return oom(file, err);
-    return hf_file_read(*path, text, len, err);
+    return qk_file_read(*path, QK_FILE_NO_LIMIT, text, len, err);
 }
 
 static int load_tokenizer_json(hf_tokenizer *t, qk_err *err)

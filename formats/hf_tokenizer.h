@@ -109,8 +109,4 @@ void hf_tokenizer_free(hf_tokenizer *t);
 int hf_tokenizer_parse_json(const char *json, size_t len, const char *name, hf_tokenizer **out,
                             qk_err *err);
 
-/* Whole file into a malloc'd, NUL-terminated buffer (*size excludes the NUL). QK_EIO when the
- * file cannot be read; ENOENT is reported as "not found" so callers can probe for files. */
-int hf_file_read(const char *path, char **data, size_t *size, qk_err *err);
-
 #endif

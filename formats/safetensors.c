@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../quant/buf.h"
+#include "file.h"
 #include "outfile.h"
 
 /* cJSON reads numbers as doubles, which hold every integer up to 2^53 exactly and no more. */
@@ -612,14 +614,10 @@ struct st_model {
 
 static int add_file(st_model *m, const char *path, qk_err *err)
 {
-    if (m->n_files == m->cap_files) {
-        size_t cap = m->cap_files ? 2 * m->cap_files : 4;
-        st_file **files = realloc(m->files, cap * sizeof *files);
-        if (!files)
-            return qk_err_set(err, QK_ENOMEM, "%s: out of memory", path);
-        m->files = files;
-        m->cap_files = cap;
-    }
+    st_file **files = qk_grow(m->files, &m->cap_files, m->n_files + 1, sizeof *files);
+    if (!files)
+        return qk_err_set(err, QK_ENOMEM, "%s: out of memory", path);
+    m->files = files;
     st_file *f;
     int rc = st_file_open(&f, path, err);
     if (rc == QK_OK) {
@@ -654,32 +652,6 @@ static int build_namespace(st_model *m, qk_err *err)
                               show(b->name).s, a->path);
     }
     return QK_OK;
-}
-
-/* Whole small file (an index) into a NUL-terminated buffer. */
-static int read_text(const char *path, char **out, size_t *len, qk_err *err)
-{
-    *out = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return qk_err_set(err, QK_EIO, "%s: cannot open: %s", path, strerror(errno));
-    int rc = QK_OK;
-    struct stat st;
-    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode))
-        rc = qk_err_set(err, QK_EIO, "%s: not a readable regular file", path);
-    else if ((uint64_t)st.st_size > ST_MAX_HEADER)
-        rc = qk_err_set(err, QK_EFORMAT, "%s: index is %" PRIu64 " bytes, over the 100 MiB limit",
-                        path, (uint64_t)st.st_size);
-    else if (!(*out = malloc((size_t)st.st_size + 1)))
-        rc = qk_err_set(err, QK_ENOMEM, "%s: out of memory", path);
-    else if ((*len = fread(*out, 1, (size_t)st.st_size, fp)) != (size_t)st.st_size)
-        rc = qk_err_set(err, QK_EIO, "%s: read failed", path);
-    fclose(fp);
-    if (rc != QK_OK) {
-        free(*out);
-        *out = NULL;
-    }
-    return rc;
 }
 
 /* Shard names come from an untrusted index: stay inside the index's folder. */
@@ -831,7 +803,7 @@ static int open_index(st_model *m, const char *path, qk_err *err)
 {
     char *text;
     size_t len = 0;
-    int rc = read_text(path, &text, &len, err);
+    int rc = qk_file_read(path, ST_MAX_HEADER, &text, &len, err);
     if (rc != QK_OK)
         return rc;
     cJSON *root = NULL;
@@ -873,15 +845,12 @@ static int open_all_in_dir(st_model *m, const char *dir, qk_err *err)
     for (struct dirent *de; rc == QK_OK && (de = readdir(d));) {
         if (de->d_name[0] == '.' || !ends_with(de->d_name, EXT))
             continue;
-        if (n == cap) {
-            char **grown = realloc(names, (cap ? 2 * cap : 16) * sizeof *names);
-            if (!grown) {
-                rc = qk_err_set(err, QK_ENOMEM, "%s: out of memory", dir);
-                break;
-            }
-            names = grown;
-            cap = cap ? 2 * cap : 16;
+        char **grown = qk_grow(names, &cap, n + 1, sizeof *names);
+        if (!grown) {
+            rc = qk_err_set(err, QK_ENOMEM, "%s: out of memory", dir);
+            break;
         }
+        names = grown;
         if (!(names[n] = path_join(dir, de->d_name)))
             rc = qk_err_set(err, QK_ENOMEM, "%s: out of memory", dir);
         else if (is_regular(names[n]))
@@ -1011,50 +980,23 @@ const char *st_model_index_meta_value(const st_model *m, size_t i)
 
 /* ---- writer -------------------------------------------------------------------------------- */
 
-/* Growable text buffer for the header; a failed allocation is remembered and reported once. */
-typedef struct {
-    char *p;
-    size_t len, cap;
-    int oom;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (n > b->cap - b->len) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (n > cap - b->len)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-}
-
-static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-static void sb_u64(sbuf *b, uint64_t v)
+/* The header is built in a qk_buf: its sticky oom flag lets put_header run to the end and the
+ * failure be reported once. */
+static void sb_u64(qk_buf *b, uint64_t v)
 {
     char tmp[24];
-    sb_put(b, tmp, (size_t)snprintf(tmp, sizeof tmp, "%" PRIu64, v));
+    qk_buf_append(b, tmp, (size_t)snprintf(tmp, sizeof tmp, "%" PRIu64, v));
 }
 
 /* A JSON string literal: quotes, backslashes and control bytes escaped, other bytes verbatim. */
-static void sb_json_str(sbuf *b, const char *s)
+static void sb_json_str(qk_buf *b, const char *s)
 {
-    sb_put(b, "\"", 1);
+    qk_buf_append(b, "\"", 1);
     for (const char *run = s;; s++) {
         unsigned char c = (unsigned char)*s;
         if (c && c >= 0x20 && c != '"' && c != '\\')
             continue;
-        sb_put(b, run, (size_t)(s - run));
+        qk_buf_append(b, run, (size_t)(s - run));
         if (!c)
             break;
         char esc[8];
@@ -1062,10 +1004,10 @@ static void sb_json_str(sbuf *b, const char *s)
             snprintf(esc, sizeof esc, "\\%c", c);
         else
             snprintf(esc, sizeof esc, "\\u%04x", c);
-        sb_puts(b, esc);
+        qk_buf_puts(b, esc);
         run = s + 1;
     }
-    sb_put(b, "\"", 1);
+    qk_buf_append(b, "\"", 1);
 }
 
 struct st_writer {
@@ -1133,43 +1075,43 @@ static int check_names_unique(const char *path, const st_tensor_spec *specs, siz
     return rc;
 }
 
-static void put_header(sbuf *b, const st_tensor_spec *specs, size_t n, const char *const *keys,
+static void put_header(qk_buf *b, const st_tensor_spec *specs, size_t n, const char *const *keys,
                        const char *const *vals, size_t n_meta)
 {
-    sb_puts(b, "{");
+    qk_buf_puts(b, "{");
     if (n_meta) {
-        sb_puts(b, "\"__metadata__\":{");
+        qk_buf_puts(b, "\"__metadata__\":{");
         for (size_t i = 0; i < n_meta; i++) {
-            sb_puts(b, i ? "," : "");
+            qk_buf_puts(b, i ? "," : "");
             sb_json_str(b, keys[i]);
-            sb_puts(b, ":");
+            qk_buf_puts(b, ":");
             sb_json_str(b, vals[i]);
         }
-        sb_puts(b, n ? "}," : "}");
+        qk_buf_puts(b, n ? "}," : "}");
     }
     uint64_t at = 0;
     for (size_t i = 0; i < n; i++) {
         uint64_t nb = 0;
         st_spec_nbytes(&specs[i], &nb); /* validated by the caller */
-        sb_puts(b, i ? "," : "");
+        qk_buf_puts(b, i ? "," : "");
         sb_json_str(b, specs[i].name);
-        sb_puts(b, ":{\"dtype\":\"");
-        sb_puts(b, dtypes[specs[i].dtype].name);
-        sb_puts(b, "\",\"shape\":[");
+        qk_buf_puts(b, ":{\"dtype\":\"");
+        qk_buf_puts(b, dtypes[specs[i].dtype].name);
+        qk_buf_puts(b, "\",\"shape\":[");
         for (int d = 0; d < specs[i].n_dims; d++) {
-            sb_puts(b, d ? "," : "");
+            qk_buf_puts(b, d ? "," : "");
             sb_u64(b, (uint64_t)specs[i].shape[d]);
         }
-        sb_puts(b, "],\"data_offsets\":[");
+        qk_buf_puts(b, "],\"data_offsets\":[");
         sb_u64(b, at);
-        sb_puts(b, ",");
+        qk_buf_puts(b, ",");
         sb_u64(b, at += nb);
-        sb_puts(b, "]}");
+        qk_buf_puts(b, "]}");
     }
-    sb_puts(b, "}");
+    qk_buf_puts(b, "}");
     /* Pad with spaces (valid trailing JSON whitespace) so the data starts 8-byte aligned. */
-    while (!b->oom && b->len % 8)
-        sb_puts(b, " ");
+    while (!b->oom && b->n % 8)
+        qk_buf_puts(b, " ");
 }
 
 /* Copies the tensor names and data ends the writer needs for its messages. */
@@ -1231,7 +1173,7 @@ int st_writer_open(st_writer **out, const char *path, const st_tensor_spec *spec
     int rc = validate_args(path, specs, n, meta_keys, meta_vals, n_meta, err);
     if (rc != QK_OK)
         return rc;
-    sbuf b = {0};
+    qk_buf b = {0};
     put_header(&b, specs, n, meta_keys, meta_vals, n_meta);
     st_writer *w = NULL;
     if (b.oom)
@@ -1243,12 +1185,12 @@ int st_writer_open(st_writer **out, const char *path, const st_tensor_spec *spec
     if (rc == QK_OK) {
         uint8_t len[8];
         for (int i = 0; i < 8; i++)
-            len[i] = (uint8_t)((uint64_t)b.len >> (8 * i));
+            len[i] = (uint8_t)((uint64_t)b.n >> (8 * i));
         FILE *fp = of_stream(w->of);
-        if (fwrite(len, 1, 8, fp) != 8 || fwrite(b.p, 1, b.len, fp) != b.len)
+        if (fwrite(len, 1, 8, fp) != 8 || fwrite(b.p, 1, b.n, fp) != b.n)
             rc = qk_err_set(err, QK_EIO, "%s: write failed: %s", path, strerror(errno));
     }
-    free(b.p);
+    qk_buf_free(&b);
     if (rc != QK_OK) {
         st_writer_abort(w);
         return rc;

@@ -7,13 +7,13 @@
  * skipped, as protobuf requires, but still bounds-checked. */
 #include "spm_model.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "hf_tokenizer.h" /* hf_file_read */
+#include "../quant/buf.h"
+#include "file.h"
 #include "outfile.h"
 
 enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
@@ -367,7 +367,7 @@ int spm_model_load(const char *path, spm_model **out, qk_err *err)
     char *data;
     size_t size;
     *out = NULL;
-    int rc = hf_file_read(path, &data, &size, err);
+    int rc = qk_file_read(path, QK_FILE_NO_LIMIT, &data, &size, err);
     if (rc)
         return rc;
     rc = spm_model_parse(data, size, path, out, err);
@@ -386,35 +386,9 @@ void spm_model_free(spm_model *m)
 
 /* ---- writer ---- */
 
-/* A growing buffer with a sticky out-of-memory flag: the encoder runs to the end and the
- * failure is reported once. */
-typedef struct {
-    uint8_t *p;
-    size_t n, cap;
-    bool oom;
-} pb_out;
-
-static void pw_put(pb_out *o, const void *data, size_t n)
-{
-    if (o->oom)
-        return;
-    if (n > o->cap - o->n) {
-        size_t cap = o->cap ? o->cap : 4096;
-        while (cap - o->n < n && cap <= SIZE_MAX / 2)
-            cap *= 2;
-        uint8_t *p = cap - o->n < n ? NULL : realloc(o->p, cap);
-        if (!p) {
-            o->oom = true;
-            return;
-        }
-        o->p = p;
-        o->cap = cap;
-    }
-    memcpy(o->p + o->n, data, n);
-    o->n += n;
-}
-
-static void pw_varint(pb_out *o, uint64_t v)
+/* The output grows in a qk_buf, whose sticky oom flag lets the encoder run to the end and the
+ * failure be reported once. */
+static void pw_varint(qk_buf *o, uint64_t v)
 {
     uint8_t b[10];
     size_t k = 0;
@@ -422,40 +396,40 @@ static void pw_varint(pb_out *o, uint64_t v)
         b[k++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
         v >>= 7;
     } while (v);
-    pw_put(o, b, k);
+    qk_buf_append(o, b, k);
 }
 
-static void pw_key(pb_out *o, unsigned field, unsigned wire)
+static void pw_key(qk_buf *o, unsigned field, unsigned wire)
 {
     pw_varint(o, (uint64_t)field << 3 | wire);
 }
 
 /* int32, bool and enum fields: a negative value is sign-extended to ten bytes, as protobuf
  * does (and as pb_int32 expects). */
-static void pw_int(pb_out *o, unsigned field, int64_t v)
+static void pw_int(qk_buf *o, unsigned field, int64_t v)
 {
     pw_key(o, field, WT_VARINT);
     pw_varint(o, (uint64_t)v);
 }
 
-static void pw_bytes(pb_out *o, unsigned field, const void *data, size_t n)
+static void pw_bytes(qk_buf *o, unsigned field, const void *data, size_t n)
 {
     pw_key(o, field, WT_LEN);
     pw_varint(o, n);
-    pw_put(o, data, n);
+    qk_buf_append(o, data, n);
 }
 
-static void pw_float(pb_out *o, unsigned field, float f)
+static void pw_float(qk_buf *o, unsigned field, float f)
 {
     uint32_t u;
     memcpy(&u, &f, sizeof u);
     uint8_t b[4] = {(uint8_t)u, (uint8_t)(u >> 8), (uint8_t)(u >> 16), (uint8_t)(u >> 24)};
     pw_key(o, field, WT_I32);
-    pw_put(o, b, sizeof b);
+    qk_buf_append(o, b, sizeof b);
 }
 
 /* A finished sub-message as a length-delimited field of o; sub is emptied for reuse. */
-static void pw_message(pb_out *o, unsigned field, pb_out *sub)
+static void pw_message(qk_buf *o, unsigned field, qk_buf *sub)
 {
     o->oom |= sub->oom;
     pw_bytes(o, field, sub->p, sub->n);
@@ -485,8 +459,8 @@ static int check_pieces(const spm_piece *pieces, size_t n, const char *name, qk_
  * treat_whitespace_as_suffix = 24, byte_fallback = 35, unk/bos/eos/pad_id = 40..43},
  * normalizer_spec = 3 {name = 1, add_dummy_prefix = 3, remove_extra_whitespaces = 4,
  * escape_whitespaces = 5}. */
-static void encode(const spm_piece *pieces, size_t n, const spm_write_opts *w, pb_out *o,
-                   pb_out *sub)
+static void encode(const spm_piece *pieces, size_t n, const spm_write_opts *w, qk_buf *o,
+                   qk_buf *sub)
 {
     for (size_t i = 0; i < n; i++) {
         pw_bytes(sub, 1, pieces[i].text, pieces[i].len);
@@ -523,14 +497,14 @@ int spm_model_serialize(const spm_piece *pieces, size_t n, const spm_write_opts 
     int rc = check_pieces(pieces, n, name, err);
     if (rc)
         return rc;
-    pb_out o = {0}, sub = {0};
+    qk_buf o = {0}, sub = {0};
     encode(pieces, n, opts, &o, &sub);
-    free(sub.p);
+    qk_buf_free(&sub);
     if (o.oom) {
-        free(o.p);
+        qk_buf_free(&o);
         return qk_err_set(err, QK_ENOMEM, "%s: out of memory encoding %zu pieces", name, n);
     }
-    *out = o.p;
+    *out = (uint8_t *)o.p;
     *size = o.n;
     return QK_OK;
 }

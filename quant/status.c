@@ -40,6 +40,7 @@ const char *qk_status_str(int code)
     case QK_EFORMAT: return "malformed input";
     case QK_EUNSUPPORTED: return "unsupported";
     case QK_ERANGE: return "value out of range";
+    case QK_ENOTFOUND: return "not found";
     default: return "internal error";
     }
 }

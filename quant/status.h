@@ -14,6 +14,8 @@ typedef enum {
     QK_EUNSUPPORTED = -4, /* well-formed but not something qkit handles */
     QK_ERANGE = -5,       /* a value is out of its allowed range (NaN/Inf, sizes, counts) */
     QK_EINTERNAL = -6,    /* a bug in qkit */
+    QK_ENOTFOUND = -7,    /* a named file, or a folder on its path, does not exist (ENOENT, ENOTDIR):
+                           * callers that probe for optional files test this, never the message */
 } qk_status;
 
 #define QK_ERR_MSG_MAX 512

@@ -18,6 +18,7 @@
 #include "../convert/convert.h"
 #include "../formats/gguf.h"
 #include "../formats/safetensors.h"
+#include "../quant/buf.h"
 #include "../quant/fp16.h"
 #include "../quant/quant.h"
 #include "../quant/types.h"
@@ -82,22 +83,9 @@ static float get_f32(const gguf_ctx *g, const char *key)
 
 /* The golden files give arrays as sha256(json.dumps(list)): ", " separators, ASCII escapes,
  * floats in repr() form. */
-typedef struct {
-    char *p;
-    size_t n, cap;
-} sbuf;
+typedef qk_buf sbuf;
 
-static void sb_put(sbuf *b, const char *s, size_t n)
-{
-    if (b->n + n + 1 > b->cap) {
-        b->cap = (b->n + n + 1) * 2;
-        b->p = realloc(b->p, b->cap);
-        assert_non_null(b->p);
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
+static void sb_put(sbuf *b, const char *s, size_t n) { assert_int_equal(qk_buf_append(b, s, n), QK_OK); }
 
 static void sb_printf(sbuf *b, const char *fmt, ...)
 {
@@ -1195,18 +1183,134 @@ static void test_qwen3moe_stacks_experts(void **state)
     remove(out);
 }
 
+
+static void collect_warning(void *user, const char *msg)
+{
+    snprintf(user, 256, "%s", msg);
+}
+
+static const float *gguf_f32(const gguf_ctx *g, const char *name, int64_t ne0, int64_t ne1, int64_t ne2)
+{
+    const gguf_tensor_info *t = gguf_find_tensor(g, name);
+    if (!t)
+        fail_msg("tensor %s missing", name);
+    assert_int_equal(t->type, Q_TYPE_F32);
+    assert_int_equal(t->ne[0], ne0);
+    assert_int_equal(t->ne[1], ne1);
+    assert_int_equal(t->ne[2], ne2);
+    return t->data;
+}
+
+/* Llama 4: text_config read, vision tensors skipped with one warning, the fused experts split
+ * (gate first) and transposed, the shared expert and router kept, llama.cpp's keys plus qkit's
+ * chunk / temperature / q-k norm / NoPE keys, rope_freqs with the empty smoothing band. Values
+ * checked element by element against the checkpoint (BF16 → F32 exactly). */
+static void test_llama4_tiny_layout(void **state)
+{
+    (void)state;
+    TU_SHARED(model, "models/llama4-tiny");
+    const char *out = tu_tmp("l4.gguf");
+    char warning[256] = "";
+    cv_options o;
+    cv_options_init(&o);
+    o.outtype = "f32";
+    o.warn = collect_warning;
+    o.user = warning;
+    qk_err err = {{0}};
+    if (cv_convert(model, out, &o, NULL, &err))
+        fail_msg("%s", err.msg);
+    tu_assert_msg(warning, "skipped 2 tensors the text model does not use");
+    gguf_ctx *g = open_gguf(out);
+    assert_string_equal(get_str(g, "general.architecture"), "llama4");
+    assert_int_equal(get_u32(g, "llama4.expert_count"), 4);
+    assert_int_equal(get_u32(g, "llama4.expert_used_count"), 1);
+    assert_int_equal(get_u32(g, "llama4.feed_forward_length"), 512);
+    assert_int_equal(get_u32(g, "llama4.expert_feed_forward_length"), 256);
+    assert_int_equal(get_u32(g, "llama4.interleave_moe_layer_step"), 1);
+    assert_int_equal(get_u32(g, "llama4.attention.chunk_size"), 64);
+    assert_int_equal(get_u32(g, "llama4.attention.temperature_length"), 8);
+    assert_true(get_f32(g, "llama4.attention.temperature_scale") == 0.1f);
+    bool b = false;
+    assert_int_equal(gguf_get_bool(g, "llama4.attention.use_qk_norm", &b), QK_OK);
+    assert_true(b);
+    const void *arr;
+    uint64_t n;
+    assert_int_equal(gguf_get_arr(g, "llama4.no_rope_layers", GGUF_TYPE_I32, &arr, &n), QK_OK);
+    assert_int_equal(n, 4);
+    assert_int_equal(((const int32_t *)arr)[3], 0);
+    assert_int_equal(((const int32_t *)arr)[2], 1);
+    /* llama3 frequencies with low == high: 18 unscaled, then 14 divided by the factor 16 */
+    const float *rf = gguf_f32(g, "rope_freqs.weight", 32, 1, 1);
+    for (int i = 0; i < 32; i++)
+        assert_true(rf[i] == (i < 18 ? 1.0f : 16.0f));
+    for (uint64_t i = 0; i < gguf_n_tensors(g); i++)
+        assert_null(strstr(gguf_tensor(g, i)->name, "vision"));
+    st_model *st;
+    assert_int_equal(st_model_open(&st, model, &err), QK_OK);
+    for (int l = 0; l < 4; l++) {
+        char name[160];
+        snprintf(name, sizeof name, "language_model.model.layers.%d.feed_forward.experts.gate_up_proj", l);
+        const st_tensor *gu = st_model_find(st, name);
+        snprintf(name, sizeof name, "language_model.model.layers.%d.feed_forward.experts.down_proj", l);
+        const st_tensor *dn = st_model_find(st, name);
+        assert_non_null(gu);
+        assert_non_null(dn);
+        const uint16_t *h = gu->data, *hd = dn->data;
+        snprintf(name, sizeof name, "blk.%d.ffn_gate_exps.weight", l);
+        const float *gate = gguf_f32(g, name, 256, 256, 4);
+        snprintf(name, sizeof name, "blk.%d.ffn_up_exps.weight", l);
+        const float *up = gguf_f32(g, name, 256, 256, 4);
+        snprintf(name, sizeof name, "blk.%d.ffn_down_exps.weight", l);
+        const float *down = gguf_f32(g, name, 256, 256, 4);
+        /* HF gate_up [E][D][2F]: GGUF gate (e, r, i) = [e][i][r], up = [e][i][F + r];
+         * HF down [E][F][D]: GGUF down (e, r, i) = [e][i][r] */
+        for (int e = 0; e < 4; e++)
+            for (int r = 0; r < 256; r++)
+                for (int i = 0; i < 256; i++) {
+                    size_t at = ((size_t)e * 256 + (size_t)r) * 256 + (size_t)i;
+                    assert_true(gate[at] == q_bf16_to_fp32(h[((size_t)e * 256 + (size_t)i) * 512 + (size_t)r]));
+                    assert_true(up[at] == q_bf16_to_fp32(h[((size_t)e * 256 + (size_t)i) * 512 + 256 + (size_t)r]));
+                    assert_true(down[at] == q_bf16_to_fp32(hd[((size_t)e * 256 + (size_t)i) * 256 + (size_t)r]));
+                }
+        snprintf(name, sizeof name, "blk.%d.ffn_gate_inp.weight", l);
+        gguf_f32(g, name, 256, 4, 1);
+        snprintf(name, sizeof name, "blk.%d.ffn_down_shexp.weight", l);
+        gguf_f32(g, name, 256, 256, 1);
+    }
+    st_model_close(st);
+    gguf_close(g);
+    /* bf16 → bf16: the transposed halves are the checkpoint's bytes rearranged, unrounded */
+    convert_ok(model, out, "bf16");
+    g = open_gguf(out);
+    assert_int_equal(gguf_find_tensor(g, "blk.0.ffn_up_exps.weight")->type, Q_TYPE_BF16);
+    assert_int_equal(gguf_find_tensor(g, "blk.0.ffn_gate_inp.weight")->type, Q_TYPE_F32);
+    gguf_close(g);
+    remove(out);
+}
+
 /* A copy of a shared MoE model: tensor `drop` left out, tensor `shrink` one row short, and a
- * config.json key set (NULL: unchanged). */
+ * config.json key set to a JSON value (key NULL: unchanged). */
 static const char *moe_variant(const char *model_rel, const char *name, const char *drop,
-                               const char *shrink, const char *key, double value)
+                               const char *shrink, const char *key, const char *value)
 {
     TU_SHARED(model, model_rel);
     const char *dir = tu_tmp(name);
     assert_int_equal(mkdir(dir, 0755), 0);
     copy_tokenizer(model, dir);
     cJSON *cfg = tu_read_json(tu_join(model, "config.json"));
-    if (key)
-        cJSON_ReplaceItemInObject(cfg, key, cJSON_CreateNumber(value));
+    if (key) { /* "text_config.K" sets K inside text_config; value is JSON text, NULL removes */
+        cJSON *obj = cfg;
+        const char *dot = strchr(key, '.');
+        char head[64];
+        if (dot) {
+            snprintf(head, sizeof head, "%.*s", (int)(dot - key), key);
+            obj = cJSON_GetObjectItem(cfg, head);
+            key = dot + 1;
+        }
+        cJSON_DeleteItemFromObject(obj, key);
+        if (value)
+            cJSON_AddItemToObject(obj, key, cJSON_Parse(value));
+    }
     char *text = cJSON_Print(cfg);
     write_text(tu_join(dir, "config.json"), text);
     cJSON_free(text);
@@ -1238,33 +1342,49 @@ static void test_bad_moe_checkpoints(void **state)
 {
     (void)state;
     static const struct {
-        const char *model, *name, *drop, *shrink, *key;
-        double value;
+        const char *model, *name, *drop, *shrink, *key, *value;
         int code;
         const char *fragment;
     } cases[] = {
         {"models/mixtral-tiny", "mx-missing-expert", "model.layers.1.block_sparse_moe.experts.2.w3.weight",
-         NULL, NULL, 0, QK_EFORMAT, "missing tensor 'model.layers.1.block_sparse_moe.experts.2.w3.weight'"},
+         NULL, NULL, NULL, QK_EFORMAT, "missing tensor 'model.layers.1.block_sparse_moe.experts.2.w3.weight'"},
         {"models/mixtral-tiny", "mx-expert-shape", NULL, "model.layers.0.block_sparse_moe.experts.1.w2.weight",
-         NULL, 0, QK_EFORMAT,
+         NULL, NULL, QK_EFORMAT,
          "tensor 'model.layers.0.block_sparse_moe.experts.1.w2.weight' has shape [255, 512] but "
          "config.json implies [256, 512]"},
         {"models/mixtral-tiny", "mx-missing-router", "model.layers.0.block_sparse_moe.gate.weight", NULL,
-         NULL, 0, QK_EFORMAT, "missing tensor 'model.layers.0.block_sparse_moe.gate.weight'"},
-        {"models/mixtral-tiny", "mx-used-too-many", NULL, NULL, "num_experts_per_tok", 5, QK_EFORMAT,
+         NULL, NULL, QK_EFORMAT, "missing tensor 'model.layers.0.block_sparse_moe.gate.weight'"},
+        {"models/mixtral-tiny", "mx-used-too-many", NULL, NULL, "num_experts_per_tok", "5", QK_EFORMAT,
          "num_experts_per_tok 5 exceeds num_local_experts 4"},
-        {"models/mixtral-tiny", "mx-used-zero", NULL, NULL, "num_experts_per_tok", 0, QK_EFORMAT,
+        {"models/mixtral-tiny", "mx-used-zero", NULL, NULL, "num_experts_per_tok", "0", QK_EFORMAT,
          "'num_experts_per_tok' must be an integer in [1, 65536]"},
-        {"models/mixtral-tiny", "mx-no-experts", NULL, NULL, "num_local_experts", 0, QK_EFORMAT,
+        {"models/mixtral-tiny", "mx-no-experts", NULL, NULL, "num_local_experts", "0", QK_EFORMAT,
          "'num_local_experts' must be an integer in [1, 65536]"},
         {"models/storiesMoE", "q3-missing-expert", "model.layers.3.mlp.experts.7.down_proj.weight", NULL,
-         NULL, 0, QK_EFORMAT, "missing tensor 'model.layers.3.mlp.experts.7.down_proj.weight'"},
-        {"models/storiesMoE", "q3-fewer-experts", NULL, NULL, "num_experts", 7, QK_EFORMAT,
+         NULL, NULL, QK_EFORMAT, "missing tensor 'model.layers.3.mlp.experts.7.down_proj.weight'"},
+        {"models/storiesMoE", "q3-fewer-experts", NULL, NULL, "num_experts", "7", QK_EFORMAT,
          "unexpected tensor 'model.layers.0.mlp.experts.7.down_proj.weight'"},
-        {"models/storiesMoE", "q3-more-experts", NULL, NULL, "num_experts", 9, QK_EFORMAT,
+        {"models/storiesMoE", "q3-more-experts", NULL, NULL, "num_experts", "9", QK_EFORMAT,
          "tensor 'model.layers.0.mlp.gate.weight' has shape [8, 256] but config.json implies [9, 256]"},
-        {"models/storiesMoE", "q3-router-shape", NULL, "model.layers.2.mlp.gate.weight", NULL, 0, QK_EFORMAT,
+        {"models/storiesMoE", "q3-router-shape", NULL, "model.layers.2.mlp.gate.weight", NULL, NULL, QK_EFORMAT,
          "tensor 'model.layers.2.mlp.gate.weight' has shape [7, 256] but config.json implies [8, 256]"},
+        /* Llama 4 */
+        {"models/llama4-tiny", "l4-rope-type", NULL, NULL, "text_config.rope_scaling",
+         "{\"rope_type\": \"longrope\", \"factor\": 2.0}", QK_EUNSUPPORTED,
+         "rope scaling type 'longrope' is not supported"},
+        {"models/llama4-tiny", "l4-no-rope-len", NULL, NULL, "text_config.no_rope_layers", "[1, 1, 0]",
+         QK_EFORMAT, "'no_rope_layers' must list 4 entries of 0 or 1 (one per layer)"},
+        {"models/llama4-tiny", "l4-no-rope-value", NULL, NULL, "text_config.no_rope_layers", "[1, 1, 2, 0]",
+         QK_EFORMAT, "'no_rope_layers' entry 2 must be 0 or 1"},
+        {"models/llama4-tiny", "l4-expert-shape", NULL, "language_model.model.layers.1.feed_forward.experts.down_proj",
+         NULL, NULL, QK_EFORMAT,
+         "tensor 'language_model.model.layers.1.feed_forward.experts.down_proj' has shape [3, 256, 256] but "
+         "config.json implies [4, 256, 256]"},
+        {"models/llama4-tiny", "l4-missing-key", NULL, NULL, "text_config.intermediate_size_mlp", NULL,
+         QK_EFORMAT, "config.json (text_config): 'intermediate_size_mlp' is missing"},
+        {"models/llama4-tiny", "l4-missing-shared", "language_model.model.layers.2.feed_forward.shared_expert.up_proj.weight",
+         NULL, NULL, NULL, QK_EFORMAT,
+         "missing tensor 'language_model.model.layers.2.feed_forward.shared_expert.up_proj.weight'"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *dir = moe_variant(cases[i].model, cases[i].name, cases[i].drop, cases[i].shrink,
@@ -1384,7 +1504,8 @@ static void test_bad_unsupported_architecture(void **state)
     expect_convert_error(dir, "f16", QK_EUNSUPPORTED, "architecture 'GPT2LMHeadModel' is not supported");
     expect_convert_error(dir, "f16", QK_EUNSUPPORTED,
                          "LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, "
-                         "Qwen3ForCausalLM, Qwen3MoeForCausalLM");
+                         "Qwen3ForCausalLM, Qwen3MoeForCausalLM, Llama4ForConditionalGeneration, "
+                         "Llama4ForCausalLM");
 }
 
 /* The toy's tensors with one changed by edit(), written as the folder's checkpoint. */
@@ -1694,6 +1815,7 @@ int main(void)
         cmocka_unit_test(test_mixtral_mixes),
         cmocka_unit_test(test_qwen3moe_stacks_experts),
         cmocka_unit_test(test_bad_moe_checkpoints),
+        cmocka_unit_test(test_llama4_tiny_layout),
         cmocka_unit_test(test_stories260K_matches_published_gguf),
         cmocka_unit_test(test_stories260K_auto_is_f16),
         cmocka_unit_test(test_llama_f32_permutation),

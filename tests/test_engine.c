@@ -1,6 +1,6 @@
 /* test_engine.c — the reference engine against llama.cpp's figures (golden/README.md), thread
- * independence, mixtures of experts (against dense models and a naive reference), the metrics'
- * formulas, the logits file, and bad input. */
+ * independence, mixtures of experts (against dense models and a naive reference), Llama 4's
+ * attention (against a naive reference), the metrics' formulas, the logits file, and bad input. */
 #include "tu.h"
 
 #include <math.h>
@@ -366,7 +366,7 @@ static void test_unsupported_models(void **state)
     (void)state;
     const char *p = tu_tmp("gpt2.gguf");
     write_tiny(p, "gpt2", Q_TYPE_F32, 256);
-    load_expect(p, QK_EUNSUPPORTED, "architecture 'gpt2' is not supported (supported: llama, qwen2, qwen3");
+    load_expect(p, QK_EUNSUPPORTED, "architecture 'gpt2' is not supported (supported: llama, ");
     p = tu_tmp("iq2.gguf");
     write_tiny(p, "llama", Q_TYPE_IQ2_XXS, 256);
     load_expect(p, QK_EUNSUPPORTED, "tensor 'blk.0.attn_q.weight': type iq2_xxs is not supported by the engine");
@@ -911,6 +911,314 @@ static void test_moe_bad_shapes(void **state)
     mt_free(&F);
 }
 
+/* ---- Llama 4 attention: NoPE blocks, q temperature, qk RMSNorm, chunked attention ---------- */
+
+#define L4_N 40
+
+/* A dense llama (arch "llama": adjacent-pair RoPE) of n_layer blocks; the Llama 4 fields are
+ * set on the loaded model by the tests. */
+static const mspec L4_SPEC = {"llama", 1, 64, 4, 2, 32, 96, 48, .norm = -1};
+
+/* logits [n][n_vocab] of tokens moe_tokens(n), malloc'd */
+static float *l4_run(const eng_model *m, int n, int threads)
+{
+    int32_t *tok = malloc(sizeof(int32_t) * n);
+    float *logits = malloc(sizeof(float) * n * m->n_vocab);
+    assert_non_null(tok), assert_non_null(logits);
+    moe_tokens(tok, n, m->n_vocab);
+    omp_set_num_threads(threads);
+    eng_ctx *c;
+    qk_err err;
+    if (eng_model_validate(m, &err))
+        fail_msg("%s", err.msg);
+    assert_int_equal(eng_ctx_create(&c, m, n, &err), QK_OK);
+    assert_int_equal(eng_forward(c, tok, n, logits, &err), QK_OK);
+    eng_ctx_free(c);
+    free(tok);
+    return logits;
+}
+
+static void rmsnorm_d(double *y, const double *x, const float *w, int d, double eps)
+{
+    double ss = 0;
+    for (int i = 0; i < d; i++)
+        ss += x[i] * x[i];
+    const double r = 1.0 / sqrt(ss / d + eps);
+    for (int i = 0; i < d; i++)
+        y[i] = x[i] * r * (w ? w[i] : 1.0);
+}
+
+/* y[r] = W[r] · x for r < rows, W [rows][cols] */
+static void matvec_d(double *y, const float *W, const double *x, int rows, int cols)
+{
+    for (int r = 0; r < rows; r++) {
+        double a = 0;
+        for (int i = 0; i < cols; i++)
+            a += W[(size_t)r * cols + i] * x[i];
+        y[r] = a;
+    }
+}
+
+/* Straightforward double-precision logits of a dense F32 model from the test's weights, with
+ * Llama 4's attention as transformers' modeling_llama4 writes it: q/k/v; in a RoPE block
+ * (m->layers[l].nope == 0) RoPE on adjacent pairs at exact angles p · base^(-2i/n_rot), then
+ * x / sqrt(mean(x²) + eps) per head when m->qk_rms_norm, and attention to keys
+ * (t / chunk) · chunk <= p <= t; in a NoPE block q × (log(floor((t+1)/floor) + 1) · scale + 1)
+ * and full causal attention; softmax(q·k / sqrt(head_dim)) · v. */
+static void naive_l4_logits(const mfile *F, const mspec *s, const eng_model *m, int n,
+                            double *out /* [n][n_vocab] */)
+{
+    const int d = s->n_embd, nh = s->n_head, nkv = s->n_head_kv, hd = s->head_dim, ff = s->n_ff;
+    const int qd = nh * hd, kvd = nkv * hd, V = s->n_vocab, group = nh / nkv;
+    const double eps = m->rms_eps;
+    assert_null(m->rope_freqs);
+    assert_int_equal(m->rope_neox, 0);
+    int32_t *tok = malloc(sizeof(int32_t) * n);
+    double *x = malloc(sizeof(double) * n * d), *q = malloc(sizeof(double) * n * qd);
+    double *k = malloc(sizeof(double) * n * kvd), *v = malloc(sizeof(double) * n * kvd);
+    double *xb = malloc(sizeof(double) * d), *att = malloc(sizeof(double) * qd), *o = malloc(sizeof(double) * d);
+    double *g = malloc(sizeof(double) * ff), *u = malloc(sizeof(double) * ff), *p = malloc(sizeof(double) * n);
+    assert_true(tok && x && q && k && v && xb && att && o && g && u && p);
+    moe_tokens(tok, n, V);
+    const float *emb = mt_get(F, "token_embd.weight");
+    for (size_t i = 0; i < (size_t)n * d; i++)
+        x[i] = emb[(size_t)tok[i / d] * d + i % d];
+    char name[GGUF_MAX_NAME];
+#define W(fmt) (snprintf(name, sizeof name, fmt, l), mt_get(F, name))
+    for (int l = 0; l < s->n_layer; l++) {
+        const int nope = m->layers[l].nope, chunk = nope ? 0 : m->attn_chunk;
+        for (int t = 0; t < n; t++) {
+            rmsnorm_d(xb, x + (size_t)t * d, W("blk.%d.attn_norm.weight"), d, eps);
+            matvec_d(q + (size_t)t * qd, W("blk.%d.attn_q.weight"), xb, qd, d);
+            matvec_d(k + (size_t)t * kvd, W("blk.%d.attn_k.weight"), xb, kvd, d);
+            matvec_d(v + (size_t)t * kvd, W("blk.%d.attn_v.weight"), xb, kvd, d);
+            const double temp = nope && m->attn_temp_scale > 0
+                                    ? log1p(floor((t + 1.0) / m->attn_temp_floor)) * m->attn_temp_scale + 1.0
+                                    : 1.0;
+            for (int h = 0; h < nh + nkv; h++) {
+                double *vec = h < nh ? q + ((size_t)t * nh + h) * hd : k + ((size_t)t * nkv + h - nh) * hd;
+                if (nope) {
+                    for (int i = 0; i < hd && h < nh; i++)
+                        vec[i] *= temp;
+                    continue;
+                }
+                for (int i = 0; i < m->n_rot / 2; i++) {
+                    const double th = t * pow(m->rope_base, -2.0 * i / m->n_rot);
+                    const double a = vec[2 * i], b = vec[2 * i + 1];
+                    vec[2 * i] = a * cos(th) - b * sin(th);
+                    vec[2 * i + 1] = a * sin(th) + b * cos(th);
+                }
+                if (m->qk_rms_norm)
+                    rmsnorm_d(vec, vec, NULL, hd, eps);
+            }
+        }
+        for (int t = 0; t < n; t++) {
+            const int lo = chunk ? t / chunk * chunk : 0;
+            for (int h = 0; h < nh; h++) {
+                const double *qv = q + ((size_t)t * nh + h) * hd;
+                const int kh = h / group;
+                double mx = -INFINITY, sum = 0;
+                for (int j = lo; j <= t; j++) {
+                    double a = 0;
+                    for (int i = 0; i < hd; i++)
+                        a += qv[i] * k[((size_t)j * nkv + kh) * hd + i];
+                    p[j] = a / sqrt((double)hd);
+                    mx = p[j] > mx ? p[j] : mx;
+                }
+                for (int j = lo; j <= t; j++)
+                    sum += (p[j] = exp(p[j] - mx));
+                for (int i = 0; i < hd; i++) {
+                    double a = 0;
+                    for (int j = lo; j <= t; j++)
+                        a += p[j] / sum * v[((size_t)j * nkv + kh) * hd + i];
+                    att[h * hd + i] = a;
+                }
+            }
+            matvec_d(o, W("blk.%d.attn_output.weight"), att, d, qd);
+            for (int i = 0; i < d; i++)
+                x[(size_t)t * d + i] += o[i];
+        }
+        for (int t = 0; t < n; t++) {
+            double *xt = x + (size_t)t * d;
+            rmsnorm_d(xb, xt, W("blk.%d.ffn_norm.weight"), d, eps);
+            matvec_d(g, W("blk.%d.ffn_gate.weight"), xb, ff, d);
+            matvec_d(u, W("blk.%d.ffn_up.weight"), xb, ff, d);
+            for (int f = 0; f < ff; f++)
+                g[f] = g[f] / (1 + exp(-g[f])) * u[f];
+            matvec_d(o, W("blk.%d.ffn_down.weight"), g, d, ff);
+            for (int i = 0; i < d; i++)
+                xt[i] += o[i];
+        }
+    }
+#undef W
+    for (int t = 0; t < n; t++) {
+        rmsnorm_d(xb, x + (size_t)t * d, mt_get(F, "output_norm.weight"), d, eps);
+        matvec_d(out + (size_t)t * V, mt_get(F, "output.weight"), xb, V, d);
+    }
+    free(tok), free(x), free(q), free(k), free(v), free(xb), free(att), free(o), free(g), free(u), free(p);
+}
+
+/* max |a - b| over n values; *big = max |b| */
+static double max_diff(const float *a, const float *b, size_t n, double *big)
+{
+    double diff = 0;
+    *big = 0;
+    for (size_t i = 0; i < n; i++) {
+        *big = fabs(b[i]) > *big ? fabs(b[i]) : *big;
+        diff = fabs((double)a[i] - b[i]) > diff ? fabs((double)a[i] - b[i]) : diff;
+    }
+    return diff;
+}
+
+/* The engine against naive_l4_logits; and the engine with the same model but every Llama 4
+ * feature off must differ from the reference by far more than the tolerance (so that a feature
+ * the engine ignored could not pass). Returns the engine's logits (malloc'd). */
+static float *l4_check_naive(const moe_fixture *mf, const mspec *s, eng_model *m, double rel)
+{
+    const size_t nv = (size_t)L4_N * s->n_vocab;
+    double *want = malloc(sizeof(double) * nv);
+    float *wantf = malloc(sizeof(float) * nv);
+    assert_non_null(want), assert_non_null(wantf);
+    naive_l4_logits(&mf->F, s, m, L4_N, want);
+    for (size_t i = 0; i < nv; i++)
+        wantf[i] = (float)want[i];
+    float *got = l4_run(m, L4_N, 2);
+    assert_close(got, wantf, nv, rel);
+    eng_model plain = *m;
+    eng_layer *layers = malloc(sizeof(eng_layer) * m->n_layer);
+    assert_non_null(layers);
+    memcpy(layers, m->layers, sizeof(eng_layer) * m->n_layer);
+    for (int l = 0; l < m->n_layer; l++)
+        layers[l].nope = 0;
+    plain.layers = layers;
+    plain.attn_chunk = plain.qk_rms_norm = 0;
+    plain.attn_temp_scale = 0.0f;
+    float *off = l4_run(&plain, L4_N, 2);
+    double big, diff = max_diff(off, wantf, nv, &big);
+    if (diff < 100 * rel * big)
+        fail_msg("the features change the logits by only %g (max %g)", diff, big);
+    free(off);
+    free(layers);
+    free(want);
+    free(wantf);
+    return got;
+}
+
+/* Chunked attention: a chunk of at least the sequence changes no bit; the first chunk's
+ * positions keep their logits bit for bit; small chunks (one that divides the attention block,
+ * one that does not, 1) against the naive reference, on one and on two blocks. */
+static void test_l4_chunked_attention(void **state)
+{
+    (void)state;
+    for (int nl = 1; nl <= 2; nl++) {
+        mspec s = L4_SPEC;
+        s.n_layer = nl;
+        moe_fixture mf;
+        moe_open(&mf, &s, "l4-chunk.gguf");
+        const size_t V = (size_t)mf.m.n_vocab, nv = L4_N * V;
+        float *full = l4_run(&mf.m, L4_N, 2);
+        const int same[] = {L4_N, 1000};
+        for (int i = 0; i < 2; i++) {
+            mf.m.attn_chunk = same[i];
+            float *got = l4_run(&mf.m, L4_N, 2);
+            assert_memory_equal(got, full, nv * sizeof(float));
+            free(got);
+        }
+        const int chunks[] = {8, 12, 1};
+        for (int i = 0; i < 3; i++) {
+            const int C = chunks[i];
+            mf.m.attn_chunk = C;
+            print_message("%d block(s), chunk %d\n", nl, C);
+            float *got = l4_check_naive(&mf, &s, &mf.m, 1e-5);
+            assert_memory_equal(got, full, (size_t)C * V * sizeof(float));
+            assert_memory_not_equal(got + (size_t)C * V, full + (size_t)C * V, V * sizeof(float));
+            free(got);
+        }
+        free(full);
+        moe_close(&mf);
+    }
+}
+
+/* NoPE blocks: no RoPE, full attention even with a chunk size, and the q temperature: against
+ * the naive reference; positions with t + 1 < floor have the factor 1 exactly (their logits are
+ * those of the same model without the temperature, bit for bit), position floor - 1 is the first
+ * that changes. */
+static void test_l4_nope_temperature(void **state)
+{
+    (void)state;
+    mspec s = L4_SPEC;
+    s.n_layer = 2;
+    moe_fixture mf;
+    moe_open(&mf, &s, "l4-nope.gguf");
+    const size_t V = (size_t)mf.m.n_vocab;
+    const int floor_scale = 8;
+    for (int l = 0; l < 2; l++)
+        mf.m.layers[l].nope = 1;
+    mf.m.attn_chunk = 4; /* ignored by NoPE blocks */
+    float *cold = l4_check_naive(&mf, &s, &mf.m, 1e-5);
+    mf.m.attn_temp_scale = 0.1f, mf.m.attn_temp_floor = floor_scale;
+    float *hot = l4_check_naive(&mf, &s, &mf.m, 1e-5);
+    assert_memory_equal(hot, cold, (floor_scale - 1) * V * sizeof(float));
+    assert_memory_not_equal(hot + (floor_scale - 1) * V, cold + (floor_scale - 1) * V, V * sizeof(float));
+    double big, diff = max_diff(hot, cold, L4_N * V, &big);
+    if (diff < 1e-3 * big)
+        fail_msg("the temperature changes the logits by only %g (max %g)", diff, big);
+    free(hot);
+    /* a stronger temperature, and a NoPE block after a RoPE one */
+    mf.m.attn_temp_scale = 0.7f, mf.m.attn_temp_floor = 5;
+    mf.m.layers[0].nope = 0;
+    free(l4_check_naive(&mf, &s, &mf.m, 1e-5));
+    free(cold);
+    moe_close(&mf);
+}
+
+/* The qk RMSNorm (after RoPE, RoPE blocks only) against the naive reference, alone and with
+ * every feature: blocks RoPE, RoPE, NoPE (Llama 4's pattern), chunk 12, temperature. */
+static void test_l4_qk_norm(void **state)
+{
+    (void)state;
+    mspec s = L4_SPEC;
+    s.n_layer = 3;
+    moe_fixture mf;
+    moe_open(&mf, &s, "l4-qknorm.gguf");
+    mf.m.qk_rms_norm = 1;
+    free(l4_check_naive(&mf, &s, &mf.m, 1e-5));
+    mf.m.layers[2].nope = 1;
+    mf.m.attn_chunk = 12;
+    mf.m.attn_temp_scale = 0.1f, mf.m.attn_temp_floor = 8;
+    free(l4_check_naive(&mf, &s, &mf.m, 1e-5));
+    moe_close(&mf);
+}
+
+/* Every feature on, quantized weights, 100 tokens (4 attention blocks, chunks that straddle
+ * them): 1, 2 and 3 threads give the same bits. Bad hyper-parameters are refused. */
+static void test_l4_independent_of_threads(void **state)
+{
+    (void)state;
+    mspec s = {"llama", 4, 256, 4, 2, 64, 512, 64, .norm = -1, .type = Q_TYPE_Q8_0};
+    moe_fixture mf;
+    moe_open(&mf, &s, "l4-q8.gguf");
+    mf.m.layers[3].nope = 1;
+    mf.m.attn_chunk = 24, mf.m.qk_rms_norm = 1;
+    mf.m.attn_temp_scale = 0.1f, mf.m.attn_temp_floor = 16;
+    const int n = 100;
+    float *a = l4_run(&mf.m, n, 1), *b = l4_run(&mf.m, n, 3), *c = l4_run(&mf.m, n, 2);
+    const size_t nv = (size_t)n * mf.m.n_vocab;
+    assert_memory_equal(a, b, nv * sizeof(float));
+    assert_memory_equal(a, c, nv * sizeof(float));
+    for (size_t i = 0; i < nv; i++)
+        assert_true(isfinite(a[i]));
+    free(a), free(b), free(c);
+    qk_err err;
+    mf.m.attn_temp_floor = 0;
+    assert_int_equal(eng_model_validate(&mf.m, &err), QK_EFORMAT);
+    tu_assert_msg(err.msg, "temperature scale 0.1, floor 0");
+    mf.m.attn_temp_floor = 16, mf.m.attn_chunk = -1;
+    assert_int_equal(eng_model_validate(&mf.m, &err), QK_EFORMAT);
+    tu_assert_msg(err.msg, "chunk -1");
+    moe_close(&mf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -924,6 +1232,10 @@ int main(void)
         cmocka_unit_test(test_moe_against_naive_reference),
         cmocka_unit_test(test_moe_logits_independent_of_threads),
         cmocka_unit_test(test_moe_bad_shapes),
+        cmocka_unit_test(test_l4_chunked_attention),
+        cmocka_unit_test(test_l4_nope_temperature),
+        cmocka_unit_test(test_l4_qk_norm),
+        cmocka_unit_test(test_l4_independent_of_threads),
         cmocka_unit_test(test_perplexity_matches_llama_cpp),
         cmocka_unit_test(test_hf_folder_matches_llama_cpp),
         cmocka_unit_test(test_logits_independent_of_threads),

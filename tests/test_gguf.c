@@ -12,26 +12,14 @@
 #include <unistd.h>
 
 #include "../formats/gguf.h"
+#include "../quant/buf.h"
 #include "../quant/types.h"
 
 /* ---- a byte builder for hand-made files ---------------------------------------------------- */
 
-typedef struct {
-    uint8_t *p;
-    size_t n, cap;
-} bb;
+typedef qk_buf bb;
 
-static void bb_put(bb *b, const void *d, size_t n)
-{
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 64;
-        b->p = realloc(b->p, b->cap);
-        assert_non_null(b->p);
-    }
-    if (n)
-        memcpy(b->p + b->n, d, n);
-    b->n += n;
-}
+static void bb_put(bb *b, const void *d, size_t n) { assert_int_equal(qk_buf_append(b, d, n), QK_OK); }
 
 static void bb_le(bb *b, uint64_t v, int bytes)
 {
@@ -124,11 +112,7 @@ static void bb_file(bb *b, const tspec *ts, int n, size_t data_bytes)
     bb_data(b, data_bytes, 42);
 }
 
-static void bb_free(bb *b)
-{
-    free(b->p);
-    *b = (bb){0};
-}
+static void bb_free(bb *b) { qk_buf_free(b); }
 
 /* Both ways in: from memory and from a file. Each must refuse with code and fragment. */
 static void expect_fail(const bb *b, int code, const char *fragment)
@@ -1279,7 +1263,7 @@ static void test_missing_file(void **state)
 {
     (void)state;
     expect_open_fail(tu_tmp("does-not-exist.gguf"), QK_EIO, "cannot open");
-    uint8_t none[1] = {0};
+    char none[1] = {0};
     bb empty = {.p = none, .n = 0}; /* an empty file */
     expect_fail(&empty, QK_EFORMAT, "header: truncated: needs 24 bytes at offset 0 but the file has 0");
 }

@@ -8,6 +8,8 @@
 #include <cJSON.h>
 #include <unistd.h>
 
+#include "../formats/file.h"
+
 const char *tu_shared(const char *rel)
 {
     static char buf[8][4096];
@@ -48,17 +50,10 @@ const char *tu_tmp(const char *name)
 
 void *tu_read(const char *path, size_t *size)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        fail_msg("cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    void *p = malloc(n > 0 ? (size_t)n : 1);
-    if (!p || fread(p, 1, (size_t)n, f) != (size_t)n)
-        fail_msg("cannot read %s", path);
-    fclose(f);
-    *size = (size_t)n;
+    char *p;
+    qk_err err = {{0}};
+    if (qk_file_read(path, QK_FILE_NO_LIMIT, &p, size, &err))
+        fail_msg("%s", err.msg);
     return p;
 }
 

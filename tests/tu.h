@@ -26,7 +26,8 @@ const char *tu_shared(const char *rel);
  * rotated over 8 slots, so a few paths can be alive at once. */
 const char *tu_tmp(const char *name);
 
-/* Whole file into a malloc'd buffer (caller frees); fails the test on error. */
+/* Whole file into a malloc'd buffer with a NUL after the last byte (*size excludes it; caller
+ * frees); fails the test on error. */
 void *tu_read(const char *path, size_t *size);
 void tu_write(const char *path, const void *data, size_t size);
 int tu_exists(const char *path);

@@ -23,6 +23,7 @@ static uint64_t ticks(void) { return __rdtsc(); }
 static uint64_t ticks(void) { return 0; }
 #endif
 
+#include "../../formats/file.h"
 #include "../../quant/quant.h"
 #include "../../quant/types.h"
 
@@ -91,23 +92,11 @@ static speed measure(bench_ctx *c, op_kind op)
     return (speed){4.0 * N * ROWS / best_s / 1e6, 32.0 * (double)best / N / ROWS};
 }
 
+/* Whole file, or NULL (size 0) when it cannot be read. */
 static void *read_file(const char *path, size_t *size)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    void *buf = NULL;
-    if (fseek(f, 0, SEEK_END) == 0) {
-        const long n = ftell(f);
-        if (n > 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n)) != NULL &&
-            fread(buf, 1, (size_t)n, f) != (size_t)n) {
-            free(buf);
-            buf = NULL;
-        }
-        *size = n > 0 ? (size_t)n : 0;
-    }
-    fclose(f);
-    return buf;
+    char *buf;
+    return qk_file_read(path, QK_FILE_NO_LIMIT, &buf, size, NULL) ? NULL : buf;
 }
 
 /* The golden "real" case: 64 rows of 256 trained weights and its importance weights. */

@@ -142,7 +142,7 @@ expect_bad bad_missing_tokenizer "no tokenizer.json, vocab.json or tokenizer.mod
 model_dir "$T/gpt2"
 cp "$S260/model.safetensors" "$T/gpt2/"
 sed 's/LlamaForCausalLM/GPT2LMHeadModel/' "$S260/config.json" >"$T/gpt2/config.json"
-expect_bad bad_unsupported_architecture "supported: LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM" \
+expect_bad bad_unsupported_architecture "supported: LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, Llama4ForConditionalGeneration, Llama4ForCausalLM" \
     "$T/x.gguf" "$QKIT" convert "$T/gpt2" -o "$T/x.gguf"
 
 model_dir "$T/i32"

@@ -55,3 +55,32 @@ sed 's/"num_experts_per_tok": 2/"num_experts_per_tok": 0/' "$SM/config.json" >"$
 check sm-bad-used-zero 2 "$QKIT" convert "$TMP/broken" -o "$TMP/bad.gguf"
 expect_err sm-bad-used-zero-msg "'num_experts_per_tok' must be an integer in [1, 65536]"
 check sm-bad-used-zero-engine 2 "$QKIT" perplexity "$TMP/broken" -f "$T" --ctx 256 --chunks 1
+
+# Llama 4: llama4-tiny against the independent implementation (transformers semantics), from the
+# f32 GGUF and from the HF folder; a quantized file runs; a Maverick-style variant (dense and MoE
+# blocks interleaved, 8 experts, no q/k norm) made with synth reads the same from GGUF and HF.
+L4=$SHARED/models/llama4-tiny
+check l4-convert 0 "$QKIT" convert "$L4" -o "$TMP/l4.gguf" --outtype f32 --quiet
+check l4-ppl-gguf 0 "$QKIT" perplexity "$TMP/l4.gguf" -f "$T" --ctx 256 --chunks 8
+expect_out l4-ppl-gguf-first "[1]722.3640,"
+expect_out l4-ppl-gguf-last "[8]890.8729,"
+check l4-ppl-hf 0 "$QKIT" perplexity "$L4" -f "$T" --ctx 256 --chunks 8
+expect_out l4-ppl-hf-last "[8]890.8729,"
+check l4-verify-golden 0 "$QKIT" verify --ref-logits "$SHARED/golden/llama4-tiny/eval-ctx256-8chunks.logits" \
+    "$TMP/l4.gguf" "$L4" -f "$T" --ctx 256 --chunks 8 --max-kld 0.00001 --min-top1 99.9
+check l4-quantize 0 "$QKIT" quantize "$TMP/l4.gguf" "$TMP/l4-q8.gguf" Q8_0
+check l4-verify-q8 0 "$QKIT" verify --ref "$TMP/l4.gguf" "$TMP/l4-q8.gguf" -f "$T" --ctx 256 --chunks 2 --max-kld 0.05
+
+sed -e 's/"interleave_moe_layer_step": 1/"interleave_moe_layer_step": 2/' \
+    -e 's/"num_local_experts": 4/"num_local_experts": 8/' -e 's/"use_qk_norm": true/"use_qk_norm": false/' \
+    "$L4/config.json" >"$TMP/mav.json"
+check mav-synth 0 "$QKIT" synth --config "$TMP/mav.json" --tokenizer-from "$L4" -o "$TMP/mav" -q
+check mav-convert 0 "$QKIT" convert "$TMP/mav" -o "$TMP/mav.gguf" --outtype f32 --quiet
+check mav-inspect 0 "$QKIT" inspect "$TMP/mav.gguf" --tensors
+cp "$OUT" "$TMP/mav.txt"
+check mav-dense-block0 0 grep -q "^blk.0.ffn_gate.weight .*256 x 512" "$TMP/mav.txt"
+check mav-moe-block1 0 grep -q "^blk.1.ffn_gate_exps.weight .*256 x 256 x 8" "$TMP/mav.txt"
+check mav-no-experts-block2 1 grep -q "^blk.2.ffn_gate_exps" "$TMP/mav.txt"
+check mav-qk-norm-off 0 grep -q "llama4.attention.use_qk_norm *false" "$TMP/mav.txt"
+check mav-gguf-equals-hf 0 "$QKIT" verify --ref "$TMP/mav" "$TMP/mav.gguf" -f "$T" --ctx 128 --chunks 2 \
+    --max-kld 0.000001 --min-top1 100

@@ -86,7 +86,7 @@ expect_fail synth_tokenizer_gen_small_vocab 2 "vocab_size 100 is below 259" \
 
 if [ -d "$CFGS" ]; then
     sed 's/"MixtralForCausalLM"/"DeepseekV3ForCausalLM"/' "$CFGS/Mixtral-8x7B-v0.1/config.json" >"$T/dsv3.json"
-    expect_fail synth_unsupported_arch 2 "(supported: LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM)" \
+    expect_fail synth_unsupported_arch 2 "(supported: LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, Llama4ForConditionalGeneration, Llama4ForCausalLM)" \
         -- synth --config "$T/dsv3.json" -o "$T/x"
 
     "$QKIT" synth --config "$CFGS/SmolLM2-135M/config.json" --tokenizer-from "$CFGS/TinyLlama-1.1B-Chat-v1.0" \

@@ -7,23 +7,19 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../../formats/file.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static int replay_file(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    char *buf;
+    size_t n;
+    if (qk_file_read(path, QK_FILE_NO_LIMIT, &buf, &n, NULL))
         return -1;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc(n > 0 ? (size_t)n : 1);
-    int ok = buf && fread(buf, 1, (size_t)n, f) == (size_t)n;
-    fclose(f);
-    if (ok)
-        LLVMFuzzerTestOneInput(buf, (size_t)n);
+    LLVMFuzzerTestOneInput((const uint8_t *)buf, n);
     free(buf);
-    return ok ? 0 : -1;
+    return 0;
 }
 
 int main(int argc, char **argv)
