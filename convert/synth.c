@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../formats/file.h"
 #include "../formats/outfile.h"
 #include "../quant/fp16.h"
 #include "../quant/fp8.h"
@@ -425,30 +426,24 @@ int sy_path_join(char *out, const char *dir, const char *name, qk_err *err)
 /* A missing input is bad input (exit 2), any other refusal an I/O failure. */
 static int open_errno(int e) { return e == ENOENT || e == ENOTDIR ? QK_EFORMAT : QK_EIO; }
 
+/* A missing config is bad input (exit 2), any other refusal an I/O failure. */
 static int read_config(const char *path, cJSON **out, qk_err *err)
 {
     *out = NULL;
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
         return qk_err_set(err, QK_EFORMAT, "%s: is a folder, not a config.json file", path);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return qk_err_set(err, open_errno(errno), "%s: cannot open: %s", path, strerror(errno));
-    char *buf = malloc(MAX_CONFIG + 1);
-    size_t n = buf ? fread(buf, 1, MAX_CONFIG + 1, f) : 0;
-    int rc = QK_OK;
-    if (!buf)
-        rc = qk_err_set(err, QK_ENOMEM, "%s: out of memory", path);
-    else if (ferror(f))
-        rc = qk_err_set(err, QK_EIO, "%s: read failed", path);
-    else if (n > MAX_CONFIG)
-        rc = qk_err_set(err, QK_ERANGE, "%s: larger than %u MiB, not a config.json", path,
-                        MAX_CONFIG >> 20);
-    else if (!(*out = cJSON_ParseWithLength(buf, n)))
+    char *buf = NULL;
+    size_t n = 0;
+    int rc = qk_file_read(path, MAX_CONFIG, &buf, &n, err);
+    if (rc == QK_ENOTFOUND)
+        rc = QK_EFORMAT; /* the message (PATH: cannot open: …) stays */
+    else if (rc == QK_ERANGE)
+        rc = qk_err_set(err, QK_ERANGE, "%s: larger than %u MiB, not a config.json", path, MAX_CONFIG >> 20);
+    if (!rc && !(*out = cJSON_ParseWithLength(buf, n)))
         rc = qk_err_set(err, QK_EFORMAT, "%s: not valid JSON (near byte %td)", path,
                         cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() - buf : (ptrdiff_t)0);
     free(buf);
-    fclose(f);
     return rc;
 }
 

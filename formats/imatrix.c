@@ -394,11 +394,6 @@ int imx_load(imx_file **out, const char *path, qk_err *err)
     *out = NULL;
     /* Whole file into memory: imatrix files are small next to the models they describe. */
     int rc = qk_file_read(path, QK_FILE_NO_LIMIT, &data, &size, err);
-    /* TODO: imx_load has always reported a missing file as QK_EIO and tests/test_quantize.c
-     * (test_imatrix_unreadable) still expects it; drop this line once that test checks
-     * QK_ENOTFOUND. */
-    if (rc == QK_ENOTFOUND)
-        rc = QK_EIO;
     if (rc)
         return rc;
     /* A GGUF image is parsed from the bytes already read (the reader keeps no pointer past the

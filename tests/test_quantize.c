@@ -824,7 +824,7 @@ static void test_imatrix_unreadable(void **s)
     (void)s;
     imx_file *f = NULL;
     qk_err err = {{0}};
-    assert_int_equal(imx_load(&f, "/nonexistent/x.dat", &err), QK_EIO);
+    assert_int_equal(imx_load(&f, "/nonexistent/x.dat", &err), QK_ENOTFOUND);
     assert_non_null(strstr(err.msg, "/nonexistent/x.dat: cannot open"));
 }
 

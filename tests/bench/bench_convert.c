@@ -1,6 +1,7 @@
 /* bench_convert.c — `qkit convert` on full-size synthetic checkpoints (BF16, written by
- * `qkit synth` into a temporary folder): TinyLlama-1.1B, and two blocks of Qwen3-30B-A3B and of
- * Mixtral-8x7B at full width (mixtures of experts: 128 experts of 768, 8 experts of 14336).
+ * `qkit synth` into a temporary folder): TinyLlama-1.1B, and two blocks of Qwen3-30B-A3B, of
+ * Mixtral-8x7B and of Llama 4 Scout at full width (mixtures of experts: 128 experts of 768, 8
+ * experts of 14336, 16 fused and transposed experts of 8192 with a shared expert).
  * Throughput and the peak resident memory of the qkit process, converting to f16 and q8_0 and,
  * for the MoE models, `qkit quantize` of the f16 file to Q4_K_M. The peak must stay under the
  * largest 2-D slice of any output tensor (one expert's matrix, not the stacked 3-D tensor) plus
@@ -153,6 +154,7 @@ static const struct {
     {"TinyLlama-1.1B", "TinyLlama-1.1B-Chat-v1.0", NULL, 7e9, 0},
     {"Qwen3-30B-A3B x2", "Qwen3-30B-A3B", "2", 12e9, 1},
     {"Mixtral-8x7B x2", "Mixtral-8x7B-v0.1", "2", 20e9, 1},
+    {"Llama-4-Scout x2", "Llama-4-Scout-17B-16E-Instruct", "2", 40e9, 1},
 };
 
 static int bench_case(const char *qkit, const char *shared, size_t c)
