@@ -55,6 +55,16 @@ struct tok_impl {
 #define RE_QWEN2                                                                                  \
     "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"    \
     "\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+/* llama.cpp's LLAMA_VOCAB_PRE_TYPE_GPT4O ("gpt-4o", "llama4"): tokenizer.json's o200k pattern
+ * as llama.cpp rewrote it for std::regex, without \p{Lu}/\p{Ll}/\p{M} and (?i:): an upper-case
+ * run is letters other than a-z and a lower-case run letters other than A-Z, so a non-ASCII letter
+ * counts as either. Taken from a llama.cpp later than c392e50 (Llama 4 support, April 2025). */
+#define RE_GPT4O                                                                                  \
+    "[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))*((?=[\\p{L}])([^A-Z]))+"                        \
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|"                                 \
+    "[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))+((?=[\\p{L}])([^A-Z]))*"                        \
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|"                                 \
+    "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 #define RE_PORO " ?[^(\\s|.,!?\u2026\u3002\uFF0C\u3001\u0964\u06D4\u060C)]+"
 
 static const char *const PAT_DEFAULT[] = {"[\\p{P}\\$\\+<=>\\^~\\|]+", RE_GPT2, "\\p{N}+",
@@ -100,6 +110,7 @@ static const char *const PAT_DEEPSEEK_CODER[] = {"[\r\n]", "\\s?\\p{L}+", "\\s?\
                                                  "[\u4E00-\u9FA5\u0800-\u4E00\uAC00-\uD7FF]+",
                                                  "\\p{N}", NULL};
 static const char *const PAT_PORO[] = {RE_PORO, NULL};
+static const char *const PAT_GPT4O[] = {RE_GPT4O, NULL};
 static const char *const PAT_VIKING[] = {RE_PORO, "\\p{N}", NULL};
 static const char *const PAT_TEKKEN[] = {
     "[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))*((?=[\\p{L}])([^A-Z]))+|[^\\r\\n\\p{L}\\p{N}]?((?"
@@ -159,6 +170,8 @@ static const struct {
     {"chameleon", PAT_CHAMELEON, PRE_ADD_BOS},
     {"minerva-7b", PAT_STARCODER, PRE_CLEAN},
     {"megrez", PAT_QWEN2, PRE_CLEAN},
+    {"gpt-4o", PAT_GPT4O, 0},
+    {"llama4", PAT_GPT4O, 0},
 };
 
 static int pre_find(const char *name)
@@ -956,6 +969,50 @@ int tok_encode(const tok_vocab *v, const char *text, size_t len, unsigned flags,
     }
 done:
     enc_free(&s);
+    return rc;
+}
+
+int tok_pretokenize(const tok_vocab *v, const char *text, size_t len, size_t **ends, size_t *n,
+                    qk_err *err)
+{
+    pretok p = {0};
+    int rc = QK_OK;
+    *ends = NULL;
+    *n = 0;
+    if (len > MAX_TEXT)
+        return qk_err_set(err, QK_ERANGE, "tokenizer: %zu bytes of text exceed the %zu-byte limit",
+                          len, MAX_TEXT);
+    if (!len)
+        return QK_OK;
+    if (!(p.md = pcre2_match_data_create(8, NULL))) {
+        rc = oom(err);
+        goto done;
+    }
+    if (v->impl->n_re == 0) { /* SPM: no regexes, one piece */
+        if (!(*ends = malloc(sizeof **ends))) {
+            rc = oom(err);
+            goto done;
+        }
+        (*ends)[0] = len;
+        *n = 1;
+        goto done;
+    }
+    if ((rc = pretokenize(v->impl, text, len, &p, err)))
+        goto done;
+    if (!(*ends = malloc(p.n_piece * sizeof **ends))) {
+        rc = oom(err);
+        goto done;
+    }
+    /* pieces count codepoints as utf8_next reads them; walk the text again for byte offsets */
+    size_t at = 0;
+    for (size_t k = 0; k < p.n_piece; k++) {
+        for (uint32_t c = 0; c < p.piece[k]; c++)
+            (void)utf8_next((const uint8_t *)text, len, &at);
+        (*ends)[k] = at;
+    }
+    *n = p.n_piece;
+done:
+    pretok_free(&p);
     return rc;
 }
 
@@ -2143,6 +2200,8 @@ static const struct {
     {"d4c8f286ea6b520b3d495c4455483cfa2302c0cfcd4be05d781b6a8a0a7cdaf1", "megrez"},
     {"877081d19cf6996e2c4ff0e1236341e9b7bde288f5311a56a937f0afbbb3aeb5", "deepseek-v3"},
     {"b3f499bb4255f8ca19fccd664443283318f2fd2414d5e0b040fbdd0cc195d6c5", "deepseek-r1-qwen"},
+    {"ccc2ef013c104be7bae2965776d611e1d7a8a2a9c547dd93a682c9a9fc80352e", "gpt-4o"},
+    {"d353350c764d8c3b39c763113960e4fb4919bea5fbf208a0e3b22e8469dc7406", "llama4"},
 };
 
 const char *tok_pre_from_chkhsh(const char *hex)

@@ -105,7 +105,7 @@ int tok_vocab_load_hf(const char *dir, const char *pre, tok_vocab **out, qk_err 
 void tok_vocab_free(tok_vocab *v);
 
 /* add_bos/add_eos with llama.cpp's defaults applied (SPM: BOS yes; BPE: only llama3-style,
- * tekken and chameleon pre-tokenizers). */
+ * tekken and chameleon pre-tokenizers, not llama4 / gpt-4o). */
 bool tok_vocab_add_bos(const tok_vocab *v);
 bool tok_vocab_add_eos(const tok_vocab *v);
 
@@ -146,6 +146,14 @@ int tok_decode(const tok_vocab *v, const int32_t *ids, size_t n, unsigned flags,
  * `cap` bytes to buf (no NUL) and the full length to *len. An id out of range is QK_ERANGE. */
 int tok_token_to_piece(const tok_vocab *v, int32_t id, unsigned flags, char *buf, size_t cap,
                        size_t *len, qk_err *err);
+
+/* The pieces the vocabulary's pre-tokenizer regexes cut text[0..len) into before byte-level
+ * encoding and merges (llama.cpp's unicode_regex_split); special tokens are not split out first.
+ * *ends (malloc'd; free() it) receives, ascending, the byte offset in text where each piece ends,
+ * the last one len; *n their count (0 for empty text). An SPM vocabulary has no regexes: one
+ * piece. On failure *ends is NULL and *n 0. */
+int tok_pretokenize(const tok_vocab *v, const char *text, size_t len, size_t **ends, size_t *n,
+                    qk_err *err);
 
 /* ---------------------------------------------------------------- pre-tokenizer detection */
 

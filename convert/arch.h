@@ -1,7 +1,7 @@
 /* arch.h — the Hugging Face side of every architecture: which config.json keys hold the
  * hyper-parameters, and which checkpoint tensors become which GGUF tensor kind
  * (formats/gguf_arch.h) through which transform, as llama.cpp's convert_hf_to_gguf.py maps them
- * (LlamaModel for Llama, Mistral and Mixtral; Qwen2Model, Qwen3Model, Qwen3MoeModel).
+ * (LlamaModel for Llama, Mistral and Mixtral; Qwen2Model, Qwen3Model, Qwen3MoeModel, Llama4Model).
  *
  * One table row (CA_ARCHS in arch.c) describes an architecture completely: its HF class, its
  * GGUF architecture, the tensors of a block as (kind, HF name, transform, condition), how to tell

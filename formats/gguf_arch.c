@@ -191,8 +191,9 @@ bool ga_block_has(const ga_arch *a, const ga_hparams *hp, ga_kind k, int layer)
         return false;
     switch (ki->where) {
     case GA_IN_DENSE: return !hp->layer_moe[layer];
-    case GA_IN_MOE: return hp->layer_moe[layer] && (ki->dims[1] != GA_D_FF_SHEXP || hp->n_ff_shexp > 0) &&
-                           (ki->dims[0] != GA_D_FF_SHEXP || hp->n_ff_shexp > 0);
+    case GA_IN_MOE: /* a shared expert only where it has a width */
+        return hp->layer_moe[layer] &&
+               (hp->n_ff_shexp > 0 || (ki->dims[0] != GA_D_FF_SHEXP && ki->dims[1] != GA_D_FF_SHEXP));
     default: return true;
     }
 }

@@ -689,7 +689,12 @@ static int load_config(hf_tokenizer *t, qk_err *err)
     if (rc)
         return rc;
     int64_t v;
-    if (json_int(cJSON_GetObjectItemCaseSensitive(cfg, "vocab_size"), 1, HF_MAX_TOKEN_ID + 1, &v))
+    /* multimodal configs (Llama 4) keep the text model's vocab_size in text_config, which the
+     * converter reads as if it were at the top level */
+    const cJSON *text = cJSON_GetObjectItemCaseSensitive(cfg, "text_config");
+    if (json_int(cJSON_GetObjectItemCaseSensitive(cfg, "vocab_size"), 1, HF_MAX_TOKEN_ID + 1, &v) ||
+        (cJSON_IsObject(text) &&
+         json_int(cJSON_GetObjectItemCaseSensitive(text, "vocab_size"), 1, HF_MAX_TOKEN_ID + 1, &v)))
         t->vocab_size = v;
     /* Only plain integers count: Llama 3.1 lists several eos ids, which the converter skips. */
     for (int k = 0; k < HF_N_SPECIAL; k++) {

@@ -1123,6 +1123,17 @@ static void test_mixtral_mixes(void **state)
     }
 }
 
+/* Converted with outtype: the router stays F32, the experts take exps_type. */
+static void check_moe_outtype(const char *model, const char *out, const char *outtype, int exps_type)
+{
+    convert_ok(model, out, outtype);
+    gguf_ctx *g = open_gguf(out);
+    assert_int_equal(gguf_find_tensor(g, "blk.0.ffn_gate_inp.weight")->type, Q_TYPE_F32);
+    assert_int_equal(gguf_find_tensor(g, "blk.0.ffn_up_exps.weight")->type, exps_type);
+    gguf_close(g);
+    remove(out);
+}
+
 /* storiesMoE (Qwen3-MoE): every expert slice of the stacked tensors is the checkpoint's expert
  * matrix (BF16 → F32 exactly), in the order down, gate, up per block; the metadata of current
  * llama.cpp's Qwen3MoeModel. */
@@ -1175,12 +1186,7 @@ static void test_qwen3moe_stacks_experts(void **state)
     st_model_close(st);
     gguf_close(g);
     /* f16: the router stays F32, the experts become f16 */
-    convert_ok(model, out, "f16");
-    g = open_gguf(out);
-    assert_int_equal(gguf_find_tensor(g, "blk.0.ffn_gate_inp.weight")->type, Q_TYPE_F32);
-    assert_int_equal(gguf_find_tensor(g, "blk.0.ffn_up_exps.weight")->type, Q_TYPE_F16);
-    gguf_close(g);
-    remove(out);
+    check_moe_outtype(model, out, "f16", Q_TYPE_F16);
 }
 
 
@@ -1280,12 +1286,7 @@ static void test_llama4_tiny_layout(void **state)
     st_model_close(st);
     gguf_close(g);
     /* bf16 → bf16: the transposed halves are the checkpoint's bytes rearranged, unrounded */
-    convert_ok(model, out, "bf16");
-    g = open_gguf(out);
-    assert_int_equal(gguf_find_tensor(g, "blk.0.ffn_up_exps.weight")->type, Q_TYPE_BF16);
-    assert_int_equal(gguf_find_tensor(g, "blk.0.ffn_gate_inp.weight")->type, Q_TYPE_F32);
-    gguf_close(g);
-    remove(out);
+    check_moe_outtype(model, out, "bf16", Q_TYPE_BF16);
 }
 
 /* A copy of a shared MoE model: tensor `drop` left out, tensor `shrink` one row short, and a

@@ -136,7 +136,8 @@ static int table_of(const char *config_path, table *tb, qk_err *err)
     if (rc == QK_OK)
         rc = sy_arch_tensors(&tb->a, &tb->t, &tb->n, err);
     for (size_t i = 0; rc == QK_OK && i < tb->n; i++)
-        tb->params += (uint64_t)tb->t[i].shape[0] * (uint64_t)(tb->t[i].n_dims == 2 ? tb->t[i].shape[1] : 1);
+        tb->params += (uint64_t)tb->t[i].shape[0] * (uint64_t)(tb->t[i].n_dims >= 2 ? tb->t[i].shape[1] : 1) *
+                      (uint64_t)(tb->t[i].n_dims == 3 ? tb->t[i].shape[2] : 1);
     return rc;
 }
 
@@ -1381,6 +1382,37 @@ static void test_table_mixtral(void **state)
     free(tb.t);
 }
 
+/* Llama 4 Scout: the text model's keys from text_config, fused 3-D expert tensors
+ * [n_expert, n_embd, 2·n_ff] and [n_expert, n_ff, n_embd], a shared expert and a router per
+ * block, everything under language_model. */
+static void test_table_llama4_scout(void **state)
+{
+    (void)state;
+    TU_SHARED(p, "hf-configs/Llama-4-Scout-17B-16E-Instruct/config.json");
+    table tb;
+    table_real(p, &tb);
+    /* per block: q k v o, router, gate_up, down, 3 shared, 2 norms */
+    assert_int_equal(tb.n, 1 + 48 * (4 + 1 + 2 + 3 + 2) + 2);
+    const sy_tensor *gu = table_find(&tb, "language_model.model.layers.47.feed_forward.experts.gate_up_proj");
+    assert_non_null(gu);
+    assert_int_equal(gu->n_dims, 3);
+    assert_int_equal(gu->shape[0], 16);
+    assert_int_equal(gu->shape[1], 5120);
+    assert_int_equal(gu->shape[2], 16384);
+    const sy_tensor *dn = table_find(&tb, "language_model.model.layers.0.feed_forward.experts.down_proj");
+    assert_non_null(dn);
+    assert_int_equal(dn->shape[0], 16);
+    assert_int_equal(dn->shape[1], 8192);
+    assert_int_equal(dn->shape[2], 5120);
+    table_shape(&tb, "language_model.model.layers.0.feed_forward.router.weight", 16, 5120);
+    table_shape(&tb, "language_model.model.layers.0.feed_forward.shared_expert.down_proj.weight", 5120, 8192);
+    table_shape(&tb, "language_model.lm_head.weight", 202048, 5120);
+    assert_null(table_find(&tb, "language_model.model.layers.0.feed_forward.gate_proj.weight"));
+    /* Llama 4 Scout's text model: 107.8 B parameters (109 B with the vision tower) */
+    assert_true(tb.params > 107000000000ull && tb.params < 108000000000ull);
+    free(tb.t);
+}
+
 /* decoder_sparse_step and mlp_only_layers make dense blocks between MoE blocks. */
 static void test_table_qwen3_moe_dense_layers(void **state)
 {
@@ -1834,6 +1866,7 @@ int main(void)
         cmocka_unit_test(test_bad_unsupported_arch),
         cmocka_unit_test(test_table_qwen3_moe),
         cmocka_unit_test(test_table_mixtral),
+        cmocka_unit_test(test_table_llama4_scout),
         cmocka_unit_test(test_table_qwen3_moe_dense_layers),
         cmocka_unit_test(test_bad_no_architectures),
         cmocka_unit_test(test_bad_missing_field),

@@ -17,6 +17,8 @@
 #include <time.h>
 
 #include "../calib/tokenizer.h"
+#include "../calib/tokenizer_gguf.h"
+#include "../formats/gguf.h"
 #include "../formats/hf_tokenizer.h"
 #include "../formats/spm_model.h"
 
@@ -1816,6 +1818,215 @@ static void t_chkhsh_unknown(void **state)
     mini_free(&m);
 }
 
+/* ================================================================ llama4 / gpt-4o pre-tokenizer */
+
+/* Expected splits of llama.cpp's GPT4O regex (src/llama-vocab.cpp, "gpt-4o" and "llama4"),
+ * computed independently with Python's `regex` module (2026.5.9) applying the same regex text:
+ *
+ *   python3 - <<'EOF'
+ *   import regex
+ *   PAT = r"""[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+ *   for t in TEXTS:  # the texts below as Python strings
+ *       pieces = [m.group(0) for m in regex.finditer(PAT, t)]
+ *       assert "".join(pieces) == t  # the matches cover the text: no stretches between them
+ *       print(pieces)
+ *   EOF
+ *
+ * Marks, format characters and non-ASCII spaces are written as universal character names.
+ * llama.cpp's own splitter (unicode_regex_split from src/unicode.cpp, built from source) gives
+ * the same pieces for all of these and for chktxt. */
+typedef struct {
+    const char *text;
+    const char *const *pieces; /* NULL-terminated */
+} split_case;
+
+static const split_case GPT4O_SPLITS[] = {
+    {"I've been 'told he's there, 'RE you sure? 'M not sure I'll make it, "
+     "'D you like some tea? We'Ve a'lL",
+     (const char *const[]){"I've", " been", " '", "told", " he's", " there", ",", " '", "RE",
+                           " you", " sure", "?", " '", "M", " not", " sure", " I'll", " make",
+                           " it", ",", " '", "D", " you", " like", " some", " tea", "?", " We'Ve",
+                           " a'lL", NULL}},
+    {"1234567 12 123 1234 3.14159 x2024y 3..3",
+     (const char *const[]){"123", "456", "7", " ", "12", " ", "123", " ", "123", "4", " ", "3", ".",
+                           "141", "59", " x", "202", "4", "y", " ", "3", "..", "3", NULL}},
+    {"Hello мир καλημέρα שלום مرحبا कन\u093Eर\u093E ក\u17B6ន\u17CBត\u17C2",
+     (const char *const[]){"Hello", " мир", " καλημέρα", " שלום", " مرحبا", " कन", "\u093Eर",
+                           "\u093E", " ក", "\u17B6ន", "\u17CBត", "\u17C2", NULL}},
+    {"我想在apple工作1314151天～ こんにちは世界。한국어",
+     (const char *const[]){"我想在apple工作", "131", "415", "1", "天", "～", " こんにちは世界",
+                           "。한국어", NULL}},
+    {"------======= ''''''```````\"\"\"\"......!!!!!!?????? (a) [b]; {c}: <d>",
+     (const char *const[]){"------=======", " ''''''```````\"\"\"\"......!!!!!!??????", " (", "a",
+                           ")", " [", "b", "];", " {", "c", "}:", " <", "d", ">", NULL}},
+    {"line1\nline2\r\n\n  indented\n\n\n end \n",
+     (const char *const[]){"line", "1", "\n", "line", "2", "\r\n\n", " ", " indented", "\n\n\n",
+                           " end", " \n", NULL}},
+    {"   leading spaces  and   gaps \t\ttabs\t ",
+     (const char *const[]){"  ", " leading", " spaces", " ", " and", "  ", " gaps", " \t", "\ttabs",
+                           "\t ", NULL}},
+    {"camelCaseWord XMLHttpRequest getHTTPResponseCode iPhone ABC's",
+     (const char *const[]){"camel", "Case", "Word", " XMLHttp", "Request", " get", "HTTPResponse",
+                           "Code", " i", "Phone", " ABC's", NULL}},
+    {"🚀 (normal) 😶\u200D🌫\uFE0F ✅ 🦙🦙",
+     (const char *const[]){"🚀", " (", "normal", ")", " 😶\u200D🌫\uFE0F", " ✅", " 🦙🦙", NULL}},
+    {"path/to/file.c\n// comment\n#include <x.h>",
+     (const char *const[]){"path", "/to", "/file", ".c", "\n", "//", " comment", "\n", "#include",
+                           " <", "x", ".h", ">", NULL}},
+    {"e\u0301cole naïve ÉCOLEétudiant",
+     (const char *const[]){"e", "\u0301cole", " naïve", " ÉCOLEétudiant", NULL}},
+    {"a\u3000b\u00A0c",
+     (const char *const[]){"a", "\u3000b", "\u00A0c", NULL}},
+};
+
+/* UTF-8 byte lengths of the pieces of convert_hf_to_gguf.py's chktxt (tok_chktxt()), from the
+ * same Python snippet with TEXTS = [chktxt] and print([len(p.encode()) for p in pieces]). */
+static const size_t CHKTXT_GPT4O_LENS[] = {
+    34, 4, 2, 6, 1, 15, 2, 8, 7, 13, 1, 4, 9, 1, 1, 1, 2, 1, 3, 1, 3, 1, 1, 3, 2, 1, 3, 3, 1, 3, 3,
+    1, 1, 3, 3, 2, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 3, 1, 4, 6, 6, 6, 6, 9, 6, 4, 2, 20, 3, 3, 1, 3,
+    3, 14, 9, 5, 19, 36, 5, 5, 2, 4, 5, 6, 1, 2, 2, 4, 5, 1, 2, 1, 4, 5, 5, 5, 3, 1, 2, 1, 4, 5, 5,
+    4, 1, 6, 5};
+
+static void expect_splits(const tok_vocab *v, const split_case *c)
+{
+    qk_err err;
+    size_t *ends, n, len = strlen(c->text);
+    if (tok_pretokenize(v, c->text, len, &ends, &n, &err))
+        fail_msg("pretokenize failed: %s", err.msg);
+    size_t want = 0, start = 0;
+    while (c->pieces[want])
+        want++;
+    bool same = n == want;
+    for (size_t k = 0; same && k < n; k++) {
+        size_t pl = strlen(c->pieces[k]);
+        same = ends[k] == start + pl && !memcmp(c->text + start, c->pieces[k], pl);
+        start = ends[k];
+    }
+    if (!same) {
+        print_error("'%s' (%s): got", c->text, v->pre);
+        start = 0;
+        for (size_t k = 0; k < n; k++) {
+            print_error(" [%.*s]", (int)(ends[k] - start), c->text + start);
+            start = ends[k];
+        }
+        print_error("\n");
+        fail();
+    }
+    free(ends);
+}
+
+static void check_gpt4o_flags(tok_vocab *v)
+{
+    /* llama.cpp: pre_type GPT4O, clean_spaces = false, and neither ignore_merges nor add_bos:
+     * the vocabulary holds "abc" (no merge leads to it), a BOS only when it names one */
+    ENCODE_EXPECT(v, "abc", TOK_ADD_SPECIAL, 'a', 'b', 'c');
+    assert_false(tok_vocab_add_bos(v));
+    int32_t ids[] = {'a', ' ', '.', ' ', '\'', 's', ' ', '\'', ' ', 'b'};
+    char *t = decode_or_fail(v, ids, sizeof ids / sizeof ids[0], 0);
+    assert_string_equal(t, "a . 's ' b");
+    free(t);
+}
+
+/* "llama4" and "gpt-4o" split exactly as Python's regex module does with llama.cpp's pattern. */
+static void t_pre_llama4_splits(void **state)
+{
+    (void)state;
+    mini m;
+    mini_init(&m);
+    mini_token(&m, "abc"); /* a whole-word token no merge leads to */
+    tok_vocab *v = mini_vocab(&m, "llama4", -1);
+    assert_string_equal(v->pre, "llama4");
+    for (size_t i = 0; i < sizeof GPT4O_SPLITS / sizeof GPT4O_SPLITS[0]; i++)
+        expect_splits(v, &GPT4O_SPLITS[i]);
+    check_gpt4o_flags(v);
+    qk_err err;
+    size_t *ends, n, at = 0, n_want = sizeof CHKTXT_GPT4O_LENS / sizeof CHKTXT_GPT4O_LENS[0];
+    const char *chk = tok_chktxt();
+    assert_int_equal(tok_pretokenize(v, chk, strlen(chk), &ends, &n, &err), QK_OK);
+    assert_int_equal(n, n_want);
+    for (size_t k = 0; k < n; k++) {
+        at += CHKTXT_GPT4O_LENS[k];
+        if (ends[k] != at)
+            fail_msg("chktxt piece %zu ends at byte %zu, want %zu", k, ends[k], at);
+    }
+    free(ends);
+    assert_int_equal(tok_vocab_set_pre(v, "gpt-4o", &err), QK_OK);
+    assert_string_equal(v->pre, "gpt-4o");
+    for (size_t i = 0; i < sizeof GPT4O_SPLITS / sizeof GPT4O_SPLITS[0]; i++)
+        expect_splits(v, &GPT4O_SPLITS[i]);
+    check_gpt4o_flags(v);
+    /* and the table is not just one pattern for everyone: llama-bpe splits digits the same way
+     * but keeps camelCase together */
+    assert_int_equal(tok_vocab_set_pre(v, "llama-bpe", &err), QK_OK);
+    assert_int_equal(tok_pretokenize(v, "camelCase", 9, &ends, &n, &err), QK_OK);
+    assert_int_equal(n, 1);
+    free(ends);
+    tok_vocab_free(v);
+    mini_free(&m);
+}
+
+/* A GGUF whose tokenizer.ggml.pre is "llama4" gets those patterns and flags. */
+static void t_pre_llama4_from_gguf(void **state)
+{
+    (void)state;
+    mini m;
+    mini_init(&m);
+    mini_token(&m, "abc");
+    const char *path = tu_tmp("llama4-vocab.gguf");
+    qk_err err;
+    gguf_writer *w;
+    assert_int_equal(gguf_writer_open(&w, path, NULL, &err), QK_OK);
+    assert_int_equal(gguf_writer_set_str(w, "general.architecture", "llama4"), QK_OK);
+    assert_int_equal(gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2"), QK_OK);
+    assert_int_equal(gguf_writer_set_str(w, "tokenizer.ggml.pre", "llama4"), QK_OK);
+    assert_int_equal(
+        gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)m.tok, m.n),
+        QK_OK);
+    assert_int_equal(gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", NULL, 0), QK_OK);
+    assert_int_equal(gguf_writer_begin_data(w), QK_OK);
+    if (gguf_writer_commit(w, &err))
+        fail_msg("%s", err.msg);
+    gguf_ctx *g;
+    if (gguf_open(&g, path, &err))
+        fail_msg("%s", err.msg);
+    tok_vocab *v;
+    if (tok_vocab_load_gguf(g, &v, &err))
+        fail_msg("%s", err.msg);
+    gguf_close(g);
+    assert_string_equal(v->pre, "llama4");
+    for (size_t i = 0; i < sizeof GPT4O_SPLITS / sizeof GPT4O_SPLITS[0]; i++)
+        expect_splits(v, &GPT4O_SPLITS[i]);
+    check_gpt4o_flags(v);
+    tok_vocab_free(v);
+    mini_free(&m);
+}
+
+/* convert_hf_to_gguf.py get_vocab_base_pre:
+ *   if chkhsh == "d353350c764d8c3b39c763113960e4fb4919bea5fbf208a0e3b22e8469dc7406":
+ *       # ref: https://huggingface.co/meta-llama/Llama-4-Scout-17B-16E-Instruct
+ *       res = "llama4"
+ *   if chkhsh == "ccc2ef013c104be7bae2965776d611e1d7a8a2a9c547dd93a682c9a9fc80352e":
+ *       # ref: https://huggingface.co/Xenova/gpt-4o
+ *       res = "gpt-4o" */
+static void t_chkhsh_llama4(void **state)
+{
+    (void)state;
+    assert_string_equal(
+        tok_pre_from_chkhsh("d353350c764d8c3b39c763113960e4fb4919bea5fbf208a0e3b22e8469dc7406"),
+        "llama4");
+    assert_string_equal(
+        tok_pre_from_chkhsh("ccc2ef013c104be7bae2965776d611e1d7a8a2a9c547dd93a682c9a9fc80352e"),
+        "gpt-4o");
+    /* each names a pre-tokenizer the vocabulary accepts */
+    mini m;
+    mini_init(&m);
+    tok_vocab *v = mini_vocab(&m, tok_pre_from_chkhsh(
+        "d353350c764d8c3b39c763113960e4fb4919bea5fbf208a0e3b22e8469dc7406"), -1);
+    assert_string_equal(v->pre, "llama4");
+    tok_vocab_free(v);
+    mini_free(&m);
+}
+
 /* ================================================================ the array constructor */
 
 static int create(const char *const *tok, uint32_t n, const int32_t *types, const float *scores,
@@ -1982,6 +2193,9 @@ int main(void)
         cmocka_unit_test(t_chkhsh_table),
         cmocka_unit_test(t_chkhsh_qwen),
         cmocka_unit_test(t_chkhsh_unknown),
+        cmocka_unit_test(t_pre_llama4_splits),
+        cmocka_unit_test(t_pre_llama4_from_gguf),
+        cmocka_unit_test(t_chkhsh_llama4),
         cmocka_unit_test(t_desc_valid),
         cmocka_unit_test(t_desc_duplicate_token),
         cmocka_unit_test(t_desc_empty_token),
