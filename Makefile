@@ -34,7 +34,7 @@ TESTS     := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 FUZZERS   := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 BENCHES   := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps test test-all test-neon bench demo install clean fuzz
+.PHONY: all deps test test-all test-neon bench demo install clean fuzz fuzz-smoke
 .SECONDARY:
 all: $(QKIT)
 
@@ -70,17 +70,19 @@ $(BUILD)/bench/bench_%: $(BUILD)/tests/bench/bench_%.o $(LIB)
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential pkg-config clang libomp-dev \
-	    libcjson-dev zlib1g-dev libzstd-dev libcmocka-dev libssl-dev libpcre2-dev \
+	    libcjson-dev zlib1g-dev libzstd-dev libcmocka-dev libssl-dev libpcre2-dev python3 \
 	    gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 
 # Fast tier: unit tests, then every fuzz target replays its corpus, then the end-to-end script.
 test: $(QKIT) $(TESTS) $(FUZZERS)
 	@QKIT=$(QKIT) BUILD=$(BUILD) sh tests/run.sh $(TESTS) $(FUZZERS)
 
-# Adds an ASan+UBSan build of every test and the long cases.
+# Adds an ASan+UBSan build of every test, the long cases and a short libFuzzer run of every fuzz
+# target (FUZZ_SECONDS each, 10 here).
 test-all: test test-neon
 	$(MAKE) BUILD=build-asan SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" test
 	@QKIT_LONG=1 QKIT=$(QKIT) BUILD=$(BUILD) sh tests/run.sh $(TESTS)
+	$(MAKE) fuzz-smoke FUZZ_SECONDS=$${FUZZ_SECONDS:-10}
 
 # NEON kernels: cross-compiled for AArch64 and run under qemu-user (Debian: gcc-aarch64-linux-gnu,
 # qemu-user, libc6-dev-arm64-cross). Only the quant sources the check needs: no cJSON, cmocka or
@@ -105,13 +107,30 @@ bench: $(QKIT) $(BENCHES)
 demo: $(QKIT)
 	@QKIT=$(QKIT) sh tests/demo.sh
 
-# libFuzzer builds (clang); `make test` builds the same targets as corpus replayers.
+# libFuzzer builds (clang); `make test` builds the same targets as corpus replayers. The library
+# is built in its own tree (the sub-make's $(LIB) is build-fuzz/libqkit.a, so name it literally
+# here: this make's $(LIB) is build/'s).
+FUZZ_LIB := build-fuzz/libqkit.a
 fuzz:
-	$(MAKE) BUILD=build-fuzz CC=clang SAN="-fsanitize=fuzzer-no-link,address,undefined" $(LIB)
+	$(MAKE) BUILD=build-fuzz CC=clang SAN="-fsanitize=fuzzer-no-link,address,undefined" $(FUZZ_LIB)
 	@mkdir -p build-fuzz/fuzz
 	for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 	    clang -fsanitize=fuzzer,address,undefined $(CPPFLAGS) -std=c11 -g -O1 -fopenmp $$f \
-	    build-fuzz/libqkit.a $(LDLIBS) -o build-fuzz/fuzz/$$n || exit 1; done
+	    $(FUZZ_LIB) $(LDLIBS) -o build-fuzz/fuzz/$$n || exit 1; done
+
+# A short libFuzzer run of every target: FUZZ_SECONDS each (default 30), seeded with its corpus;
+# new inputs go to build-fuzz/corpus/NAME (the checked-in seeds are not touched). Prints the
+# executions per target; a crash stops it with the reproducer's path.
+FUZZ_SECONDS ?= 30
+fuzz-smoke: fuzz
+	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); c=$${n#fuzz_}; \
+	    mkdir -p build-fuzz/corpus/$$c build-fuzz/crashes; \
+	    ASAN_OPTIONS=detect_leaks=1 build-fuzz/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	        -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix=build-fuzz/crashes/$$n- \
+	        build-fuzz/corpus/$$c tests/fuzz/corpus/$$c >build-fuzz/$$n.log 2>&1 \
+	        || { echo "FAIL $$n"; tail -n 40 build-fuzz/$$n.log; exit 1; }; \
+	    echo "PASS $$n: $$(sed -n 's/^stat::number_of_executed_units: *//p' build-fuzz/$$n.log) executions in $(FUZZ_SECONDS) s, corpus $$(ls tests/fuzz/corpus/$$c | wc -l) seeds + $$(ls build-fuzz/corpus/$$c | wc -l) found"; \
+	done
 
 install: $(QKIT)
 	install -D -m 755 $(QKIT) $(DESTDIR)$(PREFIX)/bin/qkit

@@ -32,6 +32,8 @@ struct eng_ctx {
     int *exp_slots;  /* [n·k] slots (token·k + j) grouped by expert, tokens ascending */
     float *xg;       /* [n][n_embd] one expert's gathered inputs, then outputs; shared expert out */
     float *moe_out;  /* [n][k][n_embd] weighted expert output per token and slot */
+    eng_matmul_observer observe; /* NULL: none */
+    void *observe_user;
 };
 
 static int check_mat(const eng_tensor *t, const int64_t ne[GGUF_MAX_DIMS], qk_err *err)
@@ -246,9 +248,18 @@ int eng_ctx_create(eng_ctx **out, const eng_model *m, int n_ctx, qk_err *err)
     return QK_OK;
 }
 
-/* Y[t][r] = W[r] · X[t] for t < n. Activations are quantized once to the dot partner type. */
-static void matmul(eng_ctx *c, const eng_tensor *W, const float *X, int n, float *Y)
+void eng_ctx_set_observer(eng_ctx *c, eng_matmul_observer fn, void *user)
 {
+    c->observe = fn;
+    c->observe_user = user;
+}
+
+/* Y[t][r] = W[r] · X[t] for t < n. Activations are quantized once to the dot partner type; the
+ * observer sees them before that, as float. expert: W's index in its 3-D tensor, or -1. */
+static void matmul(eng_ctx *c, const eng_tensor *W, int expert, const float *X, int n, float *Y)
+{
+    if (c->observe)
+        c->observe(c->observe_user, W, expert, X, n);
     const q_kernels *k = q_kernels_get(W->type);
     const q_kernels *kv = q_kernels_get(k->vec_dot_type);
     const int64_t ne0 = W->ne0, ne1 = W->ne1;
@@ -440,6 +451,7 @@ static void attention(eng_ctx *c, int n, int chunk)
 typedef struct {
     eng_tensor gate, up, down;
     const float *gate_b, *up_b, *down_b; /* NULL: none */
+    int expert;                          /* slice of the 3-D expert tensors, or -1 */
 } ffn_weights;
 
 /* out[t] = down · (silu(gate · x[t]) ⊙ (up · x[t])) for t < n; out may be x. Clobbers hb, hb2. */
@@ -447,15 +459,15 @@ static void swiglu(eng_ctx *c, const ffn_weights *f, const float *x /* [n][n_emb
                    float *out /* [n][n_embd] */)
 {
     const int ff = (int)f->gate.ne1;
-    matmul(c, &f->gate, x, n, c->hb);
-    matmul(c, &f->up, x, n, c->hb2);
+    matmul(c, &f->gate, f->expert, x, n, c->hb);
+    matmul(c, &f->up, f->expert, x, n, c->hb2);
     add_bias(c->hb, f->gate_b, n, ff);
     add_bias(c->hb2, f->up_b, n, ff);
     for (size_t i = 0; i < (size_t)n * ff; i++) {
         const float g = c->hb[i];
         c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i];
     }
-    matmul(c, &f->down, c->hb, n, out);
+    matmul(c, &f->down, f->expert, c->hb, n, out);
     add_bias(out, f->down_b, n, (int)f->down.ne1);
 }
 
@@ -534,7 +546,7 @@ void eng_moe_route(const float *logits, int n_expert, int k, int norm, ga_gating
 static void ffn_dense(eng_ctx *c, const eng_layer *L, int n)
 {
     const ffn_weights f = {L->w[GA_T_FFN_GATE], L->w[GA_T_FFN_UP], L->w[GA_T_FFN_DOWN],
-                           L->v[GA_T_FFN_GATE_B], L->v[GA_T_FFN_UP_B], L->v[GA_T_FFN_DOWN_B]};
+                           L->v[GA_T_FFN_GATE_B], L->v[GA_T_FFN_UP_B], L->v[GA_T_FFN_DOWN_B], -1};
     swiglu(c, &f, c->xb, n, c->xb);
 }
 
@@ -557,7 +569,7 @@ static void expert_forward(eng_ctx *c, const eng_layer *L, int e)
     }
     const ffn_weights f = {expert_slice(&L->w[GA_T_FFN_GATE_EXPS], e),
                            expert_slice(&L->w[GA_T_FFN_UP_EXPS], e),
-                           expert_slice(&L->w[GA_T_FFN_DOWN_EXPS], e), NULL, NULL, NULL};
+                           expert_slice(&L->w[GA_T_FFN_DOWN_EXPS], e), NULL, NULL, NULL, e};
     swiglu(c, &f, c->xg, cnt, c->xg);
     for (int i = 0; i < cnt; i++) {
         const float *src = c->xg + (size_t)i * d, wt = c->sel_w[slots[i]];
@@ -575,7 +587,7 @@ static void ffn_moe(eng_ctx *c, const eng_layer *L, int n)
 {
     const eng_model *m = c->m;
     const int d = m->n_embd, ne = m->n_expert, k = m->n_expert_used;
-    matmul(c, &L->w[GA_T_FFN_GATE_INP], c->xb, n, c->router);
+    matmul(c, &L->w[GA_T_FFN_GATE_INP], -1, c->xb, n, c->router);
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < n; t++)
         eng_moe_route(c->router + (size_t)t * ne, ne, k, m->expert_weights_norm, m->gating,
@@ -586,7 +598,7 @@ static void ffn_moe(eng_ctx *c, const eng_layer *L, int n)
     const int shared = L->w[GA_T_FFN_GATE_SHEXP].data != NULL;
     if (shared) {
         const ffn_weights f = {L->w[GA_T_FFN_GATE_SHEXP], L->w[GA_T_FFN_UP_SHEXP],
-                               L->w[GA_T_FFN_DOWN_SHEXP], NULL, NULL, NULL};
+                               L->w[GA_T_FFN_DOWN_SHEXP], NULL, NULL, NULL, -1};
         swiglu(c, &f, c->xb, n, c->xg);
     }
 #pragma omp parallel for schedule(static)
@@ -608,15 +620,15 @@ static void layer_forward(eng_ctx *c, const eng_layer *L, int n)
     const int d = m->n_embd, qd = m->n_head * m->head_dim, kvd = m->n_head_kv * m->head_dim;
     for (int t = 0; t < n; t++)
         rmsnorm(c->xb + (size_t)t * d, c->x + (size_t)t * d, L->v[GA_T_ATTN_NORM], d, m->rms_eps);
-    matmul(c, &L->w[GA_T_ATTN_Q], c->xb, n, c->q);
-    matmul(c, &L->w[GA_T_ATTN_K], c->xb, n, c->k);
-    matmul(c, &L->w[GA_T_ATTN_V], c->xb, n, c->v);
+    matmul(c, &L->w[GA_T_ATTN_Q], -1, c->xb, n, c->q);
+    matmul(c, &L->w[GA_T_ATTN_K], -1, c->xb, n, c->k);
+    matmul(c, &L->w[GA_T_ATTN_V], -1, c->xb, n, c->v);
     add_bias(c->q, L->v[GA_T_ATTN_Q_B], n, qd);
     add_bias(c->k, L->v[GA_T_ATTN_K_B], n, kvd);
     add_bias(c->v, L->v[GA_T_ATTN_V_B], n, kvd);
     qk_prepare(c, L, n);
     attention(c, n, L->nope ? 0 : m->attn_chunk); /* Llama 4: NoPE blocks attend to everything */
-    matmul(c, &L->w[GA_T_ATTN_OUT], c->att_out, n, c->xb);
+    matmul(c, &L->w[GA_T_ATTN_OUT], -1, c->att_out, n, c->xb);
     add_bias(c->xb, L->v[GA_T_ATTN_OUT_B], n, d);
     for (size_t i = 0; i < (size_t)n * d; i++)
         c->x[i] += c->xb[i];
@@ -651,6 +663,6 @@ int eng_forward(eng_ctx *c, const int32_t *tokens, int n, float *logits, qk_err 
     for (int t = 0; t < n; t++)
         rmsnorm(c->xb + (size_t)t * m->n_embd, c->x + (size_t)t * m->n_embd, m->output_norm,
                 m->n_embd, m->rms_eps);
-    matmul(c, &m->output, c->xb, n, logits);
+    matmul(c, &m->output, -1, c->xb, n, logits);
     return QK_OK;
 }

@@ -77,6 +77,19 @@ void eng_ctx_free(eng_ctx *c);
 /* logits [n][n_vocab]. tokens must be < n_vocab (checked). */
 int eng_forward(eng_ctx *c, const int32_t *tokens, int n, float *logits, qk_err *err);
 
+/* Called for every weight matrix product of eng_forward (attention, feed-forward, router, expert
+ * and output matrices; not attention's K·q and p·V), in the forward pass's order, with the float
+ * input rows x [n][w->ne0] before they are quantized to the weight type's dot partner. w is the
+ * weight (w->name its GGUF name); for one expert of a 3-D tensor, w is that expert's 2-D slice
+ * (ne2 == 1) and expert its index, else expert is -1. The observer runs on the calling thread
+ * outside any parallel region (it may start its own), must not keep x past the call and cannot
+ * change results. A mixture-of-experts block calls it once per expert that received tokens,
+ * experts in ascending order, its rows the tokens routed to it in ascending position. */
+typedef void (*eng_matmul_observer)(void *user, const eng_tensor *w, int expert,
+                                    const float *x /* [n][w->ne0] */, int n);
+/* fn NULL removes the observer. */
+void eng_ctx_set_observer(eng_ctx *c, eng_matmul_observer fn, void *user);
+
 /* Routing of one token through a mixture of experts, as llama.cpp's build_moe_ffn: probabilities
  * from the router logits [n_expert] (softmax over all experts with a max-subtracted exp and a
  * double sum, or sigmoid), the k most probable experts in descending order (ties to the lower

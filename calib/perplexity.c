@@ -3,6 +3,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../formats/file.h"
+
+int eng_tokenize_text_file(const tok_vocab *v, const char *path, tok_ids *ids, qk_err *err)
+{
+    char *text;
+    size_t len;
+    int rc = qk_file_read(path, QK_FILE_NO_LIMIT, &text, &len, err);
+    if (!rc && len == 0)
+        rc = qk_err_set(err, QK_EFORMAT, "%s: the text is empty", path);
+    if (!rc && (rc = tok_encode(v, text, len, TOK_ADD_SPECIAL, ids, err)))
+        qk_err_prefix(err, path);
+    free(text);
+    return rc;
+}
+
 int eng_ppl_plan(const eng_model *m, size_t n_tokens, const eng_ppl_opts *o, int *n_chunks, qk_err *err)
 {
     if (o->n_ctx < 4)

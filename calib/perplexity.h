@@ -15,6 +15,12 @@
 #include "../formats/logits.h"
 #include "engine.h"
 #include "metrics.h"
+#include "tokenizer.h"
+
+/* Reads a whole text file and tokenizes it as llama-perplexity and llama-imatrix do (BOS first
+ * when the vocabulary adds one, special-token text kept as text). An empty file is QK_EFORMAT;
+ * messages start with the path. */
+int eng_tokenize_text_file(const tok_vocab *v, const char *path, tok_ids *ids, qk_err *err);
 
 typedef struct {
     int n_ctx;

@@ -53,7 +53,7 @@ static int parse_valued(args *a, const char *opt, const char *v)
     } else if (!strcmp(opt, "--threads") || !strcmp(opt, "-t")) {
         if (cli_parse_int(v, 1, 1024, &n))
             return cli_usage_error("convert", "%s needs an integer in [1, 1024]", opt);
-        a->o.n_threads = (int)n;
+        a->o.n_threads = cli_threads((int)n);
     } else if ((size = cli_parse_size(v)) <= 0) {
         return cli_usage_error("convert", "--split-max-size needs a positive size such as 500M or 2G");
     } else {
@@ -109,10 +109,10 @@ static void on_progress(void *user, size_t done, size_t total, uint64_t bytes_in
 static void on_warn(void *user, const char *msg)
 {
     (void)user;
-    fprintf(stderr, "qkit convert: warning: %s\n", msg);
+    cli_error_line("qkit convert: warning: ", msg);
 }
 
-static void print_json(const args *a, const cv_plan *p, const cv_result *r, double seconds)
+static int print_json(const args *a, const cv_plan *p, const cv_result *r, double seconds)
 {
     const ca_config *c = cv_plan_config(p);
     cJSON *o = cJSON_CreateObject();
@@ -129,11 +129,7 @@ static void print_json(const args *a, const cv_plan *p, const cv_result *r, doub
     cJSON_AddNumberToObject(o, "fallbacks", (double)cv_plan_n_fallback(p));
     cJSON_AddNumberToObject(o, "seconds", seconds);
     cJSON_AddNumberToObject(o, "gb_per_s", seconds > 0 ? (double)r->in_bytes / seconds / 1e9 : 0);
-    char *s = cJSON_PrintUnformatted(o);
-    if (s)
-        puts(s);
-    cJSON_free(s);
-    cJSON_Delete(o);
+    return cli_json_print(o, 0);
 }
 
 static void print_summary(const args *a, const cv_plan *p, const cv_result *r, double seconds)
@@ -168,10 +164,11 @@ int cmd_convert(int argc, char **argv)
     cv_result r;
     rc = cv_plan_write(p, a.out, &a.o, &r, &err);
     cli_progress_end(&u.bar);
+    int out = CLI_OK;
     if (!rc && a.json)
-        print_json(&a, p, &r, cli_now() - t0);
+        out = print_json(&a, p, &r, cli_now() - t0);
     else if (!rc && !a.quiet)
         print_summary(&a, p, &r, cli_now() - t0);
     cv_plan_free(p);
-    return rc ? cli_fail(rc, &err) : CLI_OK;
+    return rc ? cli_fail(rc, &err) : out;
 }

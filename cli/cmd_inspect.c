@@ -17,7 +17,7 @@
 
 #define ARRAY_PREVIEW 8
 
-static const char USAGE[] = "usage: qkit inspect PATH [--json] [--tensors]";
+static const char USAGE[] = "usage: qkit inspect PATH [--json] [--tensors] [-q]";
 
 static cJSON *gguf_scalar(enum gguf_vtype t, const void *p)
 {
@@ -289,6 +289,8 @@ int cmd_inspect(int argc, char **argv)
             json = 1;
         else if (!strcmp(argv[i], "--tensors"))
             tensors = 1;
+        else if (!strcmp(argv[i], "-q") || !strcmp(argv[i], "--quiet"))
+            ; /* nothing to silence: the listing is the result */
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             puts(USAGE);
             return CLI_OK;
@@ -306,12 +308,9 @@ int cmd_inspect(int argc, char **argv)
     qk_err err = {{0}};
     int rc = is_gguf(path) ? inspect_gguf(path, doc, tensors, &err)
                            : inspect_safetensors(path, doc, tensors, &err);
-    if (!rc && json) {
-        char *s = cJSON_Print(doc);
-        if (s)
-            puts(s);
-        free(s);
-    } else if (!rc)
+    if (!rc && json)
+        return cli_json_print(doc, 1);
+    if (!rc)
         print_text(doc);
     cJSON_Delete(doc);
     return rc ? cli_fail(rc, &err) : CLI_OK;

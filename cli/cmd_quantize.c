@@ -23,13 +23,14 @@ static const char USAGE[] =
     "  --leave-output-tensor         copy output.weight unchanged\n"
     "  --allow-requantize            accept already quantized input tensors\n"
     "  --keep-split                  write the same split parts as the input\n"
-    "  --json                        print the report as JSON\n";
+    "  --json                        print the report as JSON\n"
+    "  -q, --quiet                   no report, warnings or progress (errors only; --json still prints)\n";
 
 typedef struct {
     qz_params q;
     const char *tensor_types[MAX_TENSOR_TYPES];
     const char *pos[4];
-    int n_pos, json;
+    int n_pos, json, quiet;
 } quantize_args;
 
 static void print_types(FILE *f)
@@ -57,7 +58,8 @@ static int parse_option(int argc, char **argv, int *i, quantize_args *a)
     mx_options *o = &a->q.mix;
     int *flag = !strcmp(f, "--pure") ? &o->pure : !strcmp(f, "--leave-output-tensor") ? &o->leave_output
               : !strcmp(f, "--allow-requantize") ? &a->q.allow_requantize
-              : !strcmp(f, "--keep-split") ? &a->q.keep_split : !strcmp(f, "--json") ? &a->json : NULL;
+              : !strcmp(f, "--keep-split") ? &a->q.keep_split : !strcmp(f, "--json") ? &a->json
+              : !strcmp(f, "-q") || !strcmp(f, "--quiet") ? &a->quiet : NULL;
     if (flag)
         return *flag = 1;
     int valued = !strcmp(f, "--imatrix") || !strcmp(f, "--output-tensor-type") ||
@@ -101,9 +103,7 @@ static int parse_positionals(quantize_args *a)
     if (a->n_pos == 4 && cli_parse_int(a->pos[3], 1, 4096, &th))
         return cli_usage_error("quantize", "THREADS must be a number from 1 to 4096, got '%s'",
                                a->pos[3]);
-    a->q.n_threads = (int)th;
-    if (!strcmp(a->q.in_path, a->q.out_path))
-        return cli_usage_error("quantize", "IN and OUT are the same file");
+    a->q.n_threads = th ? cli_threads((int)th) : 0; /* OUT naming IN is refused by qz_quantize */
     return 0;
 }
 
@@ -136,7 +136,7 @@ static int parse_args(int argc, char **argv, quantize_args *a)
 static void on_warning(void *user, const char *msg)
 {
     (void)user;
-    fprintf(stderr, "qkit quantize: warning: %s\n", msg);
+    cli_error_line("qkit quantize: warning: ", msg);
 }
 
 static void on_progress(void *user, size_t done, size_t total, uint64_t bytes)
@@ -251,15 +251,7 @@ static int print_json(const qz_params *q, const qz_report *r)
     cJSON *ws = cJSON_AddArrayToObject(o, "warnings");
     for (size_t k = 0; k < r->n_warnings; k++)
         cJSON_AddItemToArray(ws, cJSON_CreateString(r->warnings[k]));
-    char *s = cJSON_Print(o);
-    cJSON_Delete(o);
-    if (!s) {
-        fprintf(stderr, "qkit: out of memory\n");
-        return CLI_IO;
-    }
-    puts(s);
-    free(s);
-    return CLI_OK;
+    return cli_json_print(o, 1);
 }
 
 int cmd_quantize(int argc, char **argv)
@@ -269,8 +261,8 @@ int cmd_quantize(int argc, char **argv)
     if (rc)
         return rc;
     cli_progress prog;
-    cli_progress_start(&prog, "quantize", 1, a.json);
-    a.q.warn = on_warning;
+    cli_progress_start(&prog, "quantize", 1, a.json || a.quiet);
+    a.q.warn = a.quiet ? NULL : on_warning; /* they stay in the report */
     a.q.progress = on_progress;
     a.q.user = &prog;
     qz_report *r = NULL;
@@ -279,11 +271,12 @@ int cmd_quantize(int argc, char **argv)
     rc = qz_quantize(&a.q, &r, &out_failed, &err);
     cli_progress_end(&prog);
     if (rc) {
-        fprintf(stderr, "qkit: %s\n", err.msg[0] ? err.msg : qk_status_str(rc));
-        /* Anything wrong with the inputs is a usage problem (2); only output failures are I/O. */
-        return out_failed ? CLI_IO : CLI_USAGE;
+        cli_fail(rc, &err);
+        /* Anything wrong with the inputs is a usage problem (2); output failures and memory
+         * exhaustion are I/O (3). */
+        return out_failed || rc == QK_ENOMEM ? CLI_IO : CLI_USAGE;
     }
-    rc = a.json ? print_json(&a.q, r) : (print_table(r), CLI_OK);
+    rc = a.json ? print_json(&a.q, r) : a.quiet ? CLI_OK : (print_table(r), CLI_OK);
     qz_report_free(r);
     return rc;
 }

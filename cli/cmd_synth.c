@@ -1,4 +1,5 @@
 /* cmd_synth.c — `qkit synth`: a random-weight HuggingFace checkpoint shaped like a real config. */
+#include <cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <omp.h>
@@ -13,7 +14,7 @@
 static const char USAGE[] =
     "usage: qkit synth --config CONFIG.json -o DIR [--tokenizer-from DIR | --tokenizer-gen]\n"
     "                  [--layers N] [--dtype f32|f16|bf16|fp8] [--seed S]\n"
-    "                  [--shards N | --max-shard-size SIZE] [--threads N] [--force] [--quiet]\n"
+    "                  [--shards N | --max-shard-size SIZE] [--threads N] [--force] [--json] [-q]\n"
     "\n"
     "Writes a HuggingFace folder with the config's architecture and random weights (the same\n"
     "arguments give the same bytes on any machine): config.json, model.safetensors or shards and\n"
@@ -26,11 +27,14 @@ static const char USAGE[] =
     "grid of 128x128 block scales (scale = max|x|/448 of the f32 values), everything else\n"
     "(embeddings, lm_head, norms, biases, routers) bf16; config.json gets quantization_config\n"
     "{quant_method fp8, weight_block_size [128, 128]} and torch_dtype bfloat16.\n"
-    "Default dtype bf16, seed 0, one file. SIZE takes K/M/G suffixes (powers of 1000).\n";
+    "Default dtype bf16, seed 0, one file. SIZE takes K/M/G suffixes (powers of 1000).\n"
+    "--json prints the summary as one JSON object; -q prints nothing on success.\n";
 
 /* The temporary folder must not outlive an interrupted run. */
 static void on_signal(int sig)
 {
+    if (of_defer_signal(sig)) /* a split set is being renamed: raised again when it is whole */
+        return;
     of_remove_all_temporaries();
     sy_remove_temporaries();
     signal(sig, SIG_DFL);
@@ -73,7 +77,7 @@ static int parse_u64(const char *s, uint64_t *out)
 typedef struct {
     sy_options o;
     long threads;
-    int quiet;
+    int quiet, json;
 } args;
 
 /* One option with its value; returns CLI_OK, or the usage exit code after printing why. */
@@ -125,6 +129,8 @@ static int parse_args(int argc, char **argv, args *a)
             a->o.tokenizer_gen = 1;
         else if (!strcmp(opt, "--quiet") || !strcmp(opt, "-q"))
             a->quiet = 1;
+        else if (!strcmp(opt, "--json"))
+            a->json = 1;
         else if (!is_valued(opt))
             return cli_usage_error("synth", "unknown option '%s' (see qkit synth --help)", opt);
         else if (i + 1 >= argc)
@@ -152,12 +158,12 @@ int cmd_synth(int argc, char **argv)
     if (rc != CLI_OK)
         return rc;
     if (a.threads)
-        omp_set_num_threads((int)a.threads);
+        cli_threads((int)a.threads);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGHUP, on_signal);
     cli_progress prog;
-    cli_progress_start(&prog, "synth", 1, a.quiet);
+    cli_progress_start(&prog, "synth", 1, a.quiet || a.json);
     a.o.progress = on_progress;
     a.o.progress_ud = &prog;
     qk_err err = {{0}};
@@ -168,13 +174,29 @@ int cmd_synth(int argc, char **argv)
     if (rc != QK_OK)
         return cli_fail(rc, &err);
     double s = cli_now() - t0;
-    if (!r.n_tokenizer_files)
+    const char *dtype = a.o.dtype == ST_F8_E4M3 ? "F8_E4M3 + BF16" : st_dtype_name(a.o.dtype);
+    if (!r.n_tokenizer_files && !a.quiet)
         fprintf(stderr, "qkit synth: note: no tokenizer files beside %s (use --tokenizer-from)\n",
                 a.o.config_path);
+    if (a.json) {
+        cJSON *d = cJSON_CreateObject();
+        cJSON_AddStringToObject(d, "output", a.o.out_dir);
+        cJSON_AddStringToObject(d, "architecture", r.arch.arch);
+        cJSON_AddNumberToObject(d, "layers", (double)r.arch.n_layers);
+        cJSON_AddNumberToObject(d, "tensors", (double)r.n_tensors);
+        cJSON_AddNumberToObject(d, "params", (double)r.n_params);
+        cJSON_AddStringToObject(d, "dtype", dtype);
+        cJSON_AddNumberToObject(d, "files", (double)r.n_files);
+        cJSON_AddNumberToObject(d, "bytes", (double)r.n_bytes);
+        cJSON_AddNumberToObject(d, "tokenizer_files", r.n_tokenizer_files);
+        cli_json_number(d, "seconds", s);
+        return cli_json_print(d, 0);
+    }
+    if (a.quiet)
+        return CLI_OK;
     printf("%s: %s, %" PRId64 " layers, %zu tensors, %" PRIu64 " parameters, %s, %" PRId64
            " file%s, %.2f GB, %d tokenizer file%s; %.1f s (%.2f GB/s)\n",
-           a.o.out_dir, r.arch.arch, r.arch.n_layers, r.n_tensors, r.n_params,
-           a.o.dtype == ST_F8_E4M3 ? "F8_E4M3 + BF16" : st_dtype_name(a.o.dtype), r.n_files,
+           a.o.out_dir, r.arch.arch, r.arch.n_layers, r.n_tensors, r.n_params, dtype, r.n_files,
            r.n_files == 1 ? "" : "s", (double)r.n_bytes / 1e9,
            r.n_tokenizer_files, r.n_tokenizer_files == 1 ? "" : "s", s,
            s > 0 ? (double)r.n_bytes / 1e9 / s : 0.0);

@@ -1,5 +1,6 @@
 /* cmd_verify.c — `qkit verify --ref REF MODEL… -f TEXT …`: one pass over the text, the reference
  * and every candidate on the same tokens; a CI gate on KL divergence, PPL ratio and top-1. */
+#include <cJSON.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -7,15 +8,17 @@
 #include <string.h>
 
 #include "../calib/perplexity.h"
+#include "../convert/eval_model.h"
+#include "../formats/file.h"
+#include "../quant/cpu.h"
 #include "cli.h"
-#include "engine_open.h"
 
 #define MAX_CANDS 64
 
 static const char USAGE[] =
     "usage: qkit verify --ref REF.gguf MODEL.gguf... -f TEXT [--ctx N] [--chunks K] [--threads N]\n"
     "                   [--max-kld X] [--max-ppl-ratio R] [--min-top1 P] [--save-logits FILE]\n"
-    "                   [--ref-logits FILE] [--json]";
+    "                   [--ref-logits FILE] [--json] [-q]";
 
 typedef struct {
     cli_eval_opts ev;
@@ -86,35 +89,87 @@ static const char *failed_bound(const verify_args *a, const eng_kld_summary *s, 
     return buf;
 }
 
-static void print_json(const verify_args *a, const eng_ppl_acc *ref, const eng_kld_summary *s,
-                       const int *failed)
+static int summary_finite(const eng_kld_summary *s)
 {
-    printf("{\"reference\": {\"model\": \"%s\", \"ppl\": %.6f, \"ppl_stderr\": %.6f},\n \"candidates\": [",
-           a->ref ? a->ref : a->ref_logits, eng_ppl_value(ref), eng_ppl_stderr(ref));
-    for (int i = 0; i < a->n_cands; i++)
-        printf("%s\n  {\"model\": \"%s\", \"ppl\": %.6f, \"ppl_stderr\": %.6f, \"ppl_ratio\": %.6f, "
-               "\"kld_mean\": %.6f, \"kld_mean_stderr\": %.6f, \"kld_median\": %.6f, \"kld_p99\": %.6f, "
-               "\"kld_max\": %.6f, \"top1\": %.3f, \"top1_stderr\": %.3f, \"rms_dp\": %.3f, "
-               "\"tokens\": %zu, \"pass\": %s}",
-               i ? "," : "", a->cands[i], s[i].ppl, s[i].ppl_stderr, s[i].ppl_ratio, s[i].kld_mean,
-               s[i].kld_mean_stderr, s[i].kld_median, s[i].kld_p99, s[i].kld_max, s[i].top1,
-               s[i].top1_stderr, s[i].rms_dp, s[i].count, failed[i] ? "false" : "true");
-    printf("]}\n");
+    const double v[] = {s->ppl, s->ppl_stderr, s->ppl_ratio, s->kld_mean, s->kld_mean_stderr, s->kld_median,
+                        s->kld_p99, s->kld_max, s->top1, s->top1_stderr, s->rms_dp};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+        if (!isfinite(v[i]))
+            return 0;
+    return 1;
 }
 
-static void print_table(const verify_args *a, const eng_ppl_acc *ref, const eng_kld_summary *s)
+/* Every figure exactly as computed (cJSON writes doubles that read back bit for bit), non-finite
+ * ones as null with "invalid" saying why. */
+static int print_json(const verify_args *a, const eng_ppl_acc *ref, const eng_kld_summary *s,
+                      const int *failed, const char *ref_invalid, char (*invalid)[QK_ERR_MSG_MAX])
+{
+    cJSON *d = cJSON_CreateObject();
+    /* the figures are the same for any thread count, but depend on the kernels' instruction set
+     * (README: Reliability): name it, so a verdict can be reproduced */
+    cJSON_AddStringToObject(d, "kernels", q_isa_name(q_isa_active()));
+    cJSON *r = cJSON_AddObjectToObject(d, "reference");
+    cJSON_AddStringToObject(r, "model", a->ref ? a->ref : a->ref_logits);
+    cli_json_number(r, "ppl", ref_invalid ? NAN : eng_ppl_value(ref));
+    cli_json_number(r, "ppl_stderr", ref_invalid ? NAN : eng_ppl_stderr(ref));
+    if (ref_invalid)
+        cJSON_AddStringToObject(r, "invalid", ref_invalid);
+    cJSON *cs = cJSON_AddArrayToObject(d, "candidates");
+    for (int i = 0; i < a->n_cands; i++) {
+        cJSON *c = cJSON_CreateObject();
+        const eng_kld_summary *x = &s[i];
+        cJSON_AddStringToObject(c, "model", a->cands[i]);
+        const struct { const char *k; double v; } f[] = {
+            {"ppl", x->ppl}, {"ppl_stderr", x->ppl_stderr}, {"ppl_ratio", x->ppl_ratio},
+            {"kld_mean", x->kld_mean}, {"kld_mean_stderr", x->kld_mean_stderr},
+            {"kld_median", x->kld_median}, {"kld_p99", x->kld_p99}, {"kld_max", x->kld_max},
+            {"top1", x->top1}, {"top1_stderr", x->top1_stderr}, {"rms_dp", x->rms_dp}};
+        for (size_t k = 0; k < sizeof f / sizeof f[0]; k++)
+            cli_json_number(c, f[k].k, invalid[i][0] || ref_invalid ? NAN : f[k].v);
+        cJSON_AddNumberToObject(c, "tokens", (double)x->count);
+        cJSON_AddBoolToObject(c, "pass", !failed[i]);
+        if (invalid[i][0] || ref_invalid)
+            cJSON_AddStringToObject(c, "invalid", invalid[i][0] ? invalid[i] : ref_invalid);
+        cJSON_AddItemToArray(cs, c);
+    }
+    return cli_json_print(d, 0);
+}
+
+/* A figure for the table: %.*f, never "-0.000…" (a tiny negative KLD from rounding is 0), or
+ * "invalid" when it is not finite. */
+static const char *fig(char *buf, size_t n, double v, int decimals)
+{
+    if (!isfinite(v))
+        return snprintf(buf, n, "invalid"), buf;
+    if (fabs(v) < 0.5 * pow(10, -decimals))
+        v = 0;
+    snprintf(buf, n, "%.*f", decimals, v);
+    return buf;
+}
+
+static void print_table(const verify_args *a, const eng_ppl_acc *ref, const eng_kld_summary *s,
+                        int ref_invalid, char (*invalid)[QK_ERR_MSG_MAX])
 {
     const char *ref_name = a->ref ? a->ref : a->ref_logits;
     int w = (int)strlen(ref_name);
+    char b[9][32];
     for (int i = 0; i < a->n_cands; i++)
         w = (int)strlen(a->cands[i]) > w ? (int)strlen(a->cands[i]) : w;
     printf("\n%-*s %20s %9s %9s %9s %9s %9s %8s %7s\n", w, "model", "PPL", "ratio", "KLD mean", "median",
            "p99", "max", "top1 %", "RMS dp%");
-    printf("%-*s %10.4f ± %7.4f %9s\n", w, ref_name, eng_ppl_value(ref), eng_ppl_stderr(ref), "(ref)");
-    for (int i = 0; i < a->n_cands; i++)
-        printf("%-*s %10.4f ± %7.4f %9.5f %9.6f %9.6f %9.6f %9.6f %8.3f %7.3f\n", w, a->cands[i], s[i].ppl,
-               s[i].ppl_stderr, s[i].ppl_ratio, s[i].kld_mean, s[i].kld_median, s[i].kld_p99,
-               s[i].kld_max, s[i].top1, s[i].rms_dp);
+    printf("%-*s %10s ± %7s %9s\n", w, ref_name, fig(b[0], 32, ref_invalid ? NAN : eng_ppl_value(ref), 4),
+           fig(b[1], 32, ref_invalid ? NAN : eng_ppl_stderr(ref), 4), "(ref)");
+    for (int i = 0; i < a->n_cands; i++) {
+        eng_kld_summary x = s[i];
+        if (ref_invalid || invalid[i][0]) /* no figure of it means anything */
+            x.ppl = x.ppl_stderr = x.ppl_ratio = x.kld_mean = x.kld_median = x.kld_p99 = x.kld_max =
+                x.top1 = x.rms_dp = NAN;
+        printf("%-*s %10s ± %7s %9s %9s %9s %9s %9s %8s %7s\n", w, a->cands[i], fig(b[0], 32, x.ppl, 4),
+               fig(b[1], 32, x.ppl_stderr, 4), fig(b[2], 32, x.ppl_ratio, 5),
+               fig(b[3], 32, x.kld_mean, 6), fig(b[4], 32, x.kld_median, 6),
+               fig(b[5], 32, x.kld_p99, 6), fig(b[6], 32, x.kld_max, 6), fig(b[7], 32, x.top1, 3),
+               fig(b[8], 32, x.rms_dp, 3));
+    }
 }
 
 static void on_chunk(void *user, int chunk, int n_chunks)
@@ -124,7 +179,7 @@ static void on_chunk(void *user, int chunk, int n_chunks)
 }
 
 typedef struct {
-    cli_engine_model ref, cands[MAX_CANDS];
+    cv_eval_model ref, cands[MAX_CANDS];
     int n_open;
     lg_reader *rl;
     lg_writer *save;
@@ -134,13 +189,13 @@ typedef struct {
 
 static int open_all(const verify_args *a, verify_run *r, qk_err *err)
 {
-    int rc = a->ref ? cli_engine_open(&r->ref, a->ref, err) : QK_OK;
+    int rc = a->ref ? cv_eval_open(&r->ref, a->ref, err) : QK_OK;
     for (; !rc && r->n_open < a->n_cands; r->n_open++)
-        rc = cli_engine_open(&r->cands[r->n_open], a->cands[r->n_open], err);
+        rc = cv_eval_open(&r->cands[r->n_open], a->cands[r->n_open], err);
     if (rc)
         return rc;
     const tok_vocab *v = a->ref ? r->ref.vocab : r->cands[0].vocab;
-    return cli_tokenize_file(v, a->ev.text, &r->ids, err);
+    return eng_tokenize_text_file(v, a->ev.text, &r->ids, err);
 }
 
 /* The saved reference must describe exactly this run. */
@@ -165,14 +220,30 @@ static int open_logits(const verify_args *a, verify_run *r, const eng_ppl_opts *
 static void close_all(verify_run *r, const verify_args *a)
 {
     for (int i = 0; i < r->n_open; i++)
-        cli_engine_close(&r->cands[i]);
+        cv_eval_close(&r->cands[i]);
     for (int i = 0; i < a->n_cands; i++)
         eng_kld_free(&r->accs[i]);
     if (a->ref)
-        cli_engine_close(&r->ref);
+        cv_eval_close(&r->ref);
     lg_reader_close(r->rl);
     lg_writer_abort(r->save);
     tok_ids_free(&r->ids);
+}
+
+/* --save-logits must not replace an input: the text, the reference or a candidate (a folder's
+ * files, every part of a split GGUF). */
+static int check_save_path(const verify_args *a, const verify_run *r, qk_err *err)
+{
+    if (!a->save)
+        return QK_OK;
+    int rc = qk_output_check(a->save, a->ev.text, err);
+    for (int i = -1; i < a->n_cands && !rc; i++) {
+        const cv_eval_model *m = i < 0 ? &r->ref : &r->cands[i];
+        rc = qk_output_check(a->save, i < 0 ? a->ref : a->cands[i], err);
+        for (uint32_t p = 0; !rc && m->g && p < gguf_n_parts(m->g); p++)
+            rc = qk_output_check(a->save, gguf_part_path(m->g, p), err);
+    }
+    return rc;
 }
 
 int cmd_verify(int argc, char **argv)
@@ -185,12 +256,14 @@ int cmd_verify(int argc, char **argv)
     if (parse_args(argc, argv, &a))
         return CLI_USAGE;
     if (a.ev.threads)
-        omp_set_num_threads(a.ev.threads);
+        cli_threads(a.ev.threads);
     qk_err err = {{0}};
     verify_run *r = calloc(1, sizeof *r);
     if (!r)
         return cli_fail(QK_ENOMEM, NULL);
     int rc = open_all(&a, r, &err), n_chunks = 0;
+    if (!rc)
+        rc = check_save_path(&a, r, &err);
     const eng_model *shape = a.ref ? &r->ref.m : &r->cands[0].m;
     const tok_vocab *v = a.ref ? r->ref.vocab : r->cands[0].vocab;
     eng_ppl_opts po = {a.ev.n_ctx, a.ev.chunks, 0};
@@ -205,13 +278,30 @@ int cmd_verify(int argc, char **argv)
     for (int i = 0; i < a.n_cands; i++)
         cands[i] = &r->cands[i].m;
     cli_progress prog;
-    cli_progress_start(&prog, "verify", n_chunks, 0);
+    cli_progress_start(&prog, "verify", n_chunks, a.ev.quiet);
     if (!rc) {
         eng_verify_models vm = {a.ref ? &r->ref.m : NULL, r->rl, r->save, cands, a.n_cands};
         rc = eng_verify(&vm, r->ids.ids, r->ids.n, &po, &ref_acc, r->accs, on_chunk, &prog, &err);
     }
     cli_progress_end(&prog);
-    if (!rc && r->save) {
+    /* NaN weights make NaN figures: such a figure is invalid (null in JSON, "invalid" in the
+     * table), the run fails as bad input (exit 2) naming the model and the tensor, and a
+     * reference that is not finite is not saved */
+    static char invalid[MAX_CANDS][QK_ERR_MSG_MAX];
+    char ref_invalid[QK_ERR_MSG_MAX] = "";
+    int any_invalid = 0;
+    if (!rc && !(isfinite(eng_ppl_value(&ref_acc)) && isfinite(eng_ppl_stderr(&ref_acc)))) {
+        qk_err e;
+        if (a.ref)
+            cli_explain_nonfinite(&r->ref, "reference perplexity", &e);
+        else
+            snprintf(e.msg, sizeof e.msg, "%s: the saved reference log-probabilities are not finite",
+                     a.ref_logits);
+        snprintf(ref_invalid, sizeof ref_invalid, "%s", e.msg);
+        cli_error_line("qkit verify: ", ref_invalid);
+        any_invalid = 1;
+    }
+    if (!rc && r->save && !any_invalid) {
         lg_writer *w = r->save;
         r->save = NULL;
         rc = lg_writer_commit(w, &err);
@@ -223,16 +313,29 @@ int cmd_verify(int argc, char **argv)
         char why[160];
         for (int i = 0; i < a.n_cands; i++) {
             eng_kld_summarize(&r->accs[i], &s[i]);
-            failed[i] = failed_bound(&a, &s[i], why, sizeof why) != NULL;
-            if (failed[i]) {
-                fprintf(stderr, "qkit verify: %s: %s\n", a.cands[i], why);
+            invalid[i][0] = 0;
+            if (!ref_invalid[0] && !summary_finite(&s[i])) {
+                qk_err e;
+                cli_explain_nonfinite(&r->cands[i], "KL divergence", &e);
+                snprintf(invalid[i], sizeof invalid[i], "%s", e.msg);
+                cli_error_line("qkit verify: ", invalid[i]);
+                any_invalid = 1;
+            }
+            int bad = invalid[i][0] || ref_invalid[0];
+            failed[i] = bad || failed_bound(&a, &s[i], why, sizeof why) != NULL;
+            if (!bad && failed[i]) {
+                char line[QK_ERR_MSG_MAX + 200];
+                snprintf(line, sizeof line, "%s: %s", a.cands[i], why);
+                cli_error_line("qkit verify: ", line);
                 exit_code = CLI_BOUND;
             }
         }
-        if (a.ev.json)
-            print_json(&a, &ref_acc, s, failed);
-        else
-            print_table(&a, &ref_acc, s);
+        int out = a.ev.json ? print_json(&a, &ref_acc, s, failed, ref_invalid[0] ? ref_invalid : NULL, invalid)
+                            : (print_table(&a, &ref_acc, s, ref_invalid[0] != 0, invalid), CLI_OK);
+        if (any_invalid)
+            exit_code = CLI_USAGE;
+        else if (out != CLI_OK)
+            exit_code = out;
     }
     close_all(r, &a);
     free(r);

@@ -1,11 +1,18 @@
-/* common.c — error reporting, number parsing and the progress bar shared by all subcommands. */
+/* common.c — error reporting, number parsing, JSON output and the progress bar shared by all
+ * subcommands. */
+#include <cJSON.h>
 #include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "../convert/eval_model.h"
+#include "../convert/quantize.h"
 #include "cli.h"
 
 int cli_exit_code(int status)
@@ -13,24 +20,50 @@ int cli_exit_code(int status)
     if (status == QK_OK)
         return CLI_OK;
     /* A missing file exits 3 like any other refusal to open, unless the caller has judged it
-     * bad input (a folder without config.json, tokenize --file) and passed QK_EFORMAT. */
-    return status == QK_EIO || status == QK_ENOTFOUND ? CLI_IO : CLI_USAGE;
+     * bad input (a folder without config.json, tokenize --file) and passed QK_EFORMAT. Memory
+     * exhaustion is the machine's failure, not the input's: 3 as well. */
+    return status == QK_EIO || status == QK_ENOTFOUND || status == QK_ENOMEM ? CLI_IO : CLI_USAGE;
+}
+
+/* msg on stderr as one line: control bytes a file or an argument smuggled into it (a token text,
+ * a name with a newline) are written as \n, \t or \xHH. */
+void cli_error_line(const char *prefix, const char *msg)
+{
+    fputs(prefix, stderr);
+    for (const unsigned char *p = (const unsigned char *)msg; *p; p++) {
+        if (*p == '\n')
+            fputs("\\n", stderr);
+        else if (*p == '\t')
+            fputs("\\t", stderr);
+        else if (*p < 0x20 || *p == 0x7f)
+            fprintf(stderr, "\\x%02x", *p);
+        else
+            fputc(*p, stderr);
+    }
+    fputc('\n', stderr);
 }
 
 int cli_fail(int status, const qk_err *err)
 {
-    fprintf(stderr, "qkit: %s\n", err && err->msg[0] ? err->msg : qk_status_str(status));
+    cli_error_line("qkit: ", err && err->msg[0] ? err->msg : qk_status_str(status));
     return cli_exit_code(status);
 }
 
 int cli_usage_error(const char *cmd, const char *fmt, ...)
 {
+    char msg[2048], prefix[64];
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "qkit %s: ", cmd);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    snprintf(prefix, sizeof prefix, "qkit %s: ", cmd);
+    /* usage texts are several lines on purpose: only the first line is the error */
+    char *nl = strchr(msg, '\n');
+    if (nl)
+        *nl = 0;
+    cli_error_line(prefix, msg);
+    if (nl)
+        fprintf(stderr, "%s\n", nl + 1);
     return CLI_USAGE;
 }
 
@@ -109,8 +142,8 @@ int cli_parse_eval_opts(const char *cmd, int argc, char **argv, int *i, cli_eval
     const char *a = argv[*i];
     long v;
     const int has_val = *i + 1 < argc;
-    if (!strcmp(a, "--json")) {
-        o->json = 1;
+    if (!strcmp(a, "--json") || !strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+        *(!strcmp(a, "--json") ? &o->json : &o->quiet) = 1;
         return 1;
     }
     if (!strcmp(a, "-f") || !strcmp(a, "--file")) {
@@ -134,4 +167,175 @@ int cli_parse_eval_opts(const char *cmd, int argc, char **argv, int *i, cli_eval
         return 1;
     }
     return 0;
+}
+
+/* ---- machine output ------------------------------------------------------------------------ */
+
+int cli_json_number(cJSON *o, const char *key, double v)
+{
+    if (!isfinite(v)) {
+        cJSON_AddNullToObject(o, key);
+        return 0;
+    }
+    cJSON_AddNumberToObject(o, key, v == 0 ? 0.0 : v); /* -0 → 0 */
+    return 1;
+}
+
+/* Length of the well-formed UTF-8 sequence at s (at most n bytes), 0 when there is none:
+ * no overlong forms, no surrogates, nothing above U+10FFFF (RFC 3629). */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t len = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (!len || len > n)
+        return 0;
+    unsigned lo = 0x80, hi = 0xbf; /* the second byte's range */
+    if (c == 0xe0) lo = 0xa0;
+    else if (c == 0xed) hi = 0x9f;
+    else if (c == 0xf0) lo = 0x90;
+    else if (c == 0xf4) hi = 0x8f;
+    if (s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    return len;
+}
+
+size_t cli_utf8_valid_prefix(const char *s, size_t n)
+{
+    size_t i = 0, k;
+    while (i < n && (k = utf8_seq((const unsigned char *)s + i, n - i)))
+        i += k;
+    return i;
+}
+
+/* A valid UTF-8 copy of s (cJSON_malloc'd), or NULL when s is valid already or memory fails
+ * (*oom set). */
+static char *utf8_fixed(const char *s, int *oom)
+{
+    size_t n = strlen(s);
+    if (cli_utf8_valid_prefix(s, n) == n)
+        return NULL;
+    char *out = cJSON_malloc(3 * n + 1), *o = out;
+    if (!out) {
+        *oom = 1;
+        return NULL;
+    }
+    for (size_t i = 0; i < n;) {
+        size_t k = utf8_seq((const unsigned char *)s + i, n - i);
+        if (k) {
+            memcpy(o, s + i, k);
+            o += k;
+            i += k;
+        } else { /* U+FFFD REPLACEMENT CHARACTER */
+            memcpy(o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+        }
+    }
+    *o = 0;
+    return out;
+}
+
+static size_t sanitize(cJSON *item, int *oom)
+{
+    size_t changed = 0;
+    for (; item; item = item->next) {
+        char *fixed;
+        if (item->string && (fixed = utf8_fixed(item->string, oom))) {
+            if (!(item->type & cJSON_StringIsConst))
+                cJSON_free(item->string);
+            item->string = fixed;
+            item->type &= ~cJSON_StringIsConst;
+            changed++;
+        }
+        if (cJSON_IsString(item) && item->valuestring && (fixed = utf8_fixed(item->valuestring, oom))) {
+            cJSON_free(item->valuestring);
+            item->valuestring = fixed;
+            changed++;
+        }
+        changed += sanitize(item->child, oom);
+    }
+    return changed;
+}
+
+int cli_json_print(cJSON *doc, int pretty)
+{
+    int oom = !doc;
+    size_t changed = doc ? sanitize(doc, &oom) : 0;
+    if (changed && cJSON_IsObject(doc))
+        cJSON_AddNumberToObject(doc, "invalid_utf8_replaced", (double)changed);
+    char *s = oom ? NULL : pretty ? cJSON_Print(doc) : cJSON_PrintUnformatted(doc);
+    cJSON_Delete(doc);
+    if (!s) {
+        fprintf(stderr, "qkit: out of memory printing the JSON output\n");
+        return CLI_IO;
+    }
+    int bad = puts(s) == EOF || fflush(stdout) != 0;
+    cJSON_free(s);
+    if (bad)
+        fprintf(stderr, "qkit: cannot write to stdout: %s\n", strerror(errno));
+    return bad ? CLI_IO : CLI_OK;
+}
+
+/* ---- non-finite figures -------------------------------------------------------------------- */
+
+int cli_explain_nonfinite(const void *model, const char *figure, qk_err *err)
+{
+    const cv_eval_model *em = model;
+    for (uint64_t i = 0; em->g && i < gguf_n_tensors(em->g); i++) {
+        const gguf_tensor_info *t = gguf_tensor(em->g, i);
+        int64_t row = qz_first_nonfinite_row(t->type, t->data, t->ne[0], t->ne[1] * t->ne[2] * t->ne[3], 0);
+        if (row >= 0)
+            return qk_err_set(err, QK_ERANGE, "%s: tensor '%s': row %lld holds a non-finite value "
+                              "(NaN or Inf), so the %s is not finite", em->path, t->name,
+                              (long long)row, figure);
+    }
+    for (size_t i = 0; em->plan && i < cv_plan_n_tensors(em->plan); i++) {
+        const cv_tensor *t = cv_plan_tensor(em->plan, i);
+        int type;
+        const void *data;
+        int64_t row = cv_plan_in_place(em->plan, i, &type, &data)
+                          ? qz_first_nonfinite_row(type, data, t->ne[0], t->ne[1] * t->ne[2] * t->ne[3], 0)
+                          : -1;
+        if (row >= 0)
+            return qk_err_set(err, QK_ERANGE, "%s: tensor '%s' (%s): row %lld holds a non-finite "
+                              "value (NaN or Inf), so the %s is not finite", em->path, t->name,
+                              t->src_name, (long long)row, figure);
+    }
+    return qk_err_set(err, QK_ERANGE, "%s: the %s is not finite (NaN or Inf): the model's "
+                      "log-probabilities overflow", em->path, figure);
+}
+
+/* ---- threads ------------------------------------------------------------------------------- */
+
+static void *idle(void *arg) { return arg; }
+
+int cli_threads(int requested)
+{
+    enum { MAX_THREADS = 4096 };
+    int want = requested > 0 ? requested : omp_get_max_threads(), made = 0;
+    if (want > MAX_THREADS)
+        want = MAX_THREADS;
+    pthread_t *th = want > 1 ? malloc((size_t)(want - 1) * sizeof *th) : NULL;
+    /* all alive at once, with the default stack libgomp uses too; glibc keeps the stacks cached
+     * after the joins, so the pool below reuses them */
+    while (th && made < want - 1 && pthread_create(&th[made], NULL, idle, NULL) == 0)
+        made++;
+    for (int i = 0; i < made; i++)
+        pthread_join(th[i], NULL);
+    free(th);
+    int n = made + 1;
+    if (n < want)
+        fprintf(stderr, "qkit: warning: only %d of %d threads could be started (memory limit?): "
+                        "using %d\n", n, want, n);
+    omp_set_num_threads(n);
+#pragma omp parallel num_threads(n)
+    {
+        (void)0; /* starts the pool */
+    }
+    return n;
 }

@@ -18,6 +18,7 @@ static const cli_command COMMANDS[] = {
     {"perplexity", cmd_perplexity, "perplexity of a model on a text, as llama-perplexity"},
     {"verify", cmd_verify, "compare candidates with a reference: PPL, KL divergence, CI bounds"},
     {"quantize", cmd_quantize, "quantize a GGUF like llama-quantize: mixes, importance matrices, report"},
+    {"imatrix", cmd_imatrix, "collect an importance matrix with qkit's engine, as llama-imatrix; merge partial ones"},
     {"info", cmd_info, "show version, build and the kernels in use"},
     {"synth", cmd_synth, "write a random-weight HF checkpoint shaped like a real config.json"},
 };
@@ -25,6 +26,8 @@ static const cli_command COMMANDS[] = {
 /* A half-written temporary must not outlive an interrupted run. */
 static void on_signal(int sig)
 {
+    if (of_defer_signal(sig)) /* a split set is being renamed: raised again when it is whole */
+        return;
     of_remove_all_temporaries();
     signal(sig, SIG_DFL);
     raise(sig);
@@ -57,8 +60,10 @@ int main(int argc, char **argv)
         return CLI_OK;
     }
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
-        if (!strcmp(argv[1], COMMANDS[i].name))
+        if (!strcmp(argv[1], COMMANDS[i].name)) {
+            cli_threads(0); /* OpenMP's pool exists before any work (see cli.h) */
             return COMMANDS[i].run(argc - 1, argv + 1);
+        }
     fprintf(stderr, "qkit: unknown command '%s' (run 'qkit --help')\n", argv[1]);
     return CLI_USAGE;
 }

@@ -247,10 +247,40 @@ static int get_num(const cfg_ctx *c, const cJSON *obj, const char *key, bool *ha
     return QK_OK;
 }
 
-static bool get_bool(const cJSON *obj, const char *key, bool dflt)
+/* true or false; absent or null: dflt. Anything else ("yes", 1) is an error: reading it as false
+ * would silently change the model. */
+static int get_bool(const cfg_ctx *c, const cJSON *obj, const char *key, bool dflt, bool *out)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    return cJSON_IsBool(v) ? cJSON_IsTrue(v) : dflt;
+    if (!v || cJSON_IsNull(v)) {
+        *out = dflt;
+        return QK_OK;
+    }
+    if (!cJSON_IsBool(v))
+        return qk_err_set(c->err, QK_EFORMAT, "%s: '%s' must be true or false", c->name, key);
+    *out = cJSON_IsTrue(v);
+    return QK_OK;
+}
+
+/* A special token id (bos_token_id, eos_token_id): absent, null, an id below vocab_size, or a
+ * list of them (Llama 3.1 lists several eos ids). An id past the vocabulary would be dropped
+ * silently by the converter, so it is an error naming the key. */
+static int check_token_id(const cfg_ctx *c, const cJSON *obj, const char *key, int64_t n_vocab)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key), *e;
+    if (!v || cJSON_IsNull(v))
+        return QK_OK;
+    int ok = cJSON_IsNumber(v) || (cJSON_IsArray(v) && cJSON_GetArraySize(v) > 0);
+    if (cJSON_IsNumber(v))
+        ok = v->valuedouble >= 0 && v->valuedouble < (double)n_vocab && v->valuedouble == floor(v->valuedouble);
+    else if (ok)
+        cJSON_ArrayForEach(e, v)
+            ok &= cJSON_IsNumber(e) && e->valuedouble >= 0 && e->valuedouble < (double)n_vocab &&
+                  e->valuedouble == floor(e->valuedouble);
+    if (!ok)
+        return qk_err_set(c->err, QK_EFORMAT, "%s: '%s' must be a token id below vocab_size %lld (or a list of them)",
+                          c->name, key, (long long)n_vocab);
+    return QK_OK;
 }
 
 static void get_str(const cJSON *obj, const char *key, char *buf, size_t size)
@@ -259,6 +289,24 @@ static void get_str(const cJSON *obj, const char *key, char *buf, size_t size)
     buf[0] = '\0';
     if (cJSON_IsString(v) && strlen(v->valuestring) < size)
         memcpy(buf, v->valuestring, strlen(v->valuestring) + 1);
+}
+
+/* A string from config.json as messages quote it: control bytes become '?' and long ones are cut,
+ * so an error stays one line whatever the file holds. */
+typedef struct {
+    char s[72];
+} quoted;
+
+static quoted quote(const char *v)
+{
+    quoted q;
+    size_t i = 0, max = sizeof q.s - 4;
+    for (; v[i] && i < max; i++)
+        q.s[i] = (unsigned char)v[i] < 0x20 || v[i] == 0x7f ? '?' : v[i];
+    if (v[i])
+        memcpy(q.s + i, "...", 3), i += 3;
+    q.s[i] = 0;
+    return q;
 }
 
 static int parse_arch(const cfg_ctx *c, ca_config *o)
@@ -272,7 +320,7 @@ static int parse_arch(const cfg_ctx *c, ca_config *o)
     snprintf(o->hf_arch, sizeof o->hf_arch, "%s", first->valuestring);
     if (!(o->arch = ca_arch_find(first->valuestring)))
         return qk_err_set(c->err, QK_EUNSUPPORTED, "%s: architecture '%s' is not supported (supported: %s)",
-                          c->name, o->hf_arch, ca_supported());
+                          c->name, quote(o->hf_arch).s, ca_supported());
     o->gguf_arch = o->arch->gguf_arch;
     return QK_OK;
 }
@@ -368,7 +416,9 @@ static int parse_moe(const cfg_ctx *c, ca_config *o)
     /* an architecture that always has a shared expert sizes it like the others (Llama 4) */
     if (ga_arch_requires(ga, GA_T_FFN_GATE_SHEXP))
         hp->n_ff_shexp = hp->n_ff_exp;
-    hp->expert_weights_norm = a->norm_key ? get_bool(r, a->norm_key, false) : ga->expert_weights_norm;
+    hp->expert_weights_norm = ga->expert_weights_norm;
+    if (a->norm_key && (rc = get_bool(c, r, a->norm_key, false, &hp->expert_weights_norm)))
+        return rc;
     hp->moe_step = 1;
     if (a->moe == CA_MOE_STEP &&
         (rc = get_int(c, r, a->moe_step_key, 1, GA_MAX_LAYERS, false, &hp->moe_step)))
@@ -388,7 +438,8 @@ static int parse_quant(const cfg_ctx *c, ca_config *o)
     get_str(q, "quant_method", method, sizeof method);
     if (strcmp(method, "fp8"))
         return qk_err_set(c->err, QK_EUNSUPPORTED,
-                          "%s: quantization_config quant_method '%s' is not supported (fp8)", c->name, method);
+                          "%s: quantization_config quant_method '%s' is not supported (fp8)", c->name,
+                          quote(method).s);
     o->fp8 = true;
     const cJSON *b = cJSON_GetObjectItemCaseSensitive(q, "weight_block_size");
     if (!b || cJSON_IsNull(b))
@@ -470,6 +521,10 @@ static int parse_rope(const cfg_ctx *c, ca_config *o)
         return rc;
     if (!strcmp(type, "default"))
         return QK_OK;
+    /* positions are divided by the factor: 0 or negative makes no model */
+    if ((!strcmp(type, "linear") || !strcmp(type, "yarn")) && has_factor && !(hp->rope_factor > 0))
+        return qk_err_set(c->err, QK_EFORMAT, "%s: %s rope scaling 'factor' must be positive, got %g",
+                          c->name, quote(type).s, hp->rope_factor);
     if (!strcmp(type, "linear")) {
         hp->rope_scaling = has_factor ? GA_ROPE_LINEAR : GA_ROPE_NONE;
         return QK_OK;
@@ -484,7 +539,7 @@ static int parse_rope(const cfg_ctx *c, ca_config *o)
         return parse_llama3(c, p, o);
     return qk_err_set(c->err, QK_EUNSUPPORTED,
                       "%s: rope scaling type '%s' is not supported (default, linear, yarn, llama3)",
-                      c->name, type);
+                      c->name, quote(type).s);
 }
 
 int ca_config_parse(const char *json, size_t len, const char *name, ca_config *out, qk_err *err)
@@ -513,9 +568,13 @@ static int parse_chunked_nope(const cfg_ctx *c, ca_config *o)
         (rc = get_num(c, r, "attn_scale", &has, &hp->attn_temp_scale)) ||
         (rc = get_int(c, r, "no_rope_layer_interval", 1, GA_MAX_LAYERS, false, &interval)))
         return rc;
-    if (!get_bool(r, "attn_temperature_tuning", true))
+    bool tuning, qk_norm;
+    if ((rc = get_bool(c, r, "attn_temperature_tuning", true, &tuning)) ||
+        (rc = get_bool(c, r, "use_qk_norm", true, &qk_norm)))
+        return rc;
+    if (!tuning)
         hp->attn_temp_scale = 0;
-    hp->qk_rms_norm = get_bool(r, "use_qk_norm", true);
+    hp->qk_rms_norm = qk_norm;
     for (int64_t l = 0; l < hp->n_layer; l++)
         hp->layer_nope[l] = (uint8_t)((l + 1) % interval == 0);
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(r, "no_rope_layers");
@@ -601,10 +660,17 @@ static int parse_config(const cfg_ctx *c, ca_config *out)
         rc = parse_quant(c, out);
     if (!rc && ga_arch_find(out->gguf_arch)->chunked_nope)
         rc = parse_chunked_nope(c, out);
+    if (!rc)
+        rc = get_bool(c, root, "tie_word_embeddings", false, &out->tie_embeddings);
+    if (!rc)
+        rc = get_bool(c, root, "attention_bias", false, &out->attention_bias);
+    if (!rc)
+        rc = get_bool(c, root, "mlp_bias", false, &out->mlp_bias);
+    if (!rc)
+        rc = check_token_id(c, root, "bos_token_id", out->hp.n_vocab);
+    if (!rc)
+        rc = check_token_id(c, root, "eos_token_id", out->hp.n_vocab);
     if (!rc) {
-        out->tie_embeddings = get_bool(root, "tie_word_embeddings", false);
-        out->attention_bias = get_bool(root, "attention_bias", false);
-        out->mlp_bias = get_bool(root, "mlp_bias", false);
         get_str(root, "torch_dtype", out->dtype, sizeof out->dtype);
         if (!out->dtype[0])
             get_str(root, "dtype", out->dtype, sizeof out->dtype);

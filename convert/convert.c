@@ -42,6 +42,7 @@ typedef struct {
 } plan_tensor;
 
 struct cv_plan {
+    char *dir;          /* the checkpoint folder: no output may be it or a file in it */
     ca_config cfg;
     st_model *st;
     tok_vocab *vocab;
@@ -487,8 +488,10 @@ int cv_plan_create(const char *dir, const cv_options *o, cv_plan **out, qk_err *
 {
     *out = NULL;
     cv_plan *p = calloc(1, sizeof *p);
-    if (!p)
+    if (!p || !(p->dir = strdup(dir))) {
+        free(p);
         return oom(err);
+    }
     int rc = ca_config_load(dir, &p->cfg, err);
     if (!rc)
         rc = st_model_open(&p->st, dir, err);
@@ -528,6 +531,7 @@ void cv_plan_free(cv_plan *p)
     free(p->srcs);
     free(p->t);
     free(p->rope_freqs);
+    free(p->dir);
     free(p);
 }
 
@@ -545,7 +549,13 @@ size_t cv_plan_n_fallback(const cv_plan *p) { return p->n_fallback; }
 
 static int write_metadata(const cv_plan *p, gguf_writer *w, qk_err *err)
 {
-    int rc = gguf_writer_set_str(w, "general.architecture", p->cfg.gguf_arch);
+    /* the folder (config.json, tokenizer files, shards in it) and every shard (an index may
+     * point outside the folder) */
+    int rc = gguf_writer_protect(w, p->dir);
+    for (size_t i = 0; i < st_model_n_files(p->st) && !rc; i++)
+        rc = gguf_writer_protect(w, st_model_file_path(p->st, i));
+    if (!rc)
+        rc = gguf_writer_set_str(w, "general.architecture", p->cfg.gguf_arch);
     if (!rc)
         rc = gguf_writer_set_str(w, "general.type", "model");
     if (!rc)
@@ -867,10 +877,9 @@ static int alloc_scratch(const cv_plan *p, const cv_options *o, scratch *s, qk_e
     s->f32 = malloc((size_t)values * sizeof(float));
     s->out = malloc((size_t)values * sizeof(float));
     s->n_threads = o && o->n_threads > 0 ? o->n_threads : omp_get_max_threads();
-    if (!s->f32 || !s->out) {
-        free(s->f32);
-        free(s->out);
-        return oom(err);
+    if (!s->f32 || !s->out) { /* the caller frees them */
+        return qk_err_set(err, QK_ENOMEM, "convert: out of memory for %lld bytes of scratch",
+                          (long long)values * 8);
     }
     return QK_OK;
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../formats/file.h"
 #include "../formats/gguf.h"
 #include "../formats/imatrix.h"
 #include "../formats/mapping.h"
@@ -33,6 +34,8 @@ typedef struct {
     mx_model model;
     mx_tensor *mt;            /* input tensors in file order */
     const imx_entry **imat;   /* per input tensor: the weights to use, or NULL */
+    uint8_t **imat_zero;      /* per input tensor with weights: per matrix, 1 when all its
+                                 weights are 0 (that matrix is quantized unweighted) */
     mx_plan *plan;
     qz_report *r;
     int n_threads;
@@ -179,7 +182,8 @@ static int read_tensors(job *j)
     uint64_t n = gguf_n_tensors(j->in);
     j->mt = calloc(n ? n : 1, sizeof *j->mt);
     j->imat = calloc(n ? n : 1, sizeof *j->imat);
-    if (!j->mt || !j->imat)
+    j->imat_zero = calloc(n ? n : 1, sizeof *j->imat_zero);
+    if (!j->mt || !j->imat || !j->imat_zero)
         return qk_err_set(j->err, QK_ENOMEM, "out of memory");
     for (uint64_t i = 0; i < n; i++) {
         const gguf_tensor_info *t = gguf_tensor(j->in, i);
@@ -223,6 +227,44 @@ static int check_imatrix_names(job *j)
     return QK_OK;
 }
 
+/* The importance values are weights of squared errors: a negative or non-finite one makes the
+ * quantizers' search meaningless (llama.cpp uses them as they are), so it is an error naming the
+ * entry. A matrix whose values are all zero (no token reached it, or a broken file) would make
+ * every candidate scale equally good and the result garbage (PPL 4.8 → 1e10 with an all-zero
+ * imatrix): that matrix is quantized without weights, with a warning. Checked here, where the
+ * values are consumed, whatever the file's layout. */
+static int check_imatrix_values(job *j, size_t i, const imx_entry *e)
+{
+    int64_t n_zero = 0;
+    for (int64_t m = 0; m < e->n_mat; m++) {
+        const float *v = e->values + m * e->n_per_mat;
+        int all_zero = 1;
+        for (int64_t c = 0; c < e->n_per_mat; c++) {
+            if (!(v[c] >= 0) || !isfinite(v[c]))
+                return qk_err_set(j->err, QK_ERANGE,
+                                  "%s: entry '%s': value %lld%s is %g: importance values must be "
+                                  "finite and non-negative",
+                                  j->p->imatrix_path, e->name, (long long)(m * e->n_per_mat + c),
+                                  e->n_mat > 1 ? " (of an expert)" : "", (double)v[c]);
+            all_zero &= v[c] == 0;
+        }
+        if (!all_zero)
+            continue;
+        if (!j->imat_zero[i] && !(j->imat_zero[i] = calloc((size_t)e->n_mat, 1)))
+            return qk_err_set(j->err, QK_ENOMEM, "out of memory");
+        j->imat_zero[i][m] = 1;
+        n_zero++;
+    }
+    if (!n_zero)
+        return QK_OK;
+    if (n_zero == e->n_mat)
+        return warn(j, "%s: importance matrix entry is all zeros: quantized without importance weights",
+                    e->name);
+    return warn(j, "%s: importance matrix entry has %lld of %lld expert matrices with all-zero values: "
+                   "those are quantized without importance weights",
+                e->name, (long long)n_zero, (long long)e->n_mat);
+}
+
 /* llama-quantize's lookup: the entry must hold ne[0]·ne[2] values; token_embd is exempt (the
  * mismatch there is expected and it is quantized without weights). */
 static int match_imatrix(job *j, size_t i)
@@ -237,7 +279,13 @@ static int match_imatrix(job *j, size_t i)
     int64_t want = t->ne[0] * t->ne[2], have = e->n_per_mat * e->n_mat;
     if (have == want && t->ne[3] == 1) {
         j->imat[i] = e;
-        return QK_OK;
+        int rc = check_imatrix_values(j, i, e);
+        /* experts no calibration token was routed to (GGUF count 0) have weights 1 */
+        if (!rc && e->n_unseen)
+            rc = warn(j, "%s: %lld of %lld expert matrices saw no token during calibration: "
+                         "quantized with uniform importance weights",
+                      t->name, (long long)e->n_unseen, (long long)e->n_mat);
+        return rc;
     }
     if (!strcmp(t->name, "token_embd.weight")) {
         j->r->n_no_imatrix++;
@@ -322,6 +370,11 @@ static int open_output(job *j)
     int rc = gguf_writer_open(&j->w, j->p->out_path, NULL, j->err);
     if (rc)
         return rc;
+    /* no output part may be an input part or the importance matrix */
+    for (uint32_t i = 0; i < gguf_n_parts(j->in); i++)
+        gguf_writer_protect(j->w, gguf_part_path(j->in, i));
+    if (j->p->imatrix_path)
+        gguf_writer_protect(j->w, j->p->imatrix_path);
     set_metadata(j);
     uint32_t part = 0;
     for (size_t k = 0; k < mx_plan_count(j->plan); k++) {
@@ -335,7 +388,10 @@ static int open_output(job *j)
         gguf_writer_add_tensor(j->w, t->name, mx_plan_get(j->plan, i)->type, mx_ggml_n_dims(t->ne),
                                t->ne);
     }
-    return gguf_writer_begin_data(j->w);
+    rc = gguf_writer_begin_data(j->w);
+    if (rc) /* the writer's message names the path and the cause */
+        qk_err_set(j->err, rc, "%s", gguf_writer_error(j->w));
+    return rc;
 }
 
 /* ---- per-tensor work ---------------------------------------------------------------------- */
@@ -398,6 +454,33 @@ static int64_t first_bad_row(int type, const void *data, int64_t nrows, int64_t 
                 bad = r < bad ? r : bad;
         }
     }
+    return bad == INT64_MAX ? -1 : bad;
+}
+
+int64_t qz_first_nonfinite_row(int type, const void *data, int64_t ne0, int64_t nrows, int n_threads)
+{
+    int nt = n_threads > 0 ? n_threads : omp_get_max_threads();
+    if (type == Q_TYPE_F32 || type == Q_TYPE_F16 || type == Q_TYPE_BF16)
+        return first_bad_row(type, data, nrows, ne0, nt);
+    const q_kernels *k = q_kernels_get(type);
+    float *buf = k ? malloc((size_t)nt * (size_t)ne0 * sizeof *buf) : NULL;
+    if (!buf)
+        return -1;
+    size_t rb = q_row_size(type, ne0);
+    int64_t bad = INT64_MAX;
+#pragma omp parallel for schedule(static) num_threads(nt) reduction(min : bad)
+    for (int64_t r = 0; r < nrows; r++) {
+        if (r >= bad)
+            continue;
+        float *y = buf + (size_t)omp_get_thread_num() * (size_t)ne0;
+        k->dequantize((const char *)data + (size_t)r * rb, y, ne0);
+        for (int64_t c = 0; c < ne0; c++)
+            if (!isfinite(y[c])) {
+                bad = r < bad ? r : bad;
+                break;
+            }
+    }
+    free(buf);
     return bad == INT64_MAX ? -1 : bad;
 }
 
@@ -523,7 +606,8 @@ static int quantize_tensor(job *j, size_t i, const gguf_tensor_info *ti, qz_tens
     for (int64_t r0 = 0, n; r0 < nrows && !rc; r0 += n) {
         n = piece_rows(r0, nrows, ne1, step);
         const char *src = (const char *)ti->data + (size_t)r0 * src_rb;
-        const float *wm = w ? w + (r0 / ne1) * ne0 : NULL; /* each matrix has its own weights */
+        /* each matrix has its own weights; an all-zero one has none */
+        const float *wm = w && !(j->imat_zero[i] && j->imat_zero[i][r0 / ne1]) ? w + (r0 / ne1) * ne0 : NULL;
         const float *x;
         rc = to_f32(j, t, src, n, &x);
         if (!rc)
@@ -596,6 +680,31 @@ static int load_inputs(job *j)
     return rc;
 }
 
+/* Before any work or warning: no output path may be an input (a part of the model or the
+ * importance matrix). The writer checks the final part paths again (gguf_writer_protect). */
+static int check_output_paths(job *j)
+{
+    const qz_params *p = j->p;
+    uint32_t n_in = gguf_n_parts(j->in), n_out = p->keep_split && n_in > 1 ? n_in : 1;
+    size_t len = strlen(p->out_path);
+    char *prefix = strndup(p->out_path, len > 5 && !strcmp(p->out_path + len - 5, ".gguf") ? len - 5 : len);
+    char *out = malloc(len + 32);
+    int rc = prefix && out ? QK_OK : qk_err_set(j->err, QK_ENOMEM, "out of memory");
+    for (uint32_t o = 0; o < n_out && !rc; o++) {
+        if (n_out == 1)
+            snprintf(out, len + 32, "%s", p->out_path);
+        else
+            gguf_split_path(out, len + 32, prefix, o, n_out);
+        for (uint32_t i = 0; i < n_in && !rc; i++)
+            rc = qk_output_check(out, gguf_part_path(j->in, i), j->err);
+        if (!rc && p->imatrix_path)
+            rc = qk_output_check(out, p->imatrix_path, j->err);
+    }
+    free(prefix);
+    free(out);
+    return rc;
+}
+
 static int make_plan(job *j)
 {
     const mx_mix *mix = mx_mix_from_ftype(j->p->ftype);
@@ -661,6 +770,9 @@ static void job_free(job *j)
     gguf_writer_abort(j->w);
     mx_plan_free(j->plan);
     imx_free(j->imx);
+    for (uint64_t i = 0; j->imat_zero && i < gguf_n_tensors(j->in); i++)
+        free(j->imat_zero[i]);
+    free(j->imat_zero);
     gguf_close(j->in);
     free(j->mt);
     free(j->imat);
@@ -681,6 +793,8 @@ int qz_quantize(const qz_params *p, qz_report **report, int *output_failed, qk_e
         *report = NULL;
     int rc = load_inputs(&j);
     if (!rc)
+        rc = check_output_paths(&j);
+    if (!rc)
         rc = report_alloc(&j);
     if (!rc)
         rc = make_plan(&j);
@@ -688,7 +802,7 @@ int qz_quantize(const qz_params *p, qz_report **report, int *output_failed, qk_e
         rc = check_plan(&j);
     if (!rc) {
         rc = open_output(&j);
-        out_failed = rc != QK_OK;
+        out_failed = rc != QK_OK && rc != QK_EALIAS; /* an output naming an input is bad usage */
     }
     if (!rc)
         rc = write_all(&j);
@@ -698,7 +812,7 @@ int qz_quantize(const qz_params *p, qz_report **report, int *output_failed, qk_e
         j.w = NULL;
         rc = gguf_writer_commit(w, err);
         out_failed = rc != QK_OK;
-    } else if (j.w && *gguf_writer_error(j.w)) {
+    } else if (j.w && *gguf_writer_error(j.w) && rc != QK_EALIAS) {
         out_failed = 1;
     }
     if (!rc) {

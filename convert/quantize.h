@@ -94,4 +94,9 @@ typedef struct {
 int qz_quantize(const qz_params *p, qz_report **report, int *output_failed, qk_err *err);
 void qz_report_free(qz_report *r); /* accepts NULL */
 
+/* The first of nrows rows of ne0 values of type (data: raw tensor bytes) that holds a NaN or Inf,
+ * or -1 when there is none or qkit cannot read the type. Float types are checked bit by bit,
+ * others dequantized row by row. For naming the tensor behind a non-finite figure. */
+int64_t qz_first_nonfinite_row(int type, const void *data, int64_t ne0, int64_t nrows, int n_threads);
+
 #endif

@@ -145,6 +145,11 @@ static int describe(const cJSON *cfg, sy_arch *a, const char *path, qk_err *err)
     if (!member(c, "rms_norm_eps"))
         cJSON_AddNumberToObject(c, "rms_norm_eps", 1e-6);
     cJSON_DeleteItemFromObjectCaseSensitive(c, "quantization_config"); /* synth decides that */
+    /* special ids shape no weight, and --tokenizer-gen replaces them */
+    for (cJSON *o = c; o; o = o == c ? cJSON_GetObjectItemCaseSensitive(c, "text_config") : NULL) {
+        cJSON_DeleteItemFromObjectCaseSensitive(o, "bos_token_id");
+        cJSON_DeleteItemFromObjectCaseSensitive(o, "eos_token_id");
+    }
     int rc = ca_config_from_json(c, path, &a->cfg, err);
     cJSON_Delete(c);
     return rc;
@@ -1241,6 +1246,22 @@ static int write_all(job *j, const cJSON *cfg, sy_result *res, qk_err *err)
     return rc;
 }
 
+/* The output folder replaces what is at OUT: it must not be the folder holding the config or
+ * the tokenizer files it copies (nor the config itself). */
+static int check_inputs_kept(const sy_options *o, qk_err *err)
+{
+    char dir[SY_PATH_MAX];
+    const char *slash = strrchr(o->config_path, '/');
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash == o->config_path ? 1 : slash - o->config_path) : 1,
+             slash ? o->config_path : ".");
+    int rc = qk_output_check(o->out_dir, o->config_path, err);
+    if (rc == QK_OK)
+        rc = qk_output_check(o->out_dir, dir, err);
+    if (rc == QK_OK && o->tokenizer_dir)
+        rc = qk_output_check(o->out_dir, o->tokenizer_dir, err);
+    return rc;
+}
+
 int sy_synth(const sy_options *o, sy_result *res, qk_err *err)
 {
     memset(res, 0, sizeof *res);
@@ -1256,6 +1277,8 @@ int sy_synth(const sy_options *o, sy_result *res, qk_err *err)
         if (stat(o->tokenizer_dir, &st) != 0 || !S_ISDIR(st.st_mode))
             rc = qk_err_set(err, QK_EFORMAT, "%s: not a folder", o->tokenizer_dir);
     }
+    if (rc == QK_OK)
+        rc = check_inputs_kept(o, err);
     if (rc == QK_OK)
         rc = make_tmp_dir(&j, err);
     if (rc == QK_OK)

@@ -1,6 +1,7 @@
-/* file.c — the whole-file reader (see file.h). */
+/* file.c — the whole-file reader and the output-versus-input identity check (see file.h). */
 #include "file.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -105,5 +106,68 @@ int qk_file_read(const char *path, size_t max_bytes, char **out, size_t *len, qk
 done:
     qk_buf_free(&b);
     close(fd);
+    return rc;
+}
+
+/* ---- outputs that would destroy an input ------------------------------------------------------ */
+
+/* out's resolved form when it does not exist: realpath of its folder, then its name. */
+static char *resolve_new(const char *out)
+{
+    const char *slash = strrchr(out, '/');
+    const char *name = slash ? slash + 1 : out;
+    char *dir = slash ? strndup(out, slash == out ? 1 : (size_t)(slash - out)) : strdup(".");
+    char *rdir = dir ? realpath(dir, NULL) : NULL, *res = NULL;
+    if (rdir && (res = malloc(strlen(rdir) + strlen(name) + 2)))
+        sprintf(res, "%s%s%s", rdir, strcmp(rdir, "/") ? "/" : "", name);
+    free(dir);
+    free(rdir);
+    return res;
+}
+
+static int alias(const char *out, const char *in, int folder, qk_err *err)
+{
+    return qk_err_set(err, QK_EALIAS,
+                      "%s: is the input %s (the same %s): writing it would destroy the input; "
+                      "choose another output path", out, in, folder ? "folder" : "file");
+}
+
+int qk_output_check(const char *out, const char *in, qk_err *err)
+{
+    struct stat so, si;
+    if (stat(in, &si) != 0)
+        return QK_OK;
+    if (stat(out, &so) != 0) {
+        /* nothing at out yet: nothing of the input can be there either, unless the spelling
+         * resolves to it (checked anyway, it is cheap) */
+        char *ro = resolve_new(out), *ri = realpath(in, NULL);
+        int same = ro && ri && !strcmp(ro, ri);
+        free(ro);
+        free(ri);
+        return same ? alias(out, in, S_ISDIR(si.st_mode), err) : QK_OK;
+    }
+    if (so.st_dev == si.st_dev && so.st_ino == si.st_ino)
+        return alias(out, in, S_ISDIR(si.st_mode), err);
+    if (!S_ISDIR(si.st_mode))
+        return QK_OK;
+    DIR *d = opendir(in);
+    if (!d)
+        return QK_OK; /* unreadable: the command itself will fail to read it */
+    int rc = QK_OK;
+    struct dirent *e;
+    size_t n = strlen(in);
+    char *p = malloc(n + 258);
+    while (p && rc == QK_OK && (e = readdir(d))) {
+        struct stat st;
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || strlen(e->d_name) > 255)
+            continue;
+        sprintf(p, "%s/%s", in, e->d_name);
+        if (stat(p, &st) == 0 && !S_ISDIR(st.st_mode) && st.st_dev == so.st_dev && st.st_ino == so.st_ino)
+            rc = alias(out, p, 0, err);
+    }
+    closedir(d);
+    if (!p)
+        rc = qk_err_set(err, QK_ENOMEM, "%s: out of memory", out);
+    free(p);
     return rc;
 }

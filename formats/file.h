@@ -24,4 +24,19 @@
  * and then *out is NULL and *len 0. Every message starts with the path. */
 int qk_file_read(const char *path, size_t max_bytes, char **out, size_t *len, qk_err *err);
 
+/* ---- outputs that would destroy an input ------------------------------------------------------
+ *
+ * Every command that writes checks its output paths against its inputs before it creates
+ * anything. Paths are compared by identity, not spelling: st_dev and st_ino of what they name,
+ * links followed, so "./a.gguf", "/abs/a.gguf", a symbolic link and a hard link to a.gguf all are
+ * a.gguf. An output that does not exist yet is compared as its resolved parent folder plus its
+ * name with each resolved input path. */
+
+/* QK_OK when writing out (a new file renamed over it) leaves in intact; QK_EALIAS ("OUT: is the
+ * input IN (the same file): writing it would destroy the input; choose another output path")
+ * when they are one file. When in is a folder (a Hugging Face checkpoint), out is compared with
+ * the folder and with every file in it (config.json, shards, tokenizer files, links into a
+ * cache; sub-folders are not inputs). An input that does not exist never matches. */
+int qk_output_check(const char *out, const char *in, qk_err *err);
+
 #endif

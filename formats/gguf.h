@@ -18,6 +18,13 @@
  *   those of all parts in part order, each with a data pointer into its own part. The split.*
  *   keys are consumed by the reader and NOT listed among the keys (gguf_n_parts() and
  *   gguf_part_path() describe the split); the writer owns them in the same way.
+ * - split.id (a string; qkit writes 16 hex digits, a hash of every byte of the set, so the same
+ *   output always has the same id): when any part has one, every part must have the same, or
+ *   the set is refused as mixed (parts of two different writes, e.g. an interrupted one).
+ *   Sets without it (llama.cpp's gguf-split) are read as before.
+ * - String values holding a NUL byte are read (gguf_kv_value shows the length) but the typed
+ *   getter gguf_get_str() refuses them with QK_EFORMAT: as C strings they would be silently
+ *   cut, and they are used as names (architecture, tokenizer model).
  *
  * Writer contract
  * - gguf_writer_open() only records the path; set metadata and declare every tensor, then
@@ -32,13 +39,15 @@
  * - Errors are sticky: the first one is kept, every later call returns it without doing anything,
  *   and gguf_writer_commit() reports it. gguf_writer_error() shows the message at any time.
  * - gguf_writer_commit() renames the temporaries into place only when every part is complete,
- *   and otherwise removes them; gguf_writer_abort() removes them. Both free the writer, so
+ *   and otherwise removes them; gguf_writer_abort() removes them. The parts of a split output
+ *   are renamed as one set (formats/outfile.h: of_commit_set), each carrying the set's split.id. Both free the writer, so
  *   exactly one of them ends every writer's life. Nothing ever appears at the target paths
  *   unless commit succeeds.
  * - Split output (gguf_split_opts with a limit): the path names the model, and a trailing
  *   ".gguf" is dropped to form PREFIX; the parts are PREFIX-00001-of-0000N.gguf (even when N is
  *   1, as llama.cpp's gguf-split does). Part 1 holds all the metadata, later parts only the
- *   split keys (plus general.alignment when it is not 32). A new part starts when the next
+ *   split keys (plus general.alignment when it is not 32): split.no, split.count,
+ *   split.tensors.count and split.id. A new part starts when the next
  *   tensor would exceed a limit; a tensor larger than max_bytes gets a part of its own.
  */
 #ifndef QKIT_FORMATS_GGUF_H
@@ -61,6 +70,7 @@
 #define GGUF_KEY_SPLIT_NO "split.no"
 #define GGUF_KEY_SPLIT_COUNT "split.count"
 #define GGUF_KEY_SPLIT_TENSORS "split.tensors.count"
+#define GGUF_KEY_SPLIT_ID "split.id" /* qkit's: the set's identity (llama.cpp ignores it) */
 
 /* Returned by the typed getters when the key is absent: positive, so `rc < 0` tests catch only
  * real errors and the caller's default (the untouched *out) applies. */
@@ -221,6 +231,11 @@ int gguf_writer_set_arr_str(gguf_writer *w, const char *key, const char *const *
 
 /* Deep copy of any value, e.g. gguf_kv_value() of a reader. */
 int gguf_writer_set_value(gguf_writer *w, const char *key, const gguf_value *v);
+
+/* An input no output part may be: gguf_writer_begin_data() refuses with QK_EALIAS (before it
+ * creates anything) when a part path is this file, or, for a folder, the folder or a file in it
+ * (formats/file.h: qk_output_check). The path is copied. */
+int gguf_writer_protect(gguf_writer *w, const char *path);
 
 /* Declares the next tensor; ne has n_dims entries. Names are unique and < GGUF_MAX_NAME bytes. */
 int gguf_writer_add_tensor(gguf_writer *w, const char *name, int type, uint32_t n_dims,

@@ -40,6 +40,7 @@ typedef struct {
     uint16_t split_no;
     uint16_t split_count;
     int32_t split_tensors;
+    const gguf_str *split_id; /* NULL when the part has none */
 } part;
 
 struct gguf_ctx {
@@ -378,8 +379,12 @@ static int read_special_keys(part *pt, qk_err *err)
         rc = special_key(pt, GGUF_KEY_SPLIT_COUNT, GGUF_TYPE_U16, &count, err);
     if (!rc)
         rc = special_key(pt, GGUF_KEY_SPLIT_TENSORS, GGUF_TYPE_I32, &total, err);
+    const gguf_value *id = NULL;
+    if (!rc)
+        rc = special_key(pt, GGUF_KEY_SPLIT_ID, GGUF_TYPE_STR, &id, err);
     if (rc)
         return rc;
+    pt->split_id = id ? &id->str : NULL;
     pt->alignment = al ? al->u32 : GGUF_DEFAULT_ALIGNMENT;
     if (pt->alignment == 0 || (pt->alignment & (pt->alignment - 1)))
         return qk_err_set(err, QK_EFORMAT, "%s: %s = %u is not a non-zero power of two", pt->path,
@@ -558,6 +563,14 @@ static int check_sibling(const part *pt, const part *first, uint32_t idx, qk_err
         return qk_err_set(err, QK_EFORMAT, "%s: %s = %d but %s says %d", pt->path,
                           GGUF_KEY_SPLIT_TENSORS, pt->split_tensors, first->path,
                           first->split_tensors);
+    const gguf_str *a = pt->split_id, *b = first->split_id;
+    if ((a || b) && (!a || !b || a->len != b->len || memcmp(a->ptr, b->ptr, (size_t)a->len)))
+        return qk_err_set(err, QK_EFORMAT,
+                          "%s: belongs to another write of the model than %s (%s '%.32s' vs '%.32s'): "
+                          "the parts are a mixed set, e.g. of an interrupted write; write the "
+                          "model again",
+                          pt->path, first->path, GGUF_KEY_SPLIT_ID, a ? a->ptr : "(none)",
+                          b ? b->ptr : "(none)");
     return QK_OK;
 }
 
@@ -646,7 +659,7 @@ static int index_tensors(gguf_ctx *ctx, qk_err *err)
 static bool is_split_key(const char *k)
 {
     return !strcmp(k, GGUF_KEY_SPLIT_NO) || !strcmp(k, GGUF_KEY_SPLIT_COUNT) ||
-           !strcmp(k, GGUF_KEY_SPLIT_TENSORS);
+           !strcmp(k, GGUF_KEY_SPLIT_TENSORS) || !strcmp(k, GGUF_KEY_SPLIT_ID);
 }
 
 /* The split keys belong to the reader (see gguf.h): drop them from the visible list. */
@@ -785,7 +798,18 @@ GGUF_GETTER(bool, bool, GGUF_TYPE_BOOL, b)
 GGUF_GETTER(u64, uint64_t, GGUF_TYPE_U64, u64)
 GGUF_GETTER(i64, int64_t, GGUF_TYPE_I64, i64)
 GGUF_GETTER(f64, double, GGUF_TYPE_F64, f64)
-GGUF_GETTER(str, const char *, GGUF_TYPE_STR, str.ptr)
+
+/* A string with a NUL byte inside is no C string: refused rather than silently cut. */
+int gguf_get_str(const gguf_ctx *ctx, const char *key, const char **out)
+{
+    const gguf_value *v;
+    int rc = get_typed(ctx, key, GGUF_TYPE_STR, &v);
+    if (rc == QK_OK && memchr(v->str.ptr, 0, (size_t)v->str.len))
+        rc = QK_EFORMAT;
+    if (rc == QK_OK)
+        *out = v->str.ptr;
+    return rc;
+}
 
 int gguf_get_arr(const gguf_ctx *ctx, const char *key, enum gguf_vtype elem, const void **data,
                  uint64_t *n)

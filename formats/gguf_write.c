@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "../quant/buf.h"
+#include "file.h"
 #include "outfile.h"
 
 #define STREAM_BUFFER (1u << 20)
@@ -37,7 +38,22 @@ typedef struct {
     FILE *fp;
     uint64_t pos; /* bytes written so far */
     uint64_t n_tensors;
+    uint64_t id_pos; /* split output: file offset of the split.id characters */
 } wpart;
+
+/* The split set's identity: a 64-bit hash of every byte written to every part (the split.id
+ * value is a constant placeholder while hashing), so the same output has the same id on every
+ * run and machine, and parts of two different outputs (a set mixed by an interrupted write)
+ * differ. Four xxHash64-style lanes over 32-byte stripes: the result does not depend on how the
+ * bytes were cut into writes, and hashing runs far faster than the disk. */
+typedef struct {
+    uint64_t v[4];
+    uint8_t buf[32];
+    size_t nbuf;
+    uint64_t len;
+} idhash;
+
+#define SPLIT_ID_LEN 16 /* hex digits */
 
 struct gguf_writer {
     char *path;
@@ -60,7 +76,74 @@ struct gguf_writer {
     uint64_t written; /* bytes of it so far */
     int status;       /* sticky: the first error */
     qk_err err;
+    char **protect;   /* inputs no output may be (gguf_writer_protect) */
+    size_t n_protect;
+    idhash id;        /* split output only */
 };
+
+/* ---- split id hash ------------------------------------------------------------------------ */
+
+#define H1 0x9E3779B185EBCA87ULL
+#define H2 0xC2B2AE3D27D4EB4FULL
+#define H3 0x165667B19E3779F9ULL
+
+static uint64_t rotl64(uint64_t x, int r) { return x << r | x >> (64 - r); }
+static uint64_t hround(uint64_t acc, uint64_t in) { return rotl64(acc + in * H2, 31) * H1; }
+
+static uint64_t le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static void idhash_init(idhash *h)
+{
+    *h = (idhash){.v = {H1 + H2, H2, 0, 0 - H1}};
+}
+
+static void idhash_stripe(idhash *h, const uint8_t *p)
+{
+    for (int k = 0; k < 4; k++)
+        h->v[k] = hround(h->v[k], le64(p + 8 * k));
+}
+
+static void idhash_update(idhash *h, const void *data, size_t n)
+{
+    const uint8_t *p = data;
+    h->len += n;
+    if (h->nbuf) {
+        size_t take = 32 - h->nbuf < n ? 32 - h->nbuf : n;
+        memcpy(h->buf + h->nbuf, p, take);
+        h->nbuf += take;
+        p += take;
+        n -= take;
+        if (h->nbuf < 32)
+            return;
+        idhash_stripe(h, h->buf);
+        h->nbuf = 0;
+    }
+    for (; n >= 32; p += 32, n -= 32)
+        idhash_stripe(h, p);
+    memcpy(h->buf, p, n);
+    h->nbuf = n;
+}
+
+static uint64_t idhash_final(const idhash *h)
+{
+    uint64_t x = rotl64(h->v[0], 1) + rotl64(h->v[1], 7) + rotl64(h->v[2], 12) + rotl64(h->v[3], 18);
+    for (int k = 0; k < 4; k++)
+        x = (x ^ hround(0, h->v[k])) * H1 + H3;
+    x += h->len;
+    for (size_t i = 0; i < h->nbuf; i++)
+        x = rotl64(x ^ (h->buf[i] * H3), 11) * H1;
+    x ^= x >> 33;
+    x *= H2;
+    x ^= x >> 29;
+    x *= H3;
+    return x ^ x >> 32;
+}
 
 /* Records the first error (file and problem in the message) and returns the sticky status. */
 static int fail(gguf_writer *w, int code, const char *fmt, ...)
@@ -96,7 +179,21 @@ int gguf_writer_open(gguf_writer **out, const char *path, const gguf_split_opts 
     if (opts)
         w->opts = *opts;
     w->split = w->opts.max_bytes || w->opts.max_tensors;
+    idhash_init(&w->id);
     *out = w;
+    return QK_OK;
+}
+
+int gguf_writer_protect(gguf_writer *w, const char *path)
+{
+    if (w->status)
+        return w->status;
+    char **grown = realloc(w->protect, (w->n_protect + 1) * sizeof *grown);
+    if (grown)
+        w->protect = grown;
+    if (!grown || !(w->protect[w->n_protect] = strdup(path)))
+        return fail(w, QK_ENOMEM, "%s: out of memory", w->path);
+    w->n_protect++;
     return QK_OK;
 }
 
@@ -105,7 +202,7 @@ int gguf_writer_open(gguf_writer **out, const char *path, const gguf_split_opts 
 static bool is_split_key(const char *k)
 {
     return !strcmp(k, GGUF_KEY_SPLIT_NO) || !strcmp(k, GGUF_KEY_SPLIT_COUNT) ||
-           !strcmp(k, GGUF_KEY_SPLIT_TENSORS);
+           !strcmp(k, GGUF_KEY_SPLIT_TENSORS) || !strcmp(k, GGUF_KEY_SPLIT_ID);
 }
 
 static int check_key(gguf_writer *w, const char *key, const gguf_value *v)
@@ -344,6 +441,8 @@ static void put(gguf_writer *w, wpart *p, const void *data, size_t n)
         return;
     }
     p->pos += n;
+    if (w->split)
+        idhash_update(&w->id, data, n);
 }
 
 /* n scalars of esize bytes in file order; bools as 0/1 bytes. */
@@ -423,7 +522,7 @@ static void put_header(gguf_writer *w, uint32_t pi)
     gguf_value total = {.type = GGUF_TYPE_I32, .i32 = (int32_t)w->n_t};
     gguf_value align = {.type = GGUF_TYPE_U32, .u32 = w->alignment};
     bool own_align = pi > 0 && w->alignment != GGUF_DEFAULT_ALIGNMENT;
-    uint64_t n_kv = (pi == 0 ? w->n_kv : own_align) + (w->split ? 3 : 0);
+    uint64_t n_kv = (pi == 0 ? w->n_kv : own_align) + (w->split ? 4 : 0);
     put(w, p, "GGUF", 4);
     put_u32(w, p, GGUF_VERSION);
     put_u64(w, p, p->n_tensors);
@@ -436,6 +535,13 @@ static void put_header(gguf_writer *w, uint32_t pi)
         put_kv(w, p, GGUF_KEY_SPLIT_NO, &no);
         put_kv(w, p, GGUF_KEY_SPLIT_COUNT, &count);
         put_kv(w, p, GGUF_KEY_SPLIT_TENSORS, &total);
+        /* split.id: a placeholder now, the set's hash at commit (qkit's key; llama.cpp ignores it) */
+        static const char zeros[SPLIT_ID_LEN + 1] = "0000000000000000";
+        put_str(w, p, &(gguf_str){strlen(GGUF_KEY_SPLIT_ID), GGUF_KEY_SPLIT_ID});
+        put_u32(w, p, GGUF_TYPE_STR);
+        put_u64(w, p, SPLIT_ID_LEN);
+        p->id_pos = p->pos;
+        put(w, p, zeros, SPLIT_ID_LEN);
     }
     for (uint64_t i = 0; i < w->n_t; i++) {
         const wtensor *t = &w->t[i];
@@ -483,6 +589,14 @@ int gguf_writer_begin_data(gguf_writer *w)
         return fail(w, QK_EFORMAT, "%s: gguf_writer_begin_data called twice", w->path);
     w->data_phase = true;
     if (layout(w) || part_paths(w))
+        return w->status;
+    for (uint32_t i = 0; i < w->n_parts && !w->status; i++)
+        for (size_t k = 0; k < w->n_protect && !w->status; k++) {
+            int rc = qk_output_check(w->parts[i].path, w->protect[k], &w->err);
+            if (rc)
+                w->status = rc;
+        }
+    if (w->status)
         return w->status;
     for (uint32_t i = 0; i < w->n_parts && !w->status; i++) {
         wpart *p = &w->parts[i];
@@ -565,30 +679,36 @@ const char *gguf_writer_error(const gguf_writer *w) { return w->status ? w->err.
 
 /* ---- commit and abort -------------------------------------------------------------------- */
 
-static void sync_all(gguf_writer *w)
+/* Split output: every part gets the set's id in place of the placeholder. */
+static void write_split_id(gguf_writer *w)
 {
+    char id[SPLIT_ID_LEN + 1];
+    snprintf(id, sizeof id, "%016llx", (unsigned long long)idhash_final(&w->id));
     for (uint32_t i = 0; i < w->n_parts && !w->status; i++) {
         wpart *p = &w->parts[i];
-        if (fflush(p->fp) != 0 || ferror(p->fp) || fsync(fileno(p->fp)) != 0)
+        if (fflush(p->fp) != 0 || fseeko(p->fp, (off_t)p->id_pos, SEEK_SET) != 0 ||
+            fwrite(id, 1, SPLIT_ID_LEN, p->fp) != SPLIT_ID_LEN)
             fail(w, QK_EIO, "%s: write failed: %s", p->path, strerror(errno));
     }
 }
 
-/* Renames part by part; if one fails, the parts already in place are removed again, so a
- * model is never left half there. */
+/* All parts are complete temporaries; they are flushed, fsynced and renamed as one set (see
+ * outfile.h: signals wait for the renames, a failed rename puts the old files back). */
 static void rename_all(gguf_writer *w)
 {
-    for (uint32_t i = 0; i < w->n_parts; i++) {
-        wpart *p = &w->parts[i];
-        int rc = of_commit(p->f, &w->err);
-        p->f = NULL;
-        if (rc) {
-            w->status = rc;
-            for (uint32_t k = 0; k < i; k++)
-                unlink(w->parts[k].path);
-            return;
-        }
+    of_file **fs = malloc(w->n_parts * sizeof *fs);
+    if (!fs) {
+        fail(w, QK_ENOMEM, "%s: out of memory", w->path);
+        return;
     }
+    for (uint32_t i = 0; i < w->n_parts; i++) {
+        fs[i] = w->parts[i].f;
+        w->parts[i].f = NULL;
+    }
+    int rc = of_commit_set(fs, w->n_parts, &w->err);
+    if (rc)
+        w->status = rc;
+    free(fs);
 }
 
 static void writer_free(gguf_writer *w)
@@ -606,6 +726,9 @@ static void writer_free(gguf_writer *w)
     free(w->t);
     gguf_index_free(&w->keys);
     gguf_index_free(&w->names);
+    for (size_t i = 0; i < w->n_protect; i++)
+        free(w->protect[i]);
+    free(w->protect);
     free(w->path);
     free(w);
 }
@@ -621,8 +744,8 @@ int gguf_writer_commit(gguf_writer *w, qk_err *err)
              w->path, w->t[w->cur].name, (unsigned long long)w->cur + 1,
              (unsigned long long)w->n_t, (unsigned long long)w->written,
              (unsigned long long)w->t[w->cur].nbytes);
-    if (!w->status)
-        sync_all(w);
+    if (!w->status && w->split)
+        write_split_id(w);
     if (!w->status)
         rename_all(w);
     int rc = w->status;

@@ -10,18 +10,27 @@
 #include "../quant/types.h"
 #include "file.h"
 #include "gguf.h"
+#include "outfile.h"
 
 struct imx_file {
     int format;
     imx_entry *e; /* sorted by name */
     size_t n, cap;
     int64_t chunk_count;
+    uint32_t chunk_size;
     char **datasets;
     size_t n_datasets;
 };
 
 static const char SUMS_SUFFIX[] = ".in_sum2";
 static const char COUNTS_SUFFIX[] = ".counts";
+static const char EXACT_SUFFIX[] = ".exact";
+static const char KEY_FRAC_BITS[] = "qkit.imatrix.sum2_fraction_bits";
+
+double imx_fx_to_double(const uint64_t v[2])
+{
+    return (double)v[1] + ldexp((double)v[0], -64);
+}
 
 void imx_free(imx_file *f)
 {
@@ -30,6 +39,10 @@ void imx_free(imx_file *f)
     for (size_t i = 0; i < f->n; i++) {
         free((char *)f->e[i].name);
         free((float *)f->e[i].values);
+        free((float *)f->e[i].stored);
+        free((float *)f->e[i].counts);
+        free((uint64_t *)f->e[i].exact);
+        free((int64_t *)f->e[i].exact_counts);
     }
     for (size_t i = 0; i < f->n_datasets; i++)
         free(f->datasets[i]);
@@ -42,6 +55,7 @@ int imx_format_of(const imx_file *f) { return f->format; }
 size_t imx_count(const imx_file *f) { return f->n; }
 const imx_entry *imx_entry_at(const imx_file *f, size_t i) { return i < f->n ? &f->e[i] : NULL; }
 int64_t imx_chunk_count(const imx_file *f) { return f->chunk_count; }
+uint32_t imx_chunk_size(const imx_file *f) { return f->chunk_size; }
 size_t imx_n_datasets(const imx_file *f) { return f->n_datasets; }
 const char *imx_dataset(const imx_file *f, size_t i)
 {
@@ -59,18 +73,26 @@ const imx_entry *imx_find(const imx_file *f, const char *name)
     return f->n ? bsearch(&key, f->e, f->n, sizeof key, entry_cmp) : NULL;
 }
 
-/* Takes ownership of name and values (freed here on failure). */
-static int add_entry(imx_file *f, char *name, float *values, int64_t n_per_mat, int64_t n_mat,
-                     int64_t ncall, const char *src, qk_err *err)
+static void entry_free(imx_entry *e)
+{
+    free((char *)e->name);
+    free((float *)e->values);
+    free((float *)e->stored);
+    free((float *)e->counts);
+    free((uint64_t *)e->exact);
+    free((int64_t *)e->exact_counts);
+}
+
+/* Takes ownership of the entry's buffers (freed here on failure). */
+static int add_entry(imx_file *f, imx_entry ent, const char *src, qk_err *err)
 {
     imx_entry *e = qk_grow(f->e, &f->cap, f->n + 1, sizeof *e);
     if (!e) {
-        free(name);
-        free(values);
+        entry_free(&ent);
         return qk_err_set(err, QK_ENOMEM, "%s: out of memory", src);
     }
     f->e = e;
-    f->e[f->n++] = (imx_entry){name, n_per_mat, n_mat, values, ncall};
+    f->e[f->n++] = ent;
     return QK_OK;
 }
 
@@ -86,12 +108,17 @@ static int finish(imx_file *f, const char *src, qk_err *err)
     return QK_OK;
 }
 
-static int check_finite(const float *v, int64_t n, const char *src, const char *name, qk_err *err)
+/* Sums of squares: finite and not negative. */
+static int check_values(const float *v, int64_t n, const char *src, const char *name, qk_err *err)
 {
-    for (int64_t i = 0; i < n; i++)
+    for (int64_t i = 0; i < n; i++) {
         if (!isfinite(v[i]))
             return qk_err_set(err, QK_ERANGE, "%s: entry '%s': value %lld is not finite (%g)", src,
                               name, (long long)i, (double)v[i]);
+        if (v[i] < 0.0f)
+            return qk_err_set(err, QK_ERANGE, "%s: entry '%s': value %lld is negative (%g)", src,
+                              name, (long long)i, (double)v[i]);
+    }
     return QK_OK;
 }
 
@@ -165,19 +192,27 @@ static int legacy_entry(imx_file *f, cursor *c, long i)
     if (!rc && !(rc = take_i32(c, &ncall, "call count", i)) &&
         !(rc = take_i32(c, &nval, "value count", i)) && nval < 1)
         rc = qk_err_set(c->err, QK_EFORMAT, "%s: entry '%s': %d values", c->src, name, nval);
+    if (!rc && ncall < 0)
+        rc = qk_err_set(c->err, QK_EFORMAT, "%s: entry '%s': call count %d", c->src, name, ncall);
     if (!rc)
         rc = take_floats(c, nval, &v, name);
     if (!rc)
-        rc = check_finite(v, nval, c->src, name, c->err);
+        rc = check_values(v, nval, c->src, name, c->err);
+    float *stored = rc ? NULL : malloc((size_t)nval * sizeof *stored);
+    if (!rc && !stored)
+        rc = qk_err_set(c->err, QK_ENOMEM, "%s: out of memory", c->src);
     if (rc) {
         free(name);
         free(v);
         return rc;
     }
+    memcpy(stored, v, (size_t)nval * sizeof *stored);
     /* The file stores mean(x²)·ncall; llama-quantize divides in float, value by value. */
     for (int32_t j = 0; ncall > 0 && j < nval; j++)
         v[j] /= (float)ncall;
-    return add_entry(f, name, v, nval, 1, ncall, c->src, c->err);
+    return add_entry(f, (imx_entry){.name = name, .n_per_mat = nval, .n_mat = 1, .values = v,
+                                    .ncall = ncall, .stored = stored},
+                     c->src, c->err);
 }
 
 /* The optional trailer: chunk count and the name of the calibration text. */
@@ -247,6 +282,7 @@ static int gguf_keys(imx_file *f, const gguf_ctx *g, const char *src, qk_err *er
                           "imatrix.datasets", (rc1 ? rc1 : rc2 ? rc2 : rc3) == GGUF_MISSING ?
                           "missing" : "has the wrong type");
     f->chunk_count = chunks;
+    f->chunk_size = chunk_size;
     if (n && !(f->datasets = calloc(n, sizeof *f->datasets)))
         return qk_err_set(err, QK_ENOMEM, "%s: out of memory", src);
     const gguf_str *s = arr;
@@ -287,9 +323,9 @@ static int gguf_pair_check(const gguf_tensor_info *s, const gguf_tensor_info *c,
     if (s->type != Q_TYPE_F32 || c->type != Q_TYPE_F32)
         return qk_err_set(err, QK_EFORMAT, "%s: '%s': in_sum2 and counts must be f32, not %s",
                           src, s->name, q_type_info(s->type != Q_TYPE_F32 ? s->type : c->type)->name);
-    if (s->ne[2] != 1 || s->ne[3] != 1)
-        return qk_err_set(err, QK_EFORMAT, "%s: '%s': expected 2 dimensions [n, n_mat]", src,
-                          s->name);
+    if (s->ne[2] != 1 || s->ne[3] != 1 || s->ne[0] < 1 || s->ne[1] < 1)
+        return qk_err_set(err, QK_EFORMAT, "%s: '%s': expected 2 dimensions [n, n_mat] of at least 1",
+                          src, s->name);
     if (c->ne[0] * c->ne[1] * c->ne[2] * c->ne[3] != s->ne[1])
         return qk_err_set(err, QK_EFORMAT, "%s: '%s': %lld counts for %lld matrices", src, c->name,
                           (long long)(c->ne[0] * c->ne[1] * c->ne[2] * c->ne[3]),
@@ -297,59 +333,131 @@ static int gguf_pair_check(const gguf_tensor_info *s, const gguf_tensor_info *c,
     return QK_OK;
 }
 
+static int64_t load_i64(const void *base, int64_t i)
+{
+    int64_t v;
+    memcpy(&v, (const uint8_t *)base + (size_t)i * 8, 8);
+    return v;
+}
+
+/* qkit's exact tensors of an entry, when present: shapes, non-negative counts, and the f32
+ * tensors must be their rounding (anything else is a damaged or edited file). */
+static int gguf_exact(const gguf_ctx *g, imx_entry *e, const char *sname, const char *cname,
+                      const char *src, qk_err *err)
+{
+    char xs[GGUF_MAX_NAME + 16], xc[GGUF_MAX_NAME + 16];
+    snprintf(xs, sizeof xs, "%s%s", sname, EXACT_SUFFIX);
+    snprintf(xc, sizeof xc, "%s%s", cname, EXACT_SUFFIX);
+    const gguf_tensor_info *ts = gguf_find_tensor(g, xs), *tc = gguf_find_tensor(g, xc);
+    if (!ts && !tc)
+        return QK_OK;
+    if (!ts || !tc)
+        return qk_err_set(err, QK_EFORMAT, "%s: '%s' has no matching '%s'", src, ts ? xs : xc,
+                          ts ? xc : xs);
+    uint32_t bits = 0;
+    int rc = gguf_get_u32(g, KEY_FRAC_BITS, &bits);
+    if (rc || bits != 64)
+        return qk_err_set(err, QK_EFORMAT, "%s: exact sums need u32 %s = 64 (%s)", src, KEY_FRAC_BITS,
+                          rc == GGUF_MISSING ? "missing" : rc ? "wrong type" : "other value");
+    const int64_t ne0 = e->n_per_mat, nmat = e->n_mat;
+    if (ts->type != Q_TYPE_I64 || tc->type != Q_TYPE_I64 || ts->ne[0] != 2 || ts->ne[1] != ne0 ||
+        ts->ne[2] != nmat || ts->ne[3] != 1 || tc->ne[0] * tc->ne[1] * tc->ne[2] * tc->ne[3] != nmat)
+        return qk_err_set(err, QK_EFORMAT,
+                          "%s: '%s' and '%s' must be i64 of shape [2, %lld, %lld] and [%lld]", src, xs,
+                          xc, (long long)ne0, (long long)nmat, (long long)nmat);
+    uint64_t *x = malloc((size_t)(2 * ne0 * nmat) * sizeof *x);
+    int64_t *xcnt = malloc((size_t)nmat * sizeof *xcnt);
+    e->exact = x;
+    e->exact_counts = xcnt;
+    if (!x || !xcnt)
+        return qk_err_set(err, QK_ENOMEM, "%s: out of memory", src);
+    memcpy(x, ts->data, (size_t)(2 * ne0 * nmat) * sizeof *x);
+    for (int64_t j = 0; j < nmat; j++) {
+        xcnt[j] = load_i64(tc->data, j);
+        if (xcnt[j] < 0 || (float)xcnt[j] != e->counts[j])
+            return qk_err_set(err, QK_EFORMAT, "%s: '%s': count %lld is %lld, '%s' holds %g", src,
+                              xc, (long long)j, (long long)xcnt[j], cname, (double)e->counts[j]);
+    }
+    for (int64_t i = 0; i < ne0 * nmat; i++)
+        if ((float)imx_fx_to_double(x + 2 * i) != e->stored[i])
+            return qk_err_set(err, QK_EFORMAT, "%s: '%s': value %lld disagrees with '%s' (%.9g vs %.9g)",
+                              src, xs, (long long)i, sname, imx_fx_to_double(x + 2 * i),
+                              (double)e->stored[i]);
+    return QK_OK;
+}
+
 /* One entry from W.in_sum2 and W.counts: sums divided by the count, 1 where nothing was seen. */
-static int gguf_entry(imx_file *f, const gguf_tensor_info *s, const gguf_tensor_info *c,
-                      size_t base_len, const char *src, qk_err *err)
+static int gguf_entry(imx_file *f, const gguf_ctx *g, const gguf_tensor_info *s,
+                      const gguf_tensor_info *c, size_t base_len, const char *src, qk_err *err)
 {
     int rc = gguf_pair_check(s, c, src, err);
     if (rc)
         return rc;
-    int64_t ne0 = s->ne[0], nmat = s->ne[1];
+    const int64_t ne0 = s->ne[0], nmat = s->ne[1];
     float maxc = 0.0f;
-    char *name = strndup(s->name, base_len);
-    float *v = malloc((size_t)(ne0 * nmat) * sizeof *v);
-    if (!name || !v) {
-        free(name);
-        free(v);
-        return qk_err_set(err, QK_ENOMEM, "%s: out of memory", src);
-    }
+    imx_entry e = {.name = strndup(s->name, base_len), .n_per_mat = ne0, .n_mat = nmat};
+    float *v = malloc((size_t)(ne0 * nmat) * sizeof *v), *stored = malloc((size_t)(ne0 * nmat) * sizeof *v);
+    float *counts = malloc((size_t)nmat * sizeof *counts);
+    e.values = v, e.stored = stored, e.counts = counts;
+    if (!e.name || !v || !stored || !counts)
+        rc = qk_err_set(err, QK_ENOMEM, "%s: out of memory", src);
+    for (int64_t i = 0; !rc && i < ne0 * nmat; i++)
+        stored[i] = load_f32(s->data, i);
+    if (!rc)
+        rc = check_values(stored, ne0 * nmat, src, e.name, err);
     for (int64_t j = 0; j < nmat && !rc; j++) {
-        float cnt = load_f32(c->data, j);
-        if (!isfinite(cnt))
-            rc = qk_err_set(err, QK_ERANGE, "%s: '%s': count %lld is not finite", src, c->name,
-                            (long long)j);
+        float cnt = counts[j] = load_f32(c->data, j);
+        if (!isfinite(cnt) || cnt < 0.0f)
+            rc = qk_err_set(err, QK_ERANGE, "%s: '%s': count %lld is %s (%g)", src, c->name,
+                            (long long)j, isfinite(cnt) ? "negative" : "not finite", (double)cnt);
         maxc = cnt > maxc ? cnt : maxc;
+        e.n_unseen += !(cnt > 0.0f);
         for (int64_t i = 0; i < ne0; i++)
-            v[j * ne0 + i] = cnt > 0.0f ? load_f32(s->data, j * ne0 + i) / cnt : 1.0f;
+            v[j * ne0 + i] = cnt > 0.0f ? stored[j * ne0 + i] / cnt : 1.0f;
     }
     if (!rc)
-        rc = check_finite(v, ne0 * nmat, src, name, err);
+        rc = check_values(v, ne0 * nmat, src, e.name, err);
+    if (!rc)
+        rc = gguf_exact(g, &e, s->name, c->name, src, err);
     if (rc) {
-        free(name);
-        free(v);
+        entry_free(&e);
         return rc;
     }
-    int64_t calls = maxc < 9.2e18f ? (int64_t)maxc : INT64_MAX;
-    return add_entry(f, name, v, ne0, nmat, calls, src, err);
+    e.ncall = maxc < 9.2e18f ? (int64_t)maxc : INT64_MAX;
+    return add_entry(f, e, src, err);
+}
+
+/* A tensor named BASE.SUFFIX[.exact] must have its partners; others are ignored. */
+static int gguf_tensor_entry(imx_file *f, const gguf_ctx *g, const gguf_tensor_info *t, const char *src,
+                             qk_err *err)
+{
+    size_t base;
+    char name[GGUF_MAX_NAME + 16];
+    if (ends_with(t->name, EXACT_SUFFIX, &base)) {
+        snprintf(name, sizeof name, "%.*s", (int)base, t->name);
+        return ends_with(name, SUMS_SUFFIX, &base) || ends_with(name, COUNTS_SUFFIX, &base)
+                   ? gguf_find_tensor(g, name) ? QK_OK
+                                               : qk_err_set(err, QK_EFORMAT, "%s: '%s' has no matching '%s'",
+                                                            src, t->name, name)
+                   : QK_OK;
+    }
+    if (ends_with(t->name, SUMS_SUFFIX, &base)) {
+        const gguf_tensor_info *c = find_partner(g, t->name, base, COUNTS_SUFFIX);
+        return c ? gguf_entry(f, g, t, c, base, src, err)
+                 : qk_err_set(err, QK_EFORMAT, "%s: '%s' has no matching '%.*s%s'", src, t->name,
+                              (int)base, t->name, COUNTS_SUFFIX);
+    }
+    if (ends_with(t->name, COUNTS_SUFFIX, &base) && !find_partner(g, t->name, base, SUMS_SUFFIX))
+        return qk_err_set(err, QK_EFORMAT, "%s: '%s' has no matching '%.*s%s'", src, t->name,
+                          (int)base, t->name, SUMS_SUFFIX);
+    return QK_OK;
 }
 
 static int load_gguf_ctx(imx_file *f, const gguf_ctx *g, const char *src, qk_err *err)
 {
     int rc = gguf_keys(f, g, src, err);
-    for (uint64_t i = 0; !rc && i < gguf_n_tensors(g); i++) {
-        const gguf_tensor_info *t = gguf_tensor(g, i);
-        size_t base;
-        if (ends_with(t->name, SUMS_SUFFIX, &base)) {
-            const gguf_tensor_info *c = find_partner(g, t->name, base, COUNTS_SUFFIX);
-            rc = c ? gguf_entry(f, t, c, base, src, err)
-                   : qk_err_set(err, QK_EFORMAT, "%s: '%s' has no matching '%.*s%s'", src, t->name,
-                                (int)base, t->name, COUNTS_SUFFIX);
-        } else if (ends_with(t->name, COUNTS_SUFFIX, &base) &&
-                   !find_partner(g, t->name, base, SUMS_SUFFIX)) {
-            rc = qk_err_set(err, QK_EFORMAT, "%s: '%s' has no matching '%.*s%s'", src, t->name,
-                            (int)base, t->name, SUMS_SUFFIX);
-        }
-    }
+    for (uint64_t i = 0; !rc && i < gguf_n_tensors(g); i++)
+        rc = gguf_tensor_entry(f, g, gguf_tensor(g, i), src, err);
     return rc ? rc : finish(f, src, err);
 }
 
@@ -400,5 +508,182 @@ int imx_load(imx_file **out, const char *path, qk_err *err)
      * load: every entry is copied). */
     rc = load_common(out, data, size, path, err);
     free(data);
+    return rc;
+}
+
+/* ---- writer ------------------------------------------------------------------------------- */
+
+static int ptr_cmp(const void *a, const void *b)
+{
+    return strcmp((*(const imx_out_entry *const *)a)->name, (*(const imx_out_entry *const *)b)->name);
+}
+
+/* The entries sorted by name; duplicates are a caller error. */
+static int sorted_order(const imx_out *o, const imx_out_entry ***out, const char *path, qk_err *err)
+{
+    const imx_out_entry **ix = malloc((o->n ? o->n : 1) * sizeof *ix);
+    if (!ix)
+        return qk_err_set(err, QK_ENOMEM, "%s: out of memory", path);
+    for (size_t i = 0; i < o->n; i++)
+        ix[i] = &o->e[i];
+    qsort(ix, o->n, sizeof *ix, ptr_cmp);
+    for (size_t i = 1; i < o->n; i++)
+        if (!strcmp(ix[i - 1]->name, ix[i]->name)) {
+            const int rc = qk_err_set(err, QK_EINTERNAL, "%s: entry '%s' given twice", path, ix[i]->name);
+            free(ix);
+            return rc;
+        }
+    *out = ix;
+    return QK_OK;
+}
+
+static int write_gguf_entry(gguf_writer *w, const imx_out_entry *e, const char *path, qk_err *err)
+{
+    const size_t nv = (size_t)(e->n_per_mat * e->n_mat), nm = (size_t)e->n_mat;
+    float *sums = malloc(nv * sizeof *sums), *counts = malloc(nm * sizeof *counts);
+    char n1[GGUF_MAX_NAME + 32], n2[sizeof n1], n3[sizeof n1], n4[sizeof n1];
+    int rc = sums && counts ? QK_OK : qk_err_set(err, QK_ENOMEM, "%s: out of memory", path);
+    for (size_t i = 0; !rc && i < nv; i++)
+        sums[i] = (float)imx_fx_to_double(e->sum2 + 2 * i);
+    for (size_t j = 0; !rc && j < nm; j++)
+        counts[j] = (float)e->counts[j];
+    snprintf(n1, sizeof n1, "%s%s", e->name, SUMS_SUFFIX);
+    snprintf(n2, sizeof n2, "%s%s", e->name, COUNTS_SUFFIX);
+    snprintf(n3, sizeof n3, "%s%s%s", e->name, SUMS_SUFFIX, EXACT_SUFFIX);
+    snprintf(n4, sizeof n4, "%s%s%s", e->name, COUNTS_SUFFIX, EXACT_SUFFIX);
+    if (!rc) { /* the writer's errors are sticky: gguf_writer_commit() reports them */
+        gguf_writer_write_tensor(w, n1, sums, nv * sizeof *sums);
+        gguf_writer_write_tensor(w, n2, counts, nm * sizeof *counts);
+        gguf_writer_write_tensor(w, n3, e->sum2, 2 * nv * sizeof *e->sum2);
+        gguf_writer_write_tensor(w, n4, e->counts, nm * sizeof *e->counts);
+    }
+    free(sums);
+    free(counts);
+    return rc;
+}
+
+static int write_gguf(const imx_out *o, const imx_out_entry *const *ix, const char *path, qk_err *err)
+{
+    gguf_writer *w;
+    int rc = gguf_writer_open(&w, path, NULL, err);
+    if (rc)
+        return rc;
+    if (o->chunk_count < 0 || o->chunk_count > UINT32_MAX) {
+        gguf_writer_abort(w);
+        return qk_err_set(err, QK_ERANGE, "%s: chunk count %lld does not fit a u32", path,
+                          (long long)o->chunk_count);
+    }
+    gguf_writer_set_str(w, "general.type", "imatrix");
+    gguf_writer_set_arr_str(w, "imatrix.datasets", o->datasets, o->n_datasets);
+    gguf_writer_set_u32(w, "imatrix.chunk_count", (uint32_t)o->chunk_count);
+    gguf_writer_set_u32(w, "imatrix.chunk_size", o->chunk_size);
+    gguf_writer_set_u32(w, KEY_FRAC_BITS, 64);
+    for (size_t k = 0; k < o->n; k++) {
+        const imx_out_entry *e = ix[k];
+        char name[GGUF_MAX_NAME + 32];
+        snprintf(name, sizeof name, "%s%s", e->name, SUMS_SUFFIX);
+        gguf_writer_add_tensor(w, name, Q_TYPE_F32, 2, (int64_t[]){e->n_per_mat, e->n_mat});
+        snprintf(name, sizeof name, "%s%s", e->name, COUNTS_SUFFIX);
+        gguf_writer_add_tensor(w, name, Q_TYPE_F32, 2, (int64_t[]){1, e->n_mat});
+        snprintf(name, sizeof name, "%s%s%s", e->name, SUMS_SUFFIX, EXACT_SUFFIX);
+        gguf_writer_add_tensor(w, name, Q_TYPE_I64, 3, (int64_t[]){2, e->n_per_mat, e->n_mat});
+        snprintf(name, sizeof name, "%s%s%s", e->name, COUNTS_SUFFIX, EXACT_SUFFIX);
+        gguf_writer_add_tensor(w, name, Q_TYPE_I64, 1, (int64_t[]){e->n_mat});
+    }
+    gguf_writer_begin_data(w);
+    rc = QK_OK;
+    for (size_t k = 0; !rc && k < o->n; k++)
+        rc = write_gguf_entry(w, ix[k], path, err);
+    if (rc) {
+        gguf_writer_abort(w);
+        return rc;
+    }
+    return gguf_writer_commit(w, err);
+}
+
+static void put_i32(FILE *f, int32_t v)
+{
+    uint8_t b[4] = {(uint8_t)v, (uint8_t)((uint32_t)v >> 8), (uint8_t)((uint32_t)v >> 16),
+                    (uint8_t)((uint32_t)v >> 24)};
+    fwrite(b, 1, 4, f);
+}
+
+static void put_f32(FILE *f, float v)
+{
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    put_i32(f, (int32_t)u);
+}
+
+static int all_unseen(const imx_out_entry *e)
+{
+    for (int64_t j = 0; j < e->n_mat; j++)
+        if (e->counts[j] > 0)
+            return 0;
+    return 1;
+}
+
+static int write_legacy(const imx_out *o, const imx_out_entry *const *ix, const char *path, size_t *n_skipped,
+                        qk_err *err)
+{
+    if (o->chunk_count < 0 || o->chunk_count > INT32_MAX)
+        return qk_err_set(err, QK_ERANGE, "%s: chunk count %lld does not fit the legacy layout", path,
+                          (long long)o->chunk_count);
+    const int32_t ncall = o->chunk_count > 0 ? (int32_t)o->chunk_count : 1;
+    int32_t n = 0;
+    for (size_t k = 0; k < o->n; k++) {
+        const imx_out_entry *e = ix[k];
+        if (e->n_per_mat * e->n_mat > INT32_MAX || strlen(e->name) > INT32_MAX)
+            return qk_err_set(err, QK_ERANGE, "%s: entry '%s' is too large for the legacy layout", path,
+                              e->name);
+        n += !all_unseen(e);
+    }
+    if (n_skipped)
+        *n_skipped = o->n - (size_t)n;
+    if (n == 0)
+        return qk_err_set(err, QK_ERANGE, "%s: no entry has seen a token", path);
+    of_file *of;
+    int rc = of_open(&of, path, err);
+    if (rc)
+        return rc;
+    FILE *f = of_stream(of);
+    put_i32(f, n);
+    for (size_t k = 0; k < o->n; k++) {
+        const imx_out_entry *e = ix[k];
+        if (all_unseen(e))
+            continue;
+        put_i32(f, (int32_t)strlen(e->name));
+        fwrite(e->name, 1, strlen(e->name), f);
+        put_i32(f, ncall);
+        put_i32(f, (int32_t)(e->n_per_mat * e->n_mat));
+        for (int64_t j = 0; j < e->n_mat; j++)
+            for (int64_t i = 0; i < e->n_per_mat; i++) {
+                float v = (float)imx_fx_to_double(e->sum2 + 2 * (j * e->n_per_mat + i));
+                float cnt = (float)e->counts[j];
+                if (cnt == 0.0f) /* a matrix that saw no token: uniform weights */
+                    v = cnt = 1.0f;
+                put_f32(f, v / cnt * (float)ncall);
+            }
+    }
+    const char *ds = o->n_datasets ? o->datasets[o->n_datasets - 1] : "";
+    put_i32(f, (int32_t)o->chunk_count);
+    put_i32(f, (int32_t)strlen(ds));
+    fwrite(ds, 1, strlen(ds), f);
+    return of_commit(of, err);
+}
+
+int imx_write(const imx_out *o, const char *path, enum imx_format format, size_t *n_skipped,
+              qk_err *err)
+{
+    if (n_skipped)
+        *n_skipped = 0;
+    if (o->n == 0)
+        return qk_err_set(err, QK_ERANGE, "%s: no importance matrix entries to write", path);
+    const imx_out_entry **ix = NULL;
+    int rc = sorted_order(o, &ix, path, err);
+    if (rc)
+        return rc;
+    rc = format == IMX_LEGACY ? write_legacy(o, ix, path, n_skipped, err) : write_gguf(o, ix, path, err);
+    free(ix);
     return rc;
 }

@@ -153,28 +153,34 @@ static int read_exact(lg_reader *r, void *dst, size_t n, qk_err *err)
     return QK_OK;
 }
 
-int lg_reader_open(lg_reader **out, const char *path, lg_header *h, qk_err *err)
+/* The reader over fp (taken over: closed by lg_reader_close, also on failure); name in messages. */
+static int reader_open(lg_reader **out, FILE *fp, int open_errno, const char *name, lg_header *h,
+                       qk_err *err)
 {
     *out = NULL;
     lg_reader *r = calloc(1, sizeof *r);
-    if (!r)
-        return qk_err_set(err, QK_ENOMEM, "%s: out of memory", path);
-    snprintf(r->path, sizeof r->path, "%s", path);
+    if (!r) {
+        if (fp)
+            fclose(fp);
+        return qk_err_set(err, QK_ENOMEM, "%s: out of memory", name);
+    }
+    snprintf(r->path, sizeof r->path, "%s", name);
+    r->fp = fp;
     r->in_cap = ZSTD_DStreamInSize();
     r->in = malloc(r->in_cap);
     r->z = ZSTD_createDCtx();
     int rc = QK_OK;
-    if (!r->in || !r->z)
-        rc = qk_err_set(err, QK_ENOMEM, "%s: out of memory", path);
-    else if (!(r->fp = fopen(path, "rb")))
-        rc = qk_err_set(err, QK_EIO, "%s: cannot open: %s", path, strerror(errno));
+    if (!r->fp)
+        rc = qk_err_set(err, QK_EIO, "%s: cannot open: %s", name, strerror(open_errno));
+    else if (!r->in || !r->z)
+        rc = qk_err_set(err, QK_ENOMEM, "%s: out of memory", name);
     unsigned char hdr[LG_HEADER_BYTES];
     if (!rc && !(rc = read_exact(r, hdr, sizeof hdr, err))) {
         *h = (lg_header){get_u32(hdr + 12), get_u32(hdr + 16), get_u32(hdr + 20), get_u32(hdr + 24)};
         if (memcmp(hdr, LG_MAGIC, 8) || get_u32(hdr + 8) != LG_VERSION)
-            rc = qk_err_set(err, QK_EFORMAT, "%s: not a qkit logits file (bad magic or version)", path);
+            rc = qk_err_set(err, QK_EFORMAT, "%s: not a qkit logits file (bad magic or version)", name);
         else if (!sizes_ok(h))
-            rc = qk_err_set(err, QK_EFORMAT, "%s: invalid sizes in the header", path);
+            rc = qk_err_set(err, QK_EFORMAT, "%s: invalid sizes in the header", name);
     }
     if (rc) {
         lg_reader_close(r);
@@ -183,6 +189,19 @@ int lg_reader_open(lg_reader **out, const char *path, lg_header *h, qk_err *err)
     r->h = *h;
     *out = r;
     return QK_OK;
+}
+
+int lg_reader_open(lg_reader **out, const char *path, lg_header *h, qk_err *err)
+{
+    FILE *fp = fopen(path, "rb");
+    return reader_open(out, fp, errno, path, h, err);
+}
+
+int lg_reader_open_mem(lg_reader **out, const void *data, size_t size, const char *name, lg_header *h,
+                       qk_err *err)
+{
+    FILE *fp = size ? fmemopen((void *)data, size, "rb") : fopen("/dev/null", "rb");
+    return reader_open(out, fp, errno, name, h, err);
 }
 
 int lg_reader_chunk(lg_reader *r, int32_t *tokens, float *logp, qk_err *err)

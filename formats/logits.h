@@ -12,6 +12,7 @@
 #ifndef QKIT_FORMATS_LOGITS_H
 #define QKIT_FORMATS_LOGITS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "../quant/status.h"
@@ -28,6 +29,9 @@ void lg_writer_abort(lg_writer *w);              /* accepts NULL */
 
 typedef struct lg_reader lg_reader;
 int lg_reader_open(lg_reader **out, const char *path, lg_header *h, qk_err *err);
+/* The same over size bytes in memory (borrowed until lg_reader_close); name is used in messages. */
+int lg_reader_open_mem(lg_reader **out, const void *data, size_t size, const char *name, lg_header *h,
+                       qk_err *err);
 /* Reads the next chunk into tokens[n_ctx] and logp[n_scored][n_vocab]. */
 int lg_reader_chunk(lg_reader *r, int32_t *tokens, float *logp, qk_err *err);
 void lg_reader_close(lg_reader *r); /* accepts NULL */

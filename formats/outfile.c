@@ -1,6 +1,9 @@
+/* outfile.c — crash-safe output files and sets of them (see outfile.h). */
 #include "outfile.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -10,11 +13,23 @@
 #define OF_PATH_MAX 4096
 
 struct of_file {
-    FILE *fp;
+    FILE *fp;     /* NULL once closed */
     int slot;
+    int has_old;  /* of_commit_set: a hard link TMP.old keeps the file PATH held before */
     char *path;
     char tmp[OF_PATH_MAX];
 };
+
+/* A set commit is renaming: signal handlers defer (of_defer_signal). */
+static volatile sig_atomic_t committing, pending_signal;
+
+int of_defer_signal(int sig)
+{
+    if (!committing)
+        return 0;
+    pending_signal = sig;
+    return 1;
+}
 
 /* Fixed slots pointing at each file's own path buffer, so the signal handler walks memory that
  * is never reallocated. */
@@ -42,7 +57,7 @@ int of_open(of_file **out, const char *path, qk_err *err)
 {
     *out = NULL;
     size_t n = strlen(path);
-    if (n + 16 > OF_PATH_MAX)
+    if (n + 24 > OF_PATH_MAX)
         return qk_err_set(err, QK_ERANGE, "%s: output path too long", path);
     of_file *f = calloc(1, sizeof *f);
     if (!f || !(f->path = strdup(path))) {
@@ -62,18 +77,18 @@ int of_open(of_file **out, const char *path, qk_err *err)
     umask(mask);
     (void)fchmod(fd, 0666 & ~mask);
     f->fp = fdopen(fd, "wb");
-    f->slot = register_tmp(f->tmp);
+    int e = errno;
+    f->slot = f->fp ? register_tmp(f->tmp) : -1;
     if (!f->fp || f->slot < 0) {
+        const char *why = f->fp ? "more than 4096 outputs open at once" : strerror(e);
         if (f->fp)
             fclose(f->fp);
         else
             close(fd);
         unlink(f->tmp);
-        if (f->slot >= 0)
-            registry[f->slot] = NULL;
         free(f->path);
         free(f);
-        return qk_err_set(err, QK_EIO, "%s: cannot open temporary file", path);
+        return qk_err_set(err, QK_EIO, "%s: cannot open temporary file: %s", path, why);
     }
     *out = f;
     return QK_OK;
@@ -90,9 +105,26 @@ static void release(of_file *f, int remove_tmp)
     free(f);
 }
 
-int of_commit(of_file *f, qk_err *err)
+/* fsyncs the folder holding path, so a rename survives a power loss (best effort: some file
+ * systems refuse fsync on folders). */
+static void sync_dir_of(const char *path)
 {
-    int rc = QK_OK;
+    char dir[OF_PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else
+        snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+}
+
+/* Flushes, fsyncs and closes the temporary; QK_EIO naming the step on failure. */
+static int finish(of_file *f, qk_err *err)
+{
     const char *what = NULL;
     if (fflush(f->fp) != 0 || ferror(f->fp))
         what = "write";
@@ -103,13 +135,70 @@ int of_commit(of_file *f, qk_err *err)
         what = "close";
         e = errno;
     }
-    if (!what && rename(f->tmp, f->path) != 0) {
-        what = "rename";
-        e = errno;
-    }
-    if (what)
-        rc = qk_err_set(err, QK_EIO, "%s: %s failed: %s", f->path, what, strerror(e));
+    f->fp = NULL;
+    return what ? qk_err_set(err, QK_EIO, "%s: %s failed: %s", f->path, what, strerror(e)) : QK_OK;
+}
+
+int of_commit(of_file *f, qk_err *err)
+{
+    int rc = finish(f, err);
+    if (!rc && rename(f->tmp, f->path) != 0)
+        rc = qk_err_set(err, QK_EIO, "%s: rename failed: %s", f->path, strerror(errno));
+    if (!rc)
+        sync_dir_of(f->path);
     release(f, rc != QK_OK);
+    return rc;
+}
+
+static void old_name(const of_file *f, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s.old", f->tmp);
+}
+
+int of_commit_set(of_file **f, size_t n, qk_err *err)
+{
+    int rc = QK_OK;
+    for (size_t i = 0; i < n && !rc; i++)
+        if (f[i])
+            rc = finish(f[i], err);
+    char old[OF_PATH_MAX + 8];
+    size_t done = 0;
+    committing = 1;
+    for (; done < n && !rc; done++) {
+        of_file *x = f[done];
+        if (!x)
+            continue;
+        old_name(x, old, sizeof old);
+        /* no link (no old file, or a file system without hard links): nothing to put back */
+        x->has_old = link(x->path, old) == 0;
+        if (rename(x->tmp, x->path) != 0) {
+            rc = qk_err_set(err, QK_EIO, "%s: rename failed: %s", x->path, strerror(errno));
+            break;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!f[i])
+            continue;
+        old_name(f[i], old, sizeof old);
+        if (rc && i < done) /* renamed: put the old file back, or remove the new one */
+            (void)(f[i]->has_old ? rename(old, f[i]->path) : unlink(f[i]->path));
+        else if (f[i]->has_old)
+            unlink(old);
+    }
+    for (size_t i = 0; i < n; i++) /* parts share a folder: one fsync of it is enough */
+        if (f[i] && (i == 0 || !f[i - 1]))
+            sync_dir_of(f[i]->path);
+    for (size_t i = 0; i < n; i++) {
+        if (f[i] && f[i]->fp) /* a flush failed before it was reached */
+            fclose(f[i]->fp);
+        if (f[i])
+            release(f[i], rc != QK_OK);
+    }
+    committing = 0;
+    int sig = pending_signal;
+    pending_signal = 0;
+    if (sig) /* the handler runs again, now outside the commit */
+        raise(sig);
     return rc;
 }
 
@@ -117,7 +206,8 @@ void of_abort(of_file *f)
 {
     if (!f)
         return;
-    fclose(f->fp);
+    if (f->fp)
+        fclose(f->fp);
     release(f, 1);
 }
 

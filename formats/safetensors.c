@@ -156,8 +156,27 @@ static int json_count(const cJSON *v, uint64_t *out)
     return 1;
 }
 
+/* The offset of a \u0000 escape inside a JSON string of text[0..n), or n when there is none.
+ * cJSON decodes it into a NUL byte, which ends the C string: "a\u0000b" would become "a" and
+ * alias a tensor of that name. */
+static size_t escaped_nul(const char *t, size_t n)
+{
+    int in_str = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (t[i] == '"')
+            in_str = !in_str;
+        else if (in_str && t[i] == '\\') {
+            if (n - i >= 6 && !memcmp(t + i + 1, "u0000", 5))
+                return i;
+            i++; /* the escaped character (a quote does not end the string) */
+        }
+    }
+    return n;
+}
+
 /* Parses n bytes of untrusted text (not NUL-terminated) as one JSON value. The copy gives cJSON
- * the terminator it relies on; an embedded NUL would silently end the text, so it is refused. */
+ * the terminator it relies on; an embedded NUL would silently end the text, and an escaped one
+ * (\u0000) a name, so both are refused. */
 static int parse_json(const char *text, size_t n, const char *path, const char *what,
                       cJSON **out, qk_err *err)
 {
@@ -166,6 +185,10 @@ static int parse_json(const char *text, size_t n, const char *path, const char *
     if (nul)
         return qk_err_set(err, QK_EFORMAT, "%s: %s contains a NUL byte at offset %zu", path, what,
                           (size_t)(nul - text));
+    size_t esc = escaped_nul(text, n);
+    if (esc < n)
+        return qk_err_set(err, QK_EFORMAT, "%s: %s holds an escaped NUL (\\u0000) in a string at "
+                          "offset %zu: names cannot contain NUL bytes", path, what, esc);
     char *buf = malloc(n + 1);
     if (!buf)
         return qk_err_set(err, QK_ENOMEM, "%s: out of memory reading the %s", path, what);
@@ -655,10 +678,15 @@ static int build_namespace(st_model *m, qk_err *err)
 }
 
 /* Shard names come from an untrusted index: stay inside the index's folder. */
+/* A relative path inside the folder, without ".." and without control bytes (a newline in a
+ * file name only ever serves to forge lines in logs and messages). */
 static int shard_name_ok(const char *s)
 {
     if (!*s || *s == '/')
         return 0;
+    for (const char *c = s; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            return 0;
     for (const char *part = s;;) {
         if (part[0] == '.' && part[1] == '.' && (part[2] == '/' || part[2] == 0))
             return 0;
@@ -705,6 +733,10 @@ static int read_weight_map(const char *path, const cJSON *wm, wm_entry **out, si
                             "%s: weight_map: tensor '%s': shard '%s' is not a path inside the "
                             "model folder",
                             path, show(c->string).s, show(e[i].shard).s);
+    }
+    if (rc != QK_OK) { /* entries past the bad one were never filled: nothing to sort */
+        free(e);
+        return rc;
     }
     qsort(e, n, sizeof *e, cmp_wm_entry);
     for (i = 1; i < n && rc == QK_OK; i++)

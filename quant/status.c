@@ -41,6 +41,7 @@ const char *qk_status_str(int code)
     case QK_EUNSUPPORTED: return "unsupported";
     case QK_ERANGE: return "value out of range";
     case QK_ENOTFOUND: return "not found";
+    case QK_EALIAS: return "output would replace an input";
     default: return "internal error";
     }
 }

@@ -16,6 +16,8 @@ typedef enum {
     QK_EINTERNAL = -6,    /* a bug in qkit */
     QK_ENOTFOUND = -7,    /* a named file, or a folder on its path, does not exist (ENOENT, ENOTDIR):
                            * callers that probe for optional files test this, never the message */
+    QK_EALIAS = -8,       /* an output path names one of the inputs (same file after links): writing
+                           * would destroy the input; bad usage, never attempted */
 } qk_status;
 
 #define QK_ERR_MSG_MAX 512

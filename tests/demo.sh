@@ -10,7 +10,7 @@ mkdir -p "$D"
 step() { printf '\n== %s\n' "$*"; }
 
 step "qkit synth: a 4-layer, 256-wide Llama (BF16 safetensors + SentencePiece tokenizer)"
-"$QKIT" synth --config tests/data/demo/config.json --tokenizer-gen --seed 7 -q -o "$D/hf"
+"$QKIT" synth --config tests/data/demo/config.json --tokenizer-gen --seed 7 -o "$D/hf"
 ls -l "$D/hf"
 
 step "qkit convert: HF folder -> GGUF (F16)"

@@ -1676,6 +1676,54 @@ static void test_bad_config_values(void **state)
     tu_assert_msg(err.msg, "config.json: not a JSON object");
 }
 
+/* Values config.json used to get away with: a non-bool flag read as false, a linear/yarn rope
+ * factor of 0 or below written as is, special ids past the vocabulary dropped silently. Each is a
+ * one-line error naming the key; the rows with want 0 must still parse. */
+static void test_config_loose_values(void **state)
+{
+    (void)state;
+    static const char base[] = "{\"architectures\": [\"LlamaForCausalLM\"], \"num_hidden_layers\": 2, "
+                               "\"hidden_size\": 32, \"intermediate_size\": 48, \"num_attention_heads\": 4, "
+                               "\"vocab_size\": 512, \"max_position_embeddings\": 64, \"rms_norm_eps\": 1e-5";
+    static const struct {
+        const char *extra;
+        int want;
+        const char *msg;
+    } cases[] = {
+        {"\"tie_word_embeddings\": \"yes\"", QK_EFORMAT, "config.json: 'tie_word_embeddings' must be true or false"},
+        {"\"tie_word_embeddings\": 1", QK_EFORMAT, "'tie_word_embeddings' must be true or false"},
+        {"\"attention_bias\": \"false\"", QK_EFORMAT, "'attention_bias' must be true or false"},
+        {"\"mlp_bias\": []", QK_EFORMAT, "'mlp_bias' must be true or false"},
+        {"\"rope_scaling\": {\"type\": \"linear\", \"factor\": 0}", QK_EFORMAT,
+         "linear rope scaling 'factor' must be positive, got 0"},
+        {"\"rope_scaling\": {\"type\": \"linear\", \"factor\": -3}", QK_EFORMAT,
+         "linear rope scaling 'factor' must be positive, got -3"},
+        {"\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 0, \"original_max_position_embeddings\": 32}",
+         QK_EFORMAT, "yarn rope scaling 'factor' must be positive"},
+        {"\"bos_token_id\": 512", QK_EFORMAT, "'bos_token_id' must be a token id below vocab_size 512"},
+        {"\"bos_token_id\": -1", QK_EFORMAT, "'bos_token_id' must be a token id below vocab_size 512"},
+        {"\"bos_token_id\": \"1\"", QK_EFORMAT, "'bos_token_id' must be a token id below vocab_size 512"},
+        {"\"eos_token_id\": 1.5", QK_EFORMAT, "'eos_token_id' must be a token id below vocab_size 512"},
+        {"\"eos_token_id\": [2, 100000]", QK_EFORMAT, "'eos_token_id' must be a token id below vocab_size 512"},
+        {"\"eos_token_id\": []", QK_EFORMAT, "'eos_token_id' must be a token id below vocab_size 512"},
+        /* still fine */
+        {"\"tie_word_embeddings\": true, \"bos_token_id\": 1, \"eos_token_id\": [2, 511]", 0, NULL},
+        {"\"tie_word_embeddings\": null, \"bos_token_id\": null", 0, NULL},
+        {"\"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.5}", 0, NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char json[1024];
+        snprintf(json, sizeof json, "%s, %s}", base, cases[i].extra);
+        qk_err err = {{0}};
+        ca_config c;
+        int rc = ca_config_parse(json, strlen(json), "config.json", &c, &err);
+        if (rc != cases[i].want)
+            fail_msg("case %zu (%s): status %d, expected %d: %s", i, cases[i].extra, rc, cases[i].want, err.msg);
+        if (cases[i].msg)
+            tu_assert_msg(err.msg, cases[i].msg);
+    }
+}
+
 /* ================================================================ qkit tokenize (CLI) */
 
 /* `$QKIT tokenize DIR -f FILE --ids --no-bos` parsed back into ids; skips when $QKIT is unset. */
@@ -1850,6 +1898,7 @@ int main(void)
         cmocka_unit_test(test_bad_nan_when_quantizing),
         cmocka_unit_test(test_bad_outtype),
         cmocka_unit_test(test_bad_config_values),
+        cmocka_unit_test(test_config_loose_values),
         cmocka_unit_test(test_tokenize_cli_golden_strings),
         cmocka_unit_test(test_tokenize_cli_golden_files),
     };

@@ -906,6 +906,151 @@ static void test_split_hand_made_and_errors(void **state)
     expect_open_fail(odd, QK_EFORMAT, "file name does not end in '-00001-of-00002.gguf'");
 }
 
+/* ---- split sets: identity, mixed sets, inputs kept ---------------------------------------- */
+
+/* The split.id string of a part file (its 16 hex digits), read with the reader's own view of
+ * the raw key (gguf_open_mem refuses multi-part sets, so it is searched in the bytes). */
+static void part_id(const char *path, char id[17])
+{
+    size_t n;
+    uint8_t *b = tu_read(path, &n);
+    static const char key[] = "\x08\0\0\0\0\0\0\0split.id\x08\0\0\0\x10\0\0\0\0\0\0\0";
+    uint8_t *at = NULL;
+    for (size_t i = 0; !at && i + sizeof key - 1 + 16 <= n; i++)
+        if (!memcmp(b + i, key, sizeof key - 1))
+            at = b + i;
+    assert_non_null(at);
+    memcpy(id, at + sizeof key - 1, 16);
+    id[16] = 0;
+    for (int i = 0; i < 16; i++)
+        assert_non_null(strchr("0123456789abcdef", id[i]));
+    free(b);
+}
+
+/* Every part carries the same split.id, a hash of the whole set: the same output gives the same
+ * id, different data another; a part of another write makes the set "mixed" for the reader. */
+static void test_split_id_and_mixed_sets(void **state)
+{
+    (void)state;
+    ttensor a[4], b[4];
+    make_sized(a, (const size_t[]){10, 20, 30, 40}, 4);
+    make_sized(b, (const size_t[]){10, 20, 30, 40}, 4);
+    b[3].data[0] ^= 1; /* one bit differs */
+    char pa[4096], pb[4096], path[4200];
+    snprintf(pa, sizeof pa, "%s", tu_tmp("ida"));
+    snprintf(pb, sizeof pb, "%s", tu_tmp("idb"));
+    const gguf_split_opts two = {.max_tensors = 2};
+    snprintf(path, sizeof path, "%s.gguf", pa);
+    write_model(path, &two, 0, a, 4);
+    snprintf(path, sizeof path, "%s.gguf", pb);
+    write_model(path, &two, 0, b, 4);
+    char a1[4096], a2[4096], b2[4096], id1[17], id2[17], idb[17];
+    gguf_split_path(a1, sizeof a1, pa, 0, 2);
+    gguf_split_path(a2, sizeof a2, pa, 1, 2);
+    gguf_split_path(b2, sizeof b2, pb, 1, 2);
+    part_id(a1, id1);
+    part_id(a2, id2);
+    part_id(b2, idb);
+    assert_string_equal(id1, id2);
+    assert_string_not_equal(id1, idb);
+    /* written again: the same id (reproducible bytes) */
+    snprintf(path, sizeof path, "%s.gguf", pa);
+    write_model(path, &two, 0, a, 4);
+    part_id(a2, id2);
+    assert_string_equal(id1, id2);
+    gguf_close(open_ok(a1));
+    /* part 2 of the other write: refused from either end, naming the parts */
+    tu_copy(b2, a2);
+    expect_open_fail(a1, QK_EFORMAT, "the parts are a mixed set");
+    expect_open_fail(a2, QK_EFORMAT, "belongs to another write of the model than");
+    /* a part without any split.id next to one with it: mixed too */
+    char prefix[4096], h1[4096];
+    snprintf(prefix, sizeof prefix, "%s", tu_tmp("idh"));
+    write_part(prefix, 0, 2, 0, 2, 2, "a");
+    write_part(prefix, 1, 2, 1, 2, 2, "b");
+    gguf_split_path(h1, sizeof h1, prefix, 0, 2);
+    gguf_close(open_ok(h1)); /* gguf-split's sets have no id: read as before */
+    bb x = {0}; /* part 2 again, now with a split.id */
+    bb_hdr(&x, 3, 1, 4);
+    bb_kv_u16(&x, "split.no", 1);
+    bb_kv_u16(&x, "split.count", 2);
+    bb_kv_i32(&x, "split.tensors.count", 2);
+    bb_str(&x, "split.id");
+    bb_u32(&x, GGUF_TYPE_STR);
+    bb_str(&x, "0123456789abcdef");
+    bb_tinfo(&x, &(tspec){"b", 1, {8}, Q_TYPE_I8, 0});
+    bb_pad(&x, 32);
+    bb_data(&x, 8, 1);
+    gguf_split_path(path, sizeof path, prefix, 1, 2);
+    tu_write(path, x.p, x.n);
+    bb_free(&x);
+    expect_open_fail(h1, QK_EFORMAT, "split.id '0123456789abcdef' vs '(none)'");
+    free_tensors(a, 4);
+    free_tensors(b, 4);
+}
+
+/* The writer refuses, before creating anything, an output part that is a protected input. */
+static void test_writer_protects_inputs(void **state)
+{
+    (void)state;
+    ttensor ts[2];
+    make_sized(ts, (const size_t[]){10, 20}, 2);
+    const char *in = tu_tmp("in.gguf");
+    write_model(in, NULL, 0, ts, 2);
+    size_t n0;
+    uint8_t *before = tu_read(in, &n0);
+    char prefix[4096], part2[4096];
+    snprintf(prefix, sizeof prefix, "%s", tu_tmp("prot"));
+    gguf_split_path(part2, sizeof part2, prefix, 1, 2);
+    assert_int_equal(symlink(in, part2), 0); /* part 2 of the output would be the input */
+    char out[4200];
+    snprintf(out, sizeof out, "%s.gguf", prefix);
+    const char *targets[] = {in, out};
+    const gguf_split_opts *opts[] = {NULL, &(gguf_split_opts){.max_tensors = 1}};
+    for (int k = 0; k < 2; k++) {
+        gguf_writer *w = writer_ok(targets[k], opts[k]);
+        assert_int_equal(gguf_writer_protect(w, in), QK_OK);
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(gguf_writer_add_tensor(w, ts[i].name, ts[i].type, ts[i].n_dims, ts[i].ne), QK_OK);
+        assert_int_equal(gguf_writer_begin_data(w), QK_EALIAS);
+        tu_assert_msg(gguf_writer_error(w), "writing it would destroy the input");
+        qk_err err = {{0}};
+        assert_int_equal(gguf_writer_commit(w, &err), QK_EALIAS);
+    }
+    size_t n1;
+    uint8_t *after = tu_read(in, &n1);
+    assert_int_equal(n0, n1);
+    assert_memory_equal(before, after, n0);
+    char first[4096];
+    gguf_split_path(first, sizeof first, prefix, 0, 2);
+    assert_false(tu_exists(first));
+    free(before);
+    free(after);
+    free_tensors(ts, 2);
+}
+
+/* A string value with a NUL inside is kept (its length says so) but gguf_get_str refuses it:
+ * as a C string it would be cut ("llama\0x" read as "llama"). */
+static void test_get_str_refuses_nul(void **state)
+{
+    (void)state;
+    bb b = {0};
+    bb_hdr(&b, 3, 0, 1);
+    bb_str(&b, "general.architecture");
+    bb_u32(&b, GGUF_TYPE_STR);
+    bb_u64(&b, 7);
+    bb_put(&b, "llama\0x", 7);
+    gguf_ctx *ctx = NULL;
+    qk_err err = {{0}};
+    assert_int_equal(gguf_open_mem(&ctx, b.p, b.n, "nul.gguf", &err), QK_OK);
+    const char *arch = NULL;
+    assert_int_equal(gguf_get_str(ctx, "general.architecture", &arch), QK_EFORMAT);
+    assert_null(arch);
+    assert_int_equal(gguf_kv_value(ctx, 0)->str.len, 7);
+    gguf_close(ctx);
+    bb_free(&b);
+}
+
 /* ---- malformed files ----------------------------------------------------------------------- */
 
 static void test_truncated_at_every_length(void **state)
@@ -1488,6 +1633,9 @@ int main(void)
         cmocka_unit_test(test_split_explicit_breaks),
         cmocka_unit_test(test_split_single_part_and_no_split),
         cmocka_unit_test(test_split_hand_made_and_errors),
+        cmocka_unit_test(test_split_id_and_mixed_sets),
+        cmocka_unit_test(test_writer_protects_inputs),
+        cmocka_unit_test(test_get_str_refuses_nul),
         cmocka_unit_test(test_truncated_at_every_length),
         cmocka_unit_test(test_bad_magic),
         cmocka_unit_test(test_version_1),

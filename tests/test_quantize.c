@@ -1374,6 +1374,139 @@ static void test_qz_output_dir_missing(void **state)
     int rc = qz_quantize(&p, NULL, &failed_out, &err);
     assert_int_equal(rc, QK_EIO);
     assert_int_equal(failed_out, 1);
+    /* the message names the path and the cause (it used to be a bare "I/O error") */
+    tu_assert_msg(err.msg, "/nonexistent-dir/out.gguf: cannot create temporary file: No such file or directory");
+}
+
+/* An output that is the input, however spelled (the same path, ./, absolute, a symbolic or hard
+ * link, the importance matrix, a part of --keep-split's output): QK_EALIAS before anything is
+ * written, not an output failure, the input untouched. */
+static void test_qz_output_is_input(void **state)
+{
+    (void)state;
+    TU_SHARED(src, "models/stories260K.gguf");
+    const char *dir = tu_mkdir("qz-alias");
+    char in[4096], imat[4096], cwd[4096];
+    snprintf(in, sizeof in, "%s", tu_join(dir, "m.gguf"));
+    snprintf(imat, sizeof imat, "%s", tu_join(dir, "i.dat"));
+    tu_copy(src, in);
+    buf b = {.n = 0};
+    put_i32(&b, 1);
+    put_entry(&b, "blk.0.attn_q.weight", 1, 64, 1.0f);
+    tu_write(imat, b.b, b.n);
+    assert_int_equal(symlink("m.gguf", tu_join(dir, "link.gguf")), 0);
+    assert_int_equal(link(in, tu_join(dir, "hard.gguf")), 0);
+    size_t n0;
+    uint8_t *before = tu_read(in, &n0);
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    assert_int_equal(chdir(dir), 0);
+    static const struct {
+        const char *in, *out, *imatrix;
+        const char *msg;
+    } cases[] = {
+        {"m.gguf", "m.gguf", NULL, "m.gguf: is the input m.gguf (the same file)"},
+        {"m.gguf", "./m.gguf", NULL, "./m.gguf: is the input m.gguf"},
+        {"./m.gguf", "link.gguf", NULL, "link.gguf: is the input ./m.gguf"},
+        {"link.gguf", "m.gguf", NULL, "m.gguf: is the input link.gguf"},
+        {"m.gguf", "hard.gguf", NULL, "hard.gguf: is the input m.gguf"},
+        {"m.gguf", "i.dat", "i.dat", "i.dat: is the input i.dat"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        qz_params p;
+        qz_params_init(&p);
+        p.in_path = cases[i].in;
+        p.out_path = cases[i].out;
+        p.imatrix_path = cases[i].imatrix;
+        qk_err err = {{0}};
+        int failed_out = -1;
+        int rc = qz_quantize(&p, NULL, &failed_out, &err);
+        if (rc != QK_EALIAS)
+            fail_msg("case %zu: %d (%s)", i, rc, err.msg);
+        tu_assert_msg(err.msg, cases[i].msg);
+        assert_int_equal(failed_out, 0);
+    }
+    /* the absolute spelling */
+    qz_params p;
+    qz_params_init(&p);
+    p.in_path = "m.gguf";
+    p.out_path = in;
+    qk_err err = {{0}};
+    assert_int_equal(qz_quantize(&p, NULL, NULL, &err), QK_EALIAS);
+    assert_int_equal(chdir(cwd), 0);
+    size_t n1;
+    uint8_t *after = tu_read(in, &n1);
+    assert_int_equal(n0, n1);
+    assert_memory_equal(before, after, n0);
+    free(before);
+    free(after);
+}
+
+/* Importance values of zero make every candidate scale equally good: a matrix whose values are
+ * all zero is quantized without weights (a warning), so an all-zero imatrix gives llama-quantize's
+ * unweighted bytes instead of garbage (PPL 4.8 → 1e10 before). Negative values are an error
+ * naming the entry. */
+static void test_qz_imatrix_zero_and_negative(void **state)
+{
+    (void)state;
+    TU_SHARED(in, "models/stories260K.gguf");
+    TU_SHARED(golden, "golden/stories260K-Q4_K_M.gguf");
+    gguf_ctx *g, *o;
+    qk_err err = {{0}};
+    assert_int_equal(gguf_open(&g, in, &err), QK_OK);
+    for (int neg = 0; neg < 2; neg++) {
+        size_t cap = 1 << 16, n = 0;
+        uint8_t *dat = calloc(1, cap);
+        int32_t count = 0;
+        n = 4;
+        for (uint64_t i = 0; i < gguf_n_tensors(g); i++) {
+            const gguf_tensor_info *t = gguf_tensor(g, i);
+            if (t->n_dims < 2 || !strcmp(t->name, "token_embd.weight"))
+                continue;
+            int32_t len = (int32_t)strlen(t->name), one = 1, nval = (int32_t)t->ne[0];
+            memcpy(dat + n, &len, 4), n += 4;
+            memcpy(dat + n, t->name, (size_t)len), n += (size_t)len;
+            memcpy(dat + n, &one, 4), n += 4;
+            memcpy(dat + n, &nval, 4), n += 4;
+            float v = neg && count == 3 ? -0.5f : 0.0f;
+            for (int32_t c = 0; c < nval; c++, n += 4)
+                memcpy(dat + n, c == 7 ? &v : &(float){0.0f}, 4);
+            count++;
+        }
+        memcpy(dat, &count, 4);
+        const char *imat = tu_tmp(neg ? "neg.dat" : "zero.dat"), *out = tu_tmp(neg ? "n.gguf" : "z.gguf");
+        tu_write(imat, dat, n);
+        free(dat);
+        qz_report *r = NULL;
+        int rc = run_qz(in, out, MX_FTYPE_Q4_K_M, 2, imat, 0, &r, &err);
+        if (neg) {
+            /* refused where the file is read or where the values are used, naming the entry */
+            assert_int_not_equal(rc, QK_OK);
+            if (!strstr(err.msg, "blk.0.attn_v.weight") && !strstr(err.msg, "negative"))
+                fail_msg("message '%s' names neither the entry nor the problem", err.msg);
+            assert_false(tu_exists(out));
+            continue;
+        }
+        assert_int_equal(rc, QK_OK);
+        int warned = 0;
+        for (size_t k = 0; k < r->n_warnings; k++)
+            warned += strstr(r->warnings[k], "importance matrix entry is all zeros") != NULL;
+        assert_int_equal(warned, count);
+        qz_report_free(r);
+        gguf_ctx *gold;
+        assert_int_equal(gguf_open(&o, out, &err), QK_OK);
+        assert_int_equal(gguf_open(&gold, golden, &err), QK_OK);
+        for (uint64_t i = 0; i < gguf_n_tensors(gold); i++) {
+            const gguf_tensor_info *x = gguf_tensor(gold, i), *y = gguf_find_tensor(o, x->name);
+            assert_non_null(y);
+            assert_int_equal(x->type, y->type);
+            assert_int_equal(x->nbytes, y->nbytes);
+            if (memcmp(x->data, y->data, x->nbytes))
+                fail_msg("tensor '%s' differs from the unweighted quantization", x->name);
+        }
+        gguf_close(o);
+        gguf_close(gold);
+    }
+    gguf_close(g);
 }
 
 /* Writes stories260K as a split model with the given limits; returns part 1's path. */
@@ -1802,6 +1935,8 @@ int main(void)
         cmocka_unit_test(test_qz_nan_weights),
         cmocka_unit_test(test_qz_needs_imatrix),
         cmocka_unit_test(test_qz_output_dir_missing),
+        cmocka_unit_test(test_qz_output_is_input),
+        cmocka_unit_test(test_qz_imatrix_zero_and_negative),
         cmocka_unit_test(test_qz_split),
         cmocka_unit_test(test_qz_keep_split_by_size),
         cmocka_unit_test(test_qz_moe_experts),

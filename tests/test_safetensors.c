@@ -934,6 +934,40 @@ static const char *shard_dir_with_index(const char *name, const char *index_text
     return index;
 }
 
+/* An escaped NUL (\u0000) in a name would be decoded into a NUL that silently ends it: "a\u0000b"
+ * and "a" would alias. Refused anywhere in a header or an index, naming the file; an escaped
+ * backslash before "u0000" is not an escape of NUL and stays accepted. */
+static void test_bad_escaped_nul_in_names(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *json;
+        int want;
+    } headers[] = {
+        {"{\"a\\u0000b\":{" T_OK "}}", QK_EFORMAT},
+        {"{\"a\":{" T_OK "},\"a\\u0000\":{" T_OK "}}", QK_EFORMAT},
+        {"{\"__metadata__\":{\"k\":\"v\\u0000w\"},\"a\":{" T_OK "}}", QK_EFORMAT},
+        {"{\"a\\U0000\":{" T_OK "}}", QK_EFORMAT}, /* not an escape JSON knows */
+        {"{\"a\\\\u0000\":{" T_OK "}}", QK_OK},     /* "a\\u0000": backslash, then text */
+    };
+    for (size_t i = 0; i < sizeof headers / sizeof headers[0]; i++) {
+        const char *path = tu_tmp("esc.safetensors");
+        write_raw(path, headers[i].json, 8);
+        qk_err err = {{0}};
+        st_file *f = NULL;
+        int rc = st_file_open(&f, path, &err);
+        if (rc != headers[i].want)
+            fail_msg("case %zu (%s): %d, expected %d: %s", i, headers[i].json, rc, headers[i].want, err.msg);
+        if (rc == QK_OK)
+            st_file_close(f);
+        else if (i < 3)
+            tu_assert_msg(err.msg, "header holds an escaped NUL (\\u0000) in a string at offset");
+    }
+    const char *index = shard_dir_with_index(
+        "ix_nul", "{\"weight_map\": {\"a.0\\u0000x\": \"model-00001-of-00003.safetensors\"}}");
+    expect_model_error(index, QK_EFORMAT, "index holds an escaped NUL (\\u0000)");
+}
+
 static void test_bad_index_json(void **state)
 {
     (void)state;
@@ -1229,6 +1263,7 @@ int main(void)
         cmocka_unit_test(test_bad_invalid_json),
         cmocka_unit_test(test_bad_trailing_garbage),
         cmocka_unit_test(test_bad_nul_in_header),
+        cmocka_unit_test(test_bad_escaped_nul_in_names),
         cmocka_unit_test(test_bad_not_object),
         cmocka_unit_test(test_bad_entry_not_object),
         cmocka_unit_test(test_bad_missing_dtype),

@@ -1,13 +1,17 @@
-/* test_util.c — the small pieces every module shares: the whole-file reader (formats/file), the
- * growable buffer and array growth (quant/buf), and the status codes (quant/status). */
+/* test_util.c — the small pieces every module shares: the whole-file reader and the output-versus-
+ * input identity check (formats/file), crash-safe output sets (formats/outfile), the growable
+ * buffer and array growth (quant/buf), and the status codes (quant/status). */
 #include "tu.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "../formats/file.h"
+#include "../formats/outfile.h"
 #include "../quant/buf.h"
 #include "../quant/status.h"
 
@@ -273,6 +277,115 @@ static void test_grow_overflow(void **state)
     free(a);
 }
 
+/* ---- outputs that would destroy an input ------------------------------------------------- */
+
+/* Every spelling of "the same file" is refused (QK_EALIAS, one line naming both), everything
+ * else passes: the input is never touched by the check. */
+static void test_output_check(void **state)
+{
+    (void)state;
+    const char *dir = tu_mkdir("alias");
+    char in[4096], cwd[4096], rel[4096];
+    snprintf(in, sizeof in, "%s", tu_join(dir, "a.gguf"));
+    tu_write(in, "GGUF", 4);
+    assert_int_equal(symlink("a.gguf", tu_join(dir, "link.gguf")), 0);
+    assert_int_equal(link(in, tu_join(dir, "hard.gguf")), 0);
+    tu_write(tu_join(dir, "other.gguf"), "x", 1);
+    assert_int_equal(mkdir(tu_join(dir, "hf"), 0755), 0);
+    tu_write(tu_join(tu_join(dir, "hf"), "config.json"), "{}", 2);
+    assert_int_equal(mkdir(tu_join(tu_join(dir, "hf"), "sub"), 0755), 0);
+    assert_int_equal(symlink("../a.gguf", tu_join(tu_join(dir, "hf"), "model.safetensors")), 0);
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    assert_int_equal(chdir(dir), 0);
+    snprintf(rel, sizeof rel, "./sub/../a.gguf");
+    assert_int_equal(mkdir("sub", 0755), 0);
+    static const struct {
+        const char *out, *in;
+        int want;
+        const char *msg;
+    } cases[] = {
+        {"a.gguf", "a.gguf", QK_EALIAS, "a.gguf: is the input a.gguf (the same file)"},
+        {"./a.gguf", "a.gguf", QK_EALIAS, "./a.gguf: is the input a.gguf"},
+        {"sub/../a.gguf", "a.gguf", QK_EALIAS, "writing it would destroy the input"},
+        {"link.gguf", "a.gguf", QK_EALIAS, "link.gguf: is the input a.gguf"},
+        {"a.gguf", "link.gguf", QK_EALIAS, "a.gguf: is the input link.gguf"},
+        {"hard.gguf", "a.gguf", QK_EALIAS, "hard.gguf: is the input a.gguf"},
+        {"hf/config.json", "hf", QK_EALIAS, "hf/config.json: is the input hf/config.json"},
+        {"hf", "hf", QK_EALIAS, "hf: is the input hf (the same folder)"},
+        {"a.gguf", "hf", QK_EALIAS, "a.gguf: is the input hf/model.safetensors"}, /* a link in the folder */
+        {"other.gguf", "a.gguf", QK_OK, NULL},
+        {"new.gguf", "a.gguf", QK_OK, NULL},
+        {"nodir/new.gguf", "a.gguf", QK_OK, NULL},
+        {"hf/new.gguf", "hf", QK_OK, NULL},
+        {"hf/sub", "hf", QK_OK, NULL},     /* a sub-folder is not an input */
+        {"a.gguf", "missing.gguf", QK_OK, NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        qk_err err = {{0}};
+        int rc = qk_output_check(cases[i].out, cases[i].in, &err);
+        if (rc != cases[i].want)
+            fail_msg("case %zu (%s vs %s): %d, expected %d: %s", i, cases[i].out, cases[i].in, rc,
+                     cases[i].want, err.msg);
+        if (cases[i].msg)
+            tu_assert_msg(err.msg, cases[i].msg);
+    }
+    /* the absolute spelling */
+    char abs_out[4096];
+    snprintf(abs_out, sizeof abs_out, "%s", in);
+    qk_err err = {{0}};
+    assert_int_equal(qk_output_check(abs_out, "a.gguf", &err), QK_EALIAS);
+    assert_int_equal(chdir(cwd), 0);
+    size_t n;
+    char *kept = tu_read(in, &n);
+    assert_int_equal(n, 4);
+    assert_memory_equal(kept, "GGUF", 4);
+    free(kept);
+}
+
+/* A set commit that fails at its second rename puts the first file's old contents back and
+ * removes every temporary: the old set stays whole. */
+static void test_commit_set_failure_keeps_old_set(void **state)
+{
+    (void)state;
+    const char *dir = tu_mkdir("set");
+    char p1[4096], p2[4096];
+    snprintf(p1, sizeof p1, "%s", tu_join(dir, "m-00001-of-00002.gguf"));
+    snprintf(p2, sizeof p2, "%s", tu_join(dir, "m-00002-of-00002.gguf"));
+    tu_write(p1, "old1", 4);
+    assert_int_equal(mkdir(p2, 0755), 0); /* renaming a file over a folder fails */
+    of_file *f[2];
+    qk_err err = {{0}};
+    assert_int_equal(of_open(&f[0], p1, &err), QK_OK);
+    assert_int_equal(of_open(&f[1], p2, &err), QK_OK);
+    fputs("new1", of_stream(f[0]));
+    fputs("new2", of_stream(f[1]));
+    assert_int_equal(of_commit_set(f, 2, &err), QK_EIO);
+    tu_assert_msg(err.msg, "m-00002-of-00002.gguf: rename failed");
+    size_t n;
+    char *b = tu_read(p1, &n);
+    assert_int_equal(n, 4);
+    assert_memory_equal(b, "old1", 4);
+    free(b);
+    rmdir(p2);
+    /* nothing else is left: no temporaries, no backups */
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "test $(ls -A '%s' | wc -l) -eq 1", dir);
+    assert_int_equal(system(cmd), 0);
+    /* and a set that succeeds replaces both, with no backups left over */
+    tu_write(p2, "old2", 4);
+    assert_int_equal(of_open(&f[0], p1, &err), QK_OK);
+    assert_int_equal(of_open(&f[1], p2, &err), QK_OK);
+    fputs("new1", of_stream(f[0]));
+    fputs("new2", of_stream(f[1]));
+    assert_int_equal(of_commit_set(f, 2, &err), QK_OK);
+    b = tu_read(p2, &n);
+    assert_memory_equal(b, "new2", 4);
+    free(b);
+    snprintf(cmd, sizeof cmd, "test $(ls -A '%s' | wc -l) -eq 2", dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(of_defer_signal(SIGTERM), 0); /* outside a commit, handlers run as usual */
+}
+
 /* ---- status codes ------------------------------------------------------------------------- */
 
 static void test_status_names(void **state)
@@ -282,7 +395,7 @@ static void test_status_names(void **state)
     assert_string_equal(qk_status_str(QK_EIO), "I/O error");
     assert_string_equal(qk_status_str(QK_OK), "ok");
     const int codes[] = {QK_EIO, QK_ENOMEM, QK_EFORMAT, QK_EUNSUPPORTED, QK_ERANGE, QK_EINTERNAL,
-                         QK_ENOTFOUND};
+                         QK_ENOTFOUND, QK_EALIAS};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
         for (size_t j = 0; j < i; j++)
             assert_true(codes[i] != codes[j]);
@@ -302,6 +415,8 @@ int main(void)
         cmocka_unit_test(test_grow),
         cmocka_unit_test(test_grow_overflow),
         cmocka_unit_test(test_status_names),
+        cmocka_unit_test(test_output_check),
+        cmocka_unit_test(test_commit_set_failure_keeps_old_set),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

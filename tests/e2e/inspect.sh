@@ -4,7 +4,7 @@
 check info 0 "$QKIT" info
 expect_out info-kernels "kernels:"
 check info-forced-scalar 0 env QKIT_ISA=scalar "$QKIT" info --json
-expect_out info-json-isa '"isa": "scalar"'
+expect_json info-json-isa 'd["isa"] == "scalar"'
 check usage-unknown-command 2 "$QKIT" frobnicate
 check inspect-usage 2 "$QKIT" inspect
 

@@ -62,7 +62,7 @@ expect_fail synth_too_many_shards 2 "only 30 tensors" -- synth --config "$T/conf
 
 # --tokenizer-gen: a SentencePiece tokenizer made from nothing, byte-identical on reruns, and
 # one that `qkit tokenize` reads back (a common word is one token: " the").
-"$QKIT" synth --config "$T/config.json" -o "$T/g1" --tokenizer-gen -q >"$T/out" 2>"$T/err" &&
+"$QKIT" synth --config "$T/config.json" -o "$T/g1" --tokenizer-gen >"$T/out" 2>"$T/err" &&
     test -s "$T/g1/tokenizer.model" && test -s "$T/g1/tokenizer_config.json" &&
     test -s "$T/g1/special_tokens_map.json" && grep -q '3 tokenizer files' "$T/out" && ! test -s "$T/err" &&
     grep -q '"bos_token_id": 1,' "$T/g1/config.json" && grep -q '"tokenizer_class": "LlamaTokenizer"' "$T/g1/tokenizer_config.json"
@@ -74,7 +74,7 @@ check synth_tokenizer_gen_identical $?
 "$QKIT" tokenize "$T/g1" -p 'the' --no-bos >"$T/out" 2>&1 &&
     [ "$(wc -l <"$T/out")" -eq 1 ] && grep -q "^ *[0-9][0-9]* -> ' the'\$" "$T/out"
 check synth_tokenizer_gen_encodes $?
-"$QKIT" synth --config tests/data/demo/config.json -o "$T/demo" --tokenizer-gen -q >"$T/out" 2>&1 &&
+"$QKIT" synth --config tests/data/demo/config.json -o "$T/demo" --tokenizer-gen >"$T/out" 2>&1 &&
     grep -q 'LlamaForCausalLM, 4 layers, 39 tensors, 3410176 parameters' "$T/out"
 check synth_demo_config $?
 expect_fail synth_tokenizer_gen_and_from 2 "--tokenizer-gen and --tokenizer-from exclude each other" \
@@ -90,7 +90,7 @@ if [ -d "$CFGS" ]; then
         -- synth --config "$T/dsv3.json" -o "$T/x"
 
     "$QKIT" synth --config "$CFGS/SmolLM2-135M/config.json" --tokenizer-from "$CFGS/TinyLlama-1.1B-Chat-v1.0" \
-        --layers 1 --dtype f16 -o "$T/smol" -q >"$T/out" 2>&1 &&
+        --layers 1 --dtype f16 -o "$T/smol" >"$T/out" 2>&1 &&
         grep -q '"num_hidden_layers": 1,' "$T/smol/config.json" && grep -q '"dtype": "float16"' "$T/smol/config.json" &&
         cmp -s "$CFGS/TinyLlama-1.1B-Chat-v1.0/tokenizer.model" "$T/smol/tokenizer.model" &&
         grep -q '6 tokenizer files' "$T/out"

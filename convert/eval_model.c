@@ -1,16 +1,14 @@
-#include "engine_open.h"
+/* eval_model.c — a GGUF file or an HF folder opened for the engine; see eval_model.h. */
+#include "eval_model.h"
 
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "../calib/model.h"
 #include "../calib/tokenizer_gguf.h"
-#include "../convert/hf_engine.h"
-#include "../formats/file.h"
+#include "hf_engine.h"
 
-int cli_engine_open(cli_engine_model *em, const char *path, qk_err *err)
+int cv_eval_open(cv_eval_model *em, const char *path, qk_err *err)
 {
     memset(em, 0, sizeof *em);
     em->path = path;
@@ -26,28 +24,15 @@ int cli_engine_open(cli_engine_model *em, const char *path, qk_err *err)
         rc = qk_err_set(err, QK_EFORMAT, "%s: the tokenizer has %u tokens but the model's vocabulary is %d",
                         path, em->vocab->n_tokens, em->m.n_vocab);
     if (rc)
-        cli_engine_close(em);
+        cv_eval_close(em);
     return rc;
 }
 
-void cli_engine_close(cli_engine_model *em)
+void cv_eval_close(cv_eval_model *em)
 {
     eng_model_free_owned(&em->m);
     tok_vocab_free(em->vocab);
     gguf_close(em->g);
     cv_plan_free(em->plan);
     memset(em, 0, sizeof *em);
-}
-
-int cli_tokenize_file(const tok_vocab *v, const char *path, tok_ids *ids, qk_err *err)
-{
-    char *text;
-    size_t len;
-    int rc = qk_file_read(path, QK_FILE_NO_LIMIT, &text, &len, err);
-    if (!rc && len == 0)
-        rc = qk_err_set(err, QK_EFORMAT, "%s: the text is empty", path);
-    if (!rc && (rc = tok_encode(v, text, len, TOK_ADD_SPECIAL, ids, err)))
-        qk_err_prefix(err, path);
-    free(text);
-    return rc;
 }
