@@ -2,6 +2,7 @@
 #include "imatrix.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@ struct eng_imatrix {
     uint32_t chunk_size;
     int rc;           /* sticky observer error */
     qk_err err;
+    double seconds;   /* spent in the observer */
 };
 
 static int stat_cmp(const void *a, const void *b)
@@ -125,6 +127,7 @@ void eng_imatrix_observe(void *user, const eng_tensor *w, int expert, const floa
     mat_stats *st = im->rc ? NULL : find(im, w->name);
     if (!st || n <= 0)
         return;
+    const double t0 = omp_get_wtime();
     const int mat = expert < 0 ? 0 : expert;
     const int64_t ne0 = st->ne0;
     if (w->ne0 != ne0 || mat >= st->n_mat) {
@@ -136,7 +139,7 @@ void eng_imatrix_observe(void *user, const eng_tensor *w, int expert, const floa
     const int64_t nblk = (ne0 + COL_BLOCK - 1) / COL_BLOCK;
     /* Each column is summed over the tokens in order by one thread: the double sum depends only
      * on the product's input, never on the thread count. */
-#pragma omp parallel for schedule(static) if ((int64_t)n * ne0 >= 65536)
+#pragma omp parallel for schedule(static) if ((int64_t)n * ne0 >= (1 << 20))
     for (int64_t b = 0; b < nblk; b++) {
         const int64_t j0 = b * COL_BLOCK, width = ne0 - j0 < COL_BLOCK ? ne0 - j0 : COL_BLOCK;
         double a[COL_BLOCK] = {0};
@@ -177,7 +180,10 @@ void eng_imatrix_observe(void *user, const eng_tensor *w, int expert, const floa
     }
     st->counts[mat] += n;
     st->present = 1;
+    im->seconds += omp_get_wtime() - t0;
 }
+
+double eng_imatrix_observer_seconds(const eng_imatrix *im) { return im->seconds; }
 
 int eng_imatrix_status(const eng_imatrix *im, qk_err *err)
 {

@@ -44,6 +44,8 @@ void eng_imatrix_free(eng_imatrix *im); /* accepts NULL */
  * sticky and reported by eng_imatrix_status(). eng_imatrix_run() installs it itself. */
 void eng_imatrix_observe(void *im, const eng_tensor *w, int expert, const float *x, int n);
 int eng_imatrix_status(const eng_imatrix *im, qk_err *err);
+/* Wall time spent inside the observer so far: what collecting costs on top of the forward pass. */
+double eng_imatrix_observer_seconds(const eng_imatrix *im);
 
 typedef struct {
     int n_ctx;      /* tokens per chunk */

@@ -1121,7 +1121,7 @@ int tok_token_to_piece(const tok_vocab *v, int32_t id, unsigned flags, char *buf
         return oom(err);
     }
     *len = o.n;
-    if (o.n)
+    if (o.n && buf && cap) /* a NULL buffer asks for the length only */
         memcpy(buf, o.p, o.n < cap ? o.n : cap);
     qk_buf_free(&o);
     return QK_OK;

@@ -171,8 +171,10 @@ static void print_text(const imatrix_args *a, const eng_imatrix *im, const run_r
 {
     if (a->ev.text) {
         const double tokens = (double)r->chunks * a->ev.n_ctx;
-        printf("imatrix: %d chunks of %d tokens (%.0f tokens) in %.2f s, %.1f tokens/s, PPL %.4f\n",
-               r->chunks, a->ev.n_ctx, tokens, r->seconds, r->seconds > 0 ? tokens / r->seconds : 0.0,
+        printf("imatrix: %d chunks of %d tokens (%.0f tokens) in %.2f s, %.1f tokens/s (collecting "
+               "%.1f %% of it), PPL %.4f\n", r->chunks, a->ev.n_ctx, tokens, r->seconds,
+               r->seconds > 0 ? tokens / r->seconds : 0.0,
+               r->seconds > 0 ? 100.0 * eng_imatrix_observer_seconds(im) / r->seconds : 0.0,
                eng_ppl_value(&r->ppl));
     }
     printf("wrote %s (%s): %zu entries, %lld chunks of %u tokens\n", a->out, fmt_name(a->format),
@@ -217,6 +219,7 @@ static int print_json(const imatrix_args *a, const eng_imatrix *im, const run_re
     cJSON_AddNumberToObject(o, "tokens", a->ev.text ? tokens : 0);
     cli_json_number(o, "seconds", r->seconds);
     cli_json_number(o, "tokens_per_second", r->seconds > 0 ? tokens / r->seconds : 0.0);
+    cli_json_number(o, "collect_seconds", eng_imatrix_observer_seconds(im));
     if (a->ev.text)
         cli_json_number(o, "ppl", eng_ppl_value(&r->ppl));
     else

@@ -168,9 +168,9 @@ static int print_json(const tok_vocab *v, const tok_ids *ids, const args *a, qk_
     cJSON_AddNumberToObject(d, "count", (double)ids->n);
     jid = cJSON_AddArrayToObject(d, "ids");
     jp = cJSON_AddArrayToObject(d, "pieces");
-    int rc = QK_OK;
-    char *buf = NULL;
-    size_t cap = 0;
+    size_t cap = 256;
+    char *buf = malloc(cap);
+    int rc = buf ? QK_OK : qk_err_set(err, QK_ENOMEM, "tokenize: out of memory");
     for (size_t i = 0; i < ids->n && !rc; i++) {
         size_t len = 0;
         rc = tok_token_to_piece(v, ids->ids[i], TOK_DECODE_SPECIAL, buf, cap, &len, err);

@@ -17,35 +17,45 @@ models() { # NAME HF_DIR: F32, Q8_0 and Q4_K_M GGUFs in $TMP
     done
 }
 
-# best N CMD...: the highest tokens/s of N runs (the machine may be shared: the best run is the
-# least disturbed one).
+# best N CMD...: "TPS CPU SHARE" — the highest tokens/s of N runs, the least CPU time (user +
+# system seconds) a run took, and (imatrix) the smallest share of a run's time spent collecting
+# statistics, in percent. On a shared machine the best run is the least disturbed one; CPU time
+# and the share are what the work costs, whatever else runs.
 best() {
-    n=$1
-    shift
-    b=0
-    for _ in $(seq "$n"); do
-        v=$("$@" | python3 -c 'import json,sys; print("%.0f" % json.load(sys.stdin)["tokens_per_second"])')
-        [ "${v:-0}" -gt "$b" ] && b=$v
-    done
-    echo "$b"
+    python3 - "$@" <<'PY'
+import json, resource, subprocess, sys
+n, cmd = int(sys.argv[1]), sys.argv[2:]
+tps, cpu, share = 0.0, float("inf"), float("inf")
+for _ in range(n):
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    d = json.loads(subprocess.run(cmd, check=True, capture_output=True).stdout)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    tps = max(tps, d["tokens_per_second"])
+    cpu = min(cpu, r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
+    if "collect_seconds" in d:
+        share = min(share, 100 * d["collect_seconds"] / d["seconds"])
+print("%.0f %.3f %s" % (tps, cpu, "%.1f" % share if share != float("inf") else "-"))
+PY
 }
 
 # `qkit perplexity` and `qkit imatrix` (the same forward pass plus the statistics) on the same
-# chunks, best of REPEAT runs each; the last column is imatrix's cost over perplexity (budget 15 %).
+# chunks, REPEAT runs each: tokens/s of both, their CPU times, and the share of imatrix's time
+# spent collecting (budget: 15 % over perplexity).
 run() { # NAME CTX CHUNKS REPEAT
     for q in f32 Q8_0 Q4_K_M; do
         for t in 1 2; do
-            ppl=$(best "$4" "$QKIT" perplexity "$TMP/$1-$q.gguf" -f "$T" --ctx "$2" --chunks "$3" --threads $t --json)
-            imx=$(best "$4" "$QKIT" imatrix "$TMP/$1-$q.gguf" -f "$T" --ctx "$2" --chunks "$3" --threads $t --json \
-                  -o "$TMP/imatrix.gguf")
-            printf 'bench_engine: %-12s %-7s ctx %-4s %d thread(s): perplexity %8s tokens/s, imatrix %8s tokens/s (%+.1f %%)\n' \
-                "$1" "$q" "$2" $t "$ppl" "$imx" "$(python3 -c "print(($ppl / $imx - 1) * 100)")"
+            set -- "$1" "$2" "$3" "$4" $(best "$4" "$QKIT" perplexity "$TMP/$1-$q.gguf" -f "$T" --ctx "$2" \
+                --chunks "$3" --threads $t --json) $(best "$4" "$QKIT" imatrix "$TMP/$1-$q.gguf" -f "$T" \
+                --ctx "$2" --chunks "$3" --threads $t --json -o "$TMP/imatrix.gguf")
+            printf 'bench_engine: %-10s %-7s ctx %s %d thread(s): perplexity %6s tokens/s, imatrix %6s tokens/s (collecting %s %%); CPU %ss vs %ss\n' \
+                "$1" "$q" "$2" $t "$5" "$8" "${10}" "$6" "$9"
+            set -- "$1" "$2" "$3" "$4"
         done
     done
 }
 
 models stories3M "$SHARED/models/stories3M"
-run stories3M 256 64 3
+run stories3M 256 128 3
 "$QKIT" synth --config "$SHARED/hf-configs/TinyLlama-1.1B-Chat-v1.0/config.json" --dtype bf16 -q \
     -o "$TMP/tinyllama" || exit 1
 models tinyllama "$TMP/tinyllama"

@@ -5,6 +5,7 @@
  * converter reads it (hf_tokenizer_load, tok_vocab_load_hf with the "default" pre-tokenizer) and a
  * fixed text is encoded. Refusals must be one-line messages; encoded ids must be in the
  * vocabulary. The files live in a private temporary folder, removed at exit. */
+#include <cJSON.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -56,6 +57,17 @@ static int put(const char *name, const void *bytes, size_t n)
     return fclose(f) == 0 && ok ? 0 : -1;
 }
 
+/* config.json's vocab_size pads the vocabulary with "[PAD{i}]" tokens, as the converter does: up
+ * to HF_MAX_TOKEN_ID of them, which takes seconds and is no finding. Such inputs are skipped. */
+static int too_many_pads(const uint8_t *data, size_t size)
+{
+    cJSON *c = cJSON_ParseWithLength((const char *)data, size);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, "vocab_size");
+    int many = cJSON_IsNumber(v) && v->valuedouble > 65536;
+    cJSON_Delete(c);
+    return many;
+}
+
 static const char TEXT[] = "ab a b c  <s>x\xe2\x82\xac\xff<extra>";
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -69,6 +81,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
     int pick = data[0] % N_FILES;
+    if (pick == 5 && too_many_pads(data + 1, size - 1))
+        return 0;
     char p[128];
     for (int i = 0; i < N_FILES; i++) {
         snprintf(p, sizeof p, "%s/%s", dir, FILES[i]);
