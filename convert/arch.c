@@ -291,23 +291,6 @@ static void get_str(const cJSON *obj, const char *key, char *buf, size_t size)
         memcpy(buf, v->valuestring, strlen(v->valuestring) + 1);
 }
 
-/* A string from config.json as messages quote it: control bytes become '?' and long ones are cut,
- * so an error stays one line whatever the file holds. */
-typedef struct {
-    char s[72];
-} quoted;
-
-static quoted quote(const char *v)
-{
-    quoted q;
-    size_t i = 0, max = sizeof q.s - 4;
-    for (; v[i] && i < max; i++)
-        q.s[i] = (unsigned char)v[i] < 0x20 || v[i] == 0x7f ? '?' : v[i];
-    if (v[i])
-        memcpy(q.s + i, "...", 3), i += 3;
-    q.s[i] = 0;
-    return q;
-}
 
 static int parse_arch(const cfg_ctx *c, ca_config *o)
 {
@@ -320,7 +303,7 @@ static int parse_arch(const cfg_ctx *c, ca_config *o)
     snprintf(o->hf_arch, sizeof o->hf_arch, "%s", first->valuestring);
     if (!(o->arch = ca_arch_find(first->valuestring)))
         return qk_err_set(c->err, QK_EUNSUPPORTED, "%s: architecture '%s' is not supported (supported: %s)",
-                          c->name, quote(o->hf_arch).s, ca_supported());
+                          c->name, qk_show(o->hf_arch).s, ca_supported());
     o->gguf_arch = o->arch->gguf_arch;
     return QK_OK;
 }
@@ -439,7 +422,7 @@ static int parse_quant(const cfg_ctx *c, ca_config *o)
     if (strcmp(method, "fp8"))
         return qk_err_set(c->err, QK_EUNSUPPORTED,
                           "%s: quantization_config quant_method '%s' is not supported (fp8)", c->name,
-                          quote(method).s);
+                          qk_show(method).s);
     o->fp8 = true;
     const cJSON *b = cJSON_GetObjectItemCaseSensitive(q, "weight_block_size");
     if (!b || cJSON_IsNull(b))
@@ -524,7 +507,7 @@ static int parse_rope(const cfg_ctx *c, ca_config *o)
     /* positions are divided by the factor: 0 or negative makes no model */
     if ((!strcmp(type, "linear") || !strcmp(type, "yarn")) && has_factor && !(hp->rope_factor > 0))
         return qk_err_set(c->err, QK_EFORMAT, "%s: %s rope scaling 'factor' must be positive, got %g",
-                          c->name, quote(type).s, hp->rope_factor);
+                          c->name, qk_show(type).s, hp->rope_factor);
     if (!strcmp(type, "linear")) {
         hp->rope_scaling = has_factor ? GA_ROPE_LINEAR : GA_ROPE_NONE;
         return QK_OK;
@@ -539,7 +522,7 @@ static int parse_rope(const cfg_ctx *c, ca_config *o)
         return parse_llama3(c, p, o);
     return qk_err_set(c->err, QK_EUNSUPPORTED,
                       "%s: rope scaling type '%s' is not supported (default, linear, yarn, llama3)",
-                      c->name, quote(type).s);
+                      c->name, qk_show(type).s);
 }
 
 int ca_config_parse(const char *json, size_t len, const char *name, ca_config *out, qk_err *err)

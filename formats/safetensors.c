@@ -54,23 +54,6 @@ int st_dtype_from_name(const char *name)
 
 /* ---- small shared helpers -------------------------------------------------------------- */
 
-/* Names come from untrusted files and go into one-line messages: control bytes become '?' and
- * long names are cut. The struct is returned by value so it can sit inside a printf call. */
-typedef struct {
-    char s[100];
-} shown;
-
-static shown show(const char *name)
-{
-    shown r;
-    size_t i = 0, max = sizeof r.s - 4;
-    for (; name[i] && i < max; i++)
-        r.s[i] = (unsigned char)name[i] < 0x20 || name[i] == 0x7f ? '?' : name[i];
-    if (name[i])
-        memcpy(r.s + i, "...", 3), i += 3;
-    r.s[i] = 0;
-    return r;
-}
 
 typedef struct {
     char s[8 + ST_MAX_DIMS * 22];
@@ -303,7 +286,7 @@ static int parse_meta(st_file *f, const cJSON *meta, qk_err *err)
     for (const cJSON *c = meta->child; c; c = c->next, n++)
         if (!cJSON_IsString(c))
             return qk_err_set(err, QK_EFORMAT, "%s: metadata '%s' is not a string", f->path,
-                              show(c->string).s);
+                              qk_show(c->string).s);
     if (!n)
         return QK_OK;
     f->meta = malloc(2 * n * sizeof *f->meta);
@@ -320,7 +303,7 @@ static int parse_meta(st_file *f, const cJSON *meta, qk_err *err)
     const char *twice = sorted_duplicate(keys, n);
     if (twice)
         rc = qk_err_set(err, QK_EFORMAT, "%s: metadata key '%s' appears twice", f->path,
-                        show(twice).s);
+                        qk_show(twice).s);
 done:
     free(keys);
     return rc;
@@ -382,7 +365,7 @@ static int parse_offsets(const st_file *f, const char *name, const cJSON *offs, 
 /* Fills t from one header entry; t->name is already set. */
 static int parse_tensor(const st_file *f, const cJSON *entry, st_tensor *t, qk_err *err)
 {
-    shown shown_name = show(t->name);
+    qk_shown shown_name = qk_show(t->name);
     const char *name = shown_name.s;
     if (!cJSON_IsObject(entry))
         return qk_err_set(err, QK_EFORMAT, "%s: tensor '%s': entry is not an object", f->path,
@@ -396,7 +379,7 @@ static int parse_tensor(const st_file *f, const cJSON *entry, st_tensor *t, qk_e
     int dtype = st_dtype_from_name(dt->valuestring);
     if (dtype < 0)
         return qk_err_set(err, QK_EFORMAT, "%s: tensor '%s': unknown dtype '%s'", f->path, name,
-                          show(dt->valuestring).s);
+                          qk_show(dt->valuestring).s);
     t->dtype = (st_dtype)dtype;
     int rc = parse_shape(f, name, cJSON_GetObjectItemCaseSensitive(entry, "shape"), t, err);
     uint64_t se[2];
@@ -444,7 +427,7 @@ static int check_overlap(const st_file *f, qk_err *err)
             rc = qk_err_set(err, QK_EFORMAT,
                             "%s: tensors '%s' [%" PRIu64 ", %" PRIu64 ") and '%s' [%" PRIu64
                             ", %" PRIu64 ") overlap",
-                            f->path, show(prev->name).s, a, a + prev->nbytes, show(t->name).s, b,
+                            f->path, qk_show(prev->name).s, a, a + prev->nbytes, qk_show(t->name).s, b,
                             b + t->nbytes);
         }
         prev = t;
@@ -464,7 +447,7 @@ static int index_names(st_file *f, qk_err *err)
     for (size_t i = 1; i < f->n_tensors; i++)
         if (strcmp(f->by_name[i - 1]->name, f->by_name[i]->name) == 0)
             return qk_err_set(err, QK_EFORMAT, "%s: tensor '%s' appears twice in the header",
-                              f->path, show(f->by_name[i]->name).s);
+                              f->path, qk_show(f->by_name[i]->name).s);
     return QK_OK;
 }
 
@@ -672,7 +655,7 @@ static int build_namespace(st_model *m, qk_err *err)
         const st_tensor *a = m->by_name[i - 1], *b = m->by_name[i];
         if (strcmp(a->name, b->name) == 0)
             return qk_err_set(err, QK_EFORMAT, "%s: tensor '%s' is also in %s", b->path,
-                              show(b->name).s, a->path);
+                              qk_show(b->name).s, a->path);
     }
     return QK_OK;
 }
@@ -727,12 +710,12 @@ static int read_weight_map(const char *path, const cJSON *wm, wm_entry **out, si
         e[i].shard = cJSON_IsString(c) ? c->valuestring : NULL;
         if (!e[i].shard)
             rc = qk_err_set(err, QK_EFORMAT, "%s: weight_map: tensor '%s': shard is not a string",
-                            path, show(c->string).s);
+                            path, qk_show(c->string).s);
         else if (!shard_name_ok(e[i].shard))
             rc = qk_err_set(err, QK_EFORMAT,
                             "%s: weight_map: tensor '%s': shard '%s' is not a path inside the "
                             "model folder",
-                            path, show(c->string).s, show(e[i].shard).s);
+                            path, qk_show(c->string).s, qk_show(e[i].shard).s);
     }
     if (rc != QK_OK) { /* entries past the bad one were never filled: nothing to sort */
         free(e);
@@ -742,7 +725,7 @@ static int read_weight_map(const char *path, const cJSON *wm, wm_entry **out, si
     for (i = 1; i < n && rc == QK_OK; i++)
         if (strcmp(e[i - 1].tensor, e[i].tensor) == 0)
             rc = qk_err_set(err, QK_EFORMAT, "%s: weight_map lists tensor '%s' twice", path,
-                            show(e[i].tensor).s);
+                            qk_show(e[i].tensor).s);
     if (rc != QK_OK) {
         free(e);
         return rc;
@@ -802,7 +785,7 @@ static int check_weight_map(const st_model *m, const char *path, const wm_entry 
             return qk_err_set(err, QK_EFORMAT,
                               "%s: weight_map puts tensor '%s' in %s but that file has no such "
                               "tensor",
-                              path, show(e[i].tensor).s, show(e[i].shard).s);
+                              path, qk_show(e[i].tensor).s, qk_show(e[i].shard).s);
     }
     return QK_OK;
 }
@@ -1069,7 +1052,7 @@ static int validate_specs(const char *path, const st_tensor_spec *specs, size_t 
         char why[64];
         int rc = spec_check(s, &nb, why);
         if (rc != QK_OK)
-            return qk_err_set(err, rc, "%s: tensor '%s': %s", path, show(s->name).s, why);
+            return qk_err_set(err, rc, "%s: tensor '%s': %s", path, qk_show(s->name).s, why);
         if (__builtin_add_overflow(*total, nb, total))
             return qk_err_set(err, QK_ERANGE, "%s: total tensor size overflows 64 bits", path);
     }
@@ -1089,7 +1072,7 @@ static int check_unique(const char *path, const char *what, const char *const *n
             rc = qk_err_set(err, QK_EFORMAT, "%s: %s %zu is NULL", path, what, i);
     const char *twice = rc == QK_OK ? sorted_duplicate(v, n) : NULL;
     if (twice)
-        rc = qk_err_set(err, QK_EFORMAT, "%s: %s '%s' appears twice", path, what, show(twice).s);
+        rc = qk_err_set(err, QK_EFORMAT, "%s: %s '%s' appears twice", path, what, qk_show(twice).s);
     free(v);
     return rc;
 }
@@ -1193,7 +1176,7 @@ static int validate_args(const char *path, const st_tensor_spec *specs, size_t n
     for (size_t i = 0; i < n_meta && rc == QK_OK; i++)
         if (!vals[i])
             rc = qk_err_set(err, QK_EFORMAT, "%s: metadata '%s' has a NULL value", path,
-                            show(keys[i]).s);
+                            qk_show(keys[i]).s);
     return rc;
 }
 
@@ -1278,7 +1261,7 @@ int st_writer_commit(st_writer *w, qk_err *err)
         writer_fail(w, err, QK_EFORMAT,
                     "%s: only %" PRIu64 " of the %" PRIu64
                     " bytes of tensor data were written (tensor '%s' is incomplete)",
-                    w->path, w->written, w->total, show(w->names[i]).s);
+                    w->path, w->written, w->total, qk_show(w->names[i]).s);
     }
     int rc;
     if (w->status) {
@@ -1317,7 +1300,7 @@ int st_write_file(const char *path, const st_tensor_spec *specs, const void *con
         st_spec_nbytes(&specs[i], &nb);
         if (nb > SIZE_MAX)
             rc = qk_err_set(err, QK_ERANGE, "%s: tensor '%s' does not fit in memory", path,
-                            show(specs[i].name).s);
+                            qk_show(specs[i].name).s);
         else
             rc = st_writer_write(w, data[i], (size_t)nb, err);
     }

@@ -45,3 +45,15 @@ const char *qk_status_str(int code)
     default: return "internal error";
     }
 }
+
+qk_shown qk_show(const char *v)
+{
+    qk_shown r;
+    size_t i = 0, max = sizeof r.s - 4;
+    for (; v[i] && i < max; i++)
+        r.s[i] = (unsigned char)v[i] < 0x20 || v[i] == 0x7f ? '?' : v[i];
+    if (v[i])
+        memcpy(r.s + i, "...", 3), i += 3;
+    r.s[i] = 0;
+    return r;
+}

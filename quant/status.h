@@ -40,4 +40,11 @@ void qk_err_prefix(qk_err *err, const char *prefix);
 /* Short name of a status code ("I/O error", "malformed input" ...). */
 const char *qk_status_str(int code);
 
+/* A string from an untrusted file as one-line messages quote it: control bytes become '?' and
+ * long ones are cut ("..."). Returned by value so it can sit inside a printf call: qk_show(n).s */
+typedef struct {
+    char s[100];
+} qk_shown;
+qk_shown qk_show(const char *v);
+
 #endif
