@@ -320,7 +320,7 @@ static int add_matrix(const imx_entry *e, int64_t j, uint32_t chunk_size, int64_
     } else if (e->counts) {
         if (count_of(e->counts[j], &c))
             return qk_err_set(err, QK_ERANGE, "%s: entry '%s': count %g is not a whole number of tokens",
-                              path, e->name, (double)e->counts[j]);
+                              path, qk_show(e->name).s, (double)e->counts[j]);
     } else { /* legacy: one ncall for the entry, mean·ncall stored */
         c = e->ncall * (int64_t)chunk_size;
     }
@@ -337,10 +337,10 @@ static int add_matrix(const imx_entry *e, int64_t j, uint32_t chunk_size, int64_
         }
         if (bad)
             return qk_err_set(err, QK_ERANGE, "%s: entry '%s': the sum of column %lld reaches 2^64", path,
-                              e->name, (long long)i);
+                              qk_show(e->name).s, (long long)i);
     }
     if (c > INT64_MAX - *cnt)
-        return qk_err_set(err, QK_ERANGE, "%s: entry '%s': the token count overflows", path, e->name);
+        return qk_err_set(err, QK_ERANGE, "%s: entry '%s': the token count overflows", path, qk_show(e->name).s);
     *cnt += c;
     return QK_OK;
 }
@@ -351,13 +351,13 @@ static int add_entry(eng_imatrix *im, const imx_entry *e, const char *path, qk_e
     if (!st)
         return qk_err_set(err, QK_EFORMAT,
                           "%s: entry '%s' is not a weight matrix of %s (an importance matrix of "
-                          "another model?)", path, e->name, model_name(im));
+                          "another model?)", path, qk_show(e->name).s, model_name(im));
     /* llama.cpp's broadcast: one count (legacy, old GGUF) for every expert of a 3-D tensor */
     const int spread = e->n_mat == 1 && st->n_mat > 1 && e->n_per_mat == st->ne0 * st->n_mat;
     if (!spread && (e->n_per_mat != st->ne0 || e->n_mat != st->n_mat))
         return qk_err_set(err, QK_EFORMAT,
                           "%s: entry '%s' has %lld values x %lld matrices, the tensor in %s %lld x %lld "
-                          "(an importance matrix of another model?)", path, e->name,
+                          "(an importance matrix of another model?)", path, qk_show(e->name).s,
                           (long long)e->n_per_mat, (long long)e->n_mat, model_name(im),
                           (long long)st->ne0, (long long)st->n_mat);
     /* into copies: a failed merge leaves the statistics unchanged */

@@ -104,7 +104,7 @@ static int finish(imx_file *f, const char *src, qk_err *err)
     qsort(f->e, f->n, sizeof *f->e, entry_cmp);
     for (size_t i = 1; i < f->n; i++)
         if (!strcmp(f->e[i - 1].name, f->e[i].name))
-            return qk_err_set(err, QK_EFORMAT, "%s: entry '%s' appears twice", src, f->e[i].name);
+            return qk_err_set(err, QK_EFORMAT, "%s: entry '%s' appears twice", src, qk_show(f->e[i].name).s);
     return QK_OK;
 }
 
@@ -114,10 +114,10 @@ static int check_values(const float *v, int64_t n, const char *src, const char *
     for (int64_t i = 0; i < n; i++) {
         if (!isfinite(v[i]))
             return qk_err_set(err, QK_ERANGE, "%s: entry '%s': value %lld is not finite (%g)", src,
-                              name, (long long)i, (double)v[i]);
+                              qk_show(name).s, (long long)i, (double)v[i]);
         if (v[i] < 0.0f)
             return qk_err_set(err, QK_ERANGE, "%s: entry '%s': value %lld is negative (%g)", src,
-                              name, (long long)i, (double)v[i]);
+                              qk_show(name).s, (long long)i, (double)v[i]);
     }
     return QK_OK;
 }
@@ -164,7 +164,7 @@ static int take_floats(cursor *c, int32_t n, float **out, const char *name)
 {
     if ((uint64_t)n * 4 > c->left)
         return qk_err_set(c->err, QK_EFORMAT, "%s: entry '%s': %d values need %llu bytes, %zu remain",
-                          c->src, name, n, (unsigned long long)n * 4, c->left);
+                          c->src, qk_show(name).s, n, (unsigned long long)n * 4, c->left);
     if (!(*out = malloc((size_t)n * sizeof **out)))
         return qk_err_set(c->err, QK_ENOMEM, "%s: out of memory", c->src);
     for (int32_t i = 0; i < n; i++) {
@@ -191,9 +191,9 @@ static int legacy_entry(imx_file *f, cursor *c, long i)
         rc = qk_err_set(c->err, QK_EFORMAT, "%s: entry %ld: name contains a NUL byte", c->src, i);
     if (!rc && !(rc = take_i32(c, &ncall, "call count", i)) &&
         !(rc = take_i32(c, &nval, "value count", i)) && nval < 1)
-        rc = qk_err_set(c->err, QK_EFORMAT, "%s: entry '%s': %d values", c->src, name, nval);
+        rc = qk_err_set(c->err, QK_EFORMAT, "%s: entry '%s': %d values", c->src, qk_show(name).s, nval);
     if (!rc && ncall < 0)
-        rc = qk_err_set(c->err, QK_EFORMAT, "%s: entry '%s': call count %d", c->src, name, ncall);
+        rc = qk_err_set(c->err, QK_EFORMAT, "%s: entry '%s': call count %d", c->src, qk_show(name).s, ncall);
     if (!rc)
         rc = take_floats(c, nval, &v, name);
     if (!rc)
@@ -322,12 +322,12 @@ static int gguf_pair_check(const gguf_tensor_info *s, const gguf_tensor_info *c,
 {
     if (s->type != Q_TYPE_F32 || c->type != Q_TYPE_F32)
         return qk_err_set(err, QK_EFORMAT, "%s: '%s': in_sum2 and counts must be f32, not %s",
-                          src, s->name, q_type_info(s->type != Q_TYPE_F32 ? s->type : c->type)->name);
+                          src, qk_show(s->name).s, q_type_info(s->type != Q_TYPE_F32 ? s->type : c->type)->name);
     if (s->ne[2] != 1 || s->ne[3] != 1 || s->ne[0] < 1 || s->ne[1] < 1)
         return qk_err_set(err, QK_EFORMAT, "%s: '%s': expected 2 dimensions [n, n_mat] of at least 1",
-                          src, s->name);
+                          src, qk_show(s->name).s);
     if (c->ne[0] * c->ne[1] * c->ne[2] * c->ne[3] != s->ne[1])
-        return qk_err_set(err, QK_EFORMAT, "%s: '%s': %lld counts for %lld matrices", src, c->name,
+        return qk_err_set(err, QK_EFORMAT, "%s: '%s': %lld counts for %lld matrices", src, qk_show(c->name).s,
                           (long long)(c->ne[0] * c->ne[1] * c->ne[2] * c->ne[3]),
                           (long long)s->ne[1]);
     return QK_OK;
@@ -352,8 +352,8 @@ static int gguf_exact(const gguf_ctx *g, imx_entry *e, const char *sname, const 
     if (!ts && !tc)
         return QK_OK;
     if (!ts || !tc)
-        return qk_err_set(err, QK_EFORMAT, "%s: '%s' has no matching '%s'", src, ts ? xs : xc,
-                          ts ? xc : xs);
+        return qk_err_set(err, QK_EFORMAT, "%s: '%s' has no matching '%s'", src, qk_show(ts ? xs : xc).s,
+                          qk_show(ts ? xc : xs).s);
     uint32_t bits = 0;
     int rc = gguf_get_u32(g, KEY_FRAC_BITS, &bits);
     if (rc || bits != 64)
@@ -363,8 +363,8 @@ static int gguf_exact(const gguf_ctx *g, imx_entry *e, const char *sname, const 
     if (ts->type != Q_TYPE_I64 || tc->type != Q_TYPE_I64 || ts->ne[0] != 2 || ts->ne[1] != ne0 ||
         ts->ne[2] != nmat || ts->ne[3] != 1 || tc->ne[0] * tc->ne[1] * tc->ne[2] * tc->ne[3] != nmat)
         return qk_err_set(err, QK_EFORMAT,
-                          "%s: '%s' and '%s' must be i64 of shape [2, %lld, %lld] and [%lld]", src, xs,
-                          xc, (long long)ne0, (long long)nmat, (long long)nmat);
+                          "%s: '%s' and '%s' must be i64 of shape [2, %lld, %lld] and [%lld]", src,
+                          qk_show(xs).s, qk_show(xc).s, (long long)ne0, (long long)nmat, (long long)nmat);
     uint64_t *x = malloc((size_t)(2 * ne0 * nmat) * sizeof *x);
     int64_t *xcnt = malloc((size_t)nmat * sizeof *xcnt);
     e->exact = x;
@@ -376,12 +376,12 @@ static int gguf_exact(const gguf_ctx *g, imx_entry *e, const char *sname, const 
         xcnt[j] = load_i64(tc->data, j);
         if (xcnt[j] < 0 || (float)xcnt[j] != e->counts[j])
             return qk_err_set(err, QK_EFORMAT, "%s: '%s': count %lld is %lld, '%s' holds %g", src,
-                              xc, (long long)j, (long long)xcnt[j], cname, (double)e->counts[j]);
+                              qk_show(xc).s, (long long)j, (long long)xcnt[j], qk_show(cname).s, (double)e->counts[j]);
     }
     for (int64_t i = 0; i < ne0 * nmat; i++)
         if ((float)imx_fx_to_double(x + 2 * i) != e->stored[i])
             return qk_err_set(err, QK_EFORMAT, "%s: '%s': value %lld disagrees with '%s' (%.9g vs %.9g)",
-                              src, xs, (long long)i, sname, imx_fx_to_double(x + 2 * i),
+                              src, qk_show(xs).s, (long long)i, qk_show(sname).s, imx_fx_to_double(x + 2 * i),
                               (double)e->stored[i]);
     return QK_OK;
 }
@@ -408,7 +408,7 @@ static int gguf_entry(imx_file *f, const gguf_ctx *g, const gguf_tensor_info *s,
     for (int64_t j = 0; j < nmat && !rc; j++) {
         float cnt = counts[j] = load_f32(c->data, j);
         if (!isfinite(cnt) || cnt < 0.0f)
-            rc = qk_err_set(err, QK_ERANGE, "%s: '%s': count %lld is %s (%g)", src, c->name,
+            rc = qk_err_set(err, QK_ERANGE, "%s: '%s': count %lld is %s (%g)", src, qk_show(c->name).s,
                             (long long)j, isfinite(cnt) ? "negative" : "not finite", (double)cnt);
         maxc = cnt > maxc ? cnt : maxc;
         e.n_unseen += !(cnt > 0.0f);
@@ -427,6 +427,12 @@ static int gguf_entry(imx_file *f, const gguf_ctx *g, const gguf_tensor_info *s,
     return add_entry(f, e, src, err);
 }
 
+static int no_partner(const char *name, const char *partner, const char *src, qk_err *err)
+{
+    return qk_err_set(err, QK_EFORMAT, "%s: '%s' has no matching '%s'", src, qk_show(name).s,
+                      qk_show(partner).s);
+}
+
 /* A tensor named BASE.SUFFIX[.exact] must have its partners; others are ignored. */
 static int gguf_tensor_entry(imx_file *f, const gguf_ctx *g, const gguf_tensor_info *t, const char *src,
                              qk_err *err)
@@ -435,21 +441,20 @@ static int gguf_tensor_entry(imx_file *f, const gguf_ctx *g, const gguf_tensor_i
     char name[GGUF_MAX_NAME + 16];
     if (ends_with(t->name, EXACT_SUFFIX, &base)) {
         snprintf(name, sizeof name, "%.*s", (int)base, t->name);
-        return ends_with(name, SUMS_SUFFIX, &base) || ends_with(name, COUNTS_SUFFIX, &base)
-                   ? gguf_find_tensor(g, name) ? QK_OK
-                                               : qk_err_set(err, QK_EFORMAT, "%s: '%s' has no matching '%s'",
-                                                            src, t->name, name)
-                   : QK_OK;
+        if ((ends_with(name, SUMS_SUFFIX, &base) || ends_with(name, COUNTS_SUFFIX, &base)) &&
+            !gguf_find_tensor(g, name))
+            return no_partner(t->name, name, src, err);
+        return QK_OK;
     }
     if (ends_with(t->name, SUMS_SUFFIX, &base)) {
         const gguf_tensor_info *c = find_partner(g, t->name, base, COUNTS_SUFFIX);
-        return c ? gguf_entry(f, g, t, c, base, src, err)
-                 : qk_err_set(err, QK_EFORMAT, "%s: '%s' has no matching '%.*s%s'", src, t->name,
-                              (int)base, t->name, COUNTS_SUFFIX);
+        snprintf(name, sizeof name, "%.*s%s", (int)base, t->name, COUNTS_SUFFIX);
+        return c ? gguf_entry(f, g, t, c, base, src, err) : no_partner(t->name, name, src, err);
     }
-    if (ends_with(t->name, COUNTS_SUFFIX, &base) && !find_partner(g, t->name, base, SUMS_SUFFIX))
-        return qk_err_set(err, QK_EFORMAT, "%s: '%s' has no matching '%.*s%s'", src, t->name,
-                          (int)base, t->name, SUMS_SUFFIX);
+    if (ends_with(t->name, COUNTS_SUFFIX, &base) && !find_partner(g, t->name, base, SUMS_SUFFIX)) {
+        snprintf(name, sizeof name, "%.*s%s", (int)base, t->name, SUMS_SUFFIX);
+        return no_partner(t->name, name, src, err);
+    }
     return QK_OK;
 }
 

@@ -363,6 +363,12 @@ static void test_legacy_hostile(void **state)
             tu_assert_msg(err.msg, cases[i].fragment);
         imx_free(f);
     }
+    /* a name with a line break is quoted on one line */
+    const uint8_t nl[] = {1, 0, 0, 0, 3, 0, 0, 0, 'a', '\n', 'b', 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0x80, 0xbf};
+    imx_file *f = NULL;
+    qk_err err = {{0}};
+    assert_int_equal(imx_load_mem(&f, nl, sizeof nl, "h.dat", &err), QK_ERANGE);
+    tu_assert_msg(err.msg, "entry 'a?b': value 0 is negative");
 }
 
 /* ==== the collector on real models ============================================================ */

@@ -84,6 +84,10 @@ check bad-other-model 2 "$QKIT" imatrix "$M" --in-file "$TMP/moe-im.gguf" -o "$O
 expect_err bad-other-model-msg "(an importance matrix of another model?)"
 nothing_at bad-other-model-nothing "$O"
 check s3m-imatrix 0 "$QKIT" imatrix "$SHARED/models/stories3M" -f "$T" --ctx 64 --chunks 1 -o "$TMP/s3m.gguf" -q
+# llama-imatrix's --process-output: output.weight too (stories3M's output is not tied)
+check s3m-process-output 0 "$QKIT" imatrix "$SHARED/models/stories3M" -f "$T" --ctx 64 --chunks 1 \
+    -o "$TMP/s3m-out.gguf" --process-output --json
+expect_json s3m-process-output-entry 'd["entries"] == 29 and any(t["name"] == "output.weight" and t["n_per_mat"] == 256 for t in d["tensors"])'
 check bad-other-shapes 2 "$QKIT" imatrix "$M" -f "$T" --ctx 64 --chunks 1 --in-file "$TMP/s3m.gguf" -o "$O"
 expect_err bad-other-shapes-msg "has 256 values x 1 matrices, the tensor in"
 nothing_at bad-other-shapes-nothing "$O"
