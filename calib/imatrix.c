@@ -30,6 +30,8 @@ struct eng_imatrix {
     int64_t chunk_count;
     uint32_t chunk_size;
     int rc;           /* sticky observer error */
+    char model_id[17]; /* "" until set */
+    imx_shard shard;
     qk_err err;
     double seconds;   /* spent in the observer */
 };
@@ -390,9 +392,93 @@ static int add_entry(eng_imatrix *im, const imx_entry *e, const char *path, qk_e
     return rc;
 }
 
+void eng_imatrix_set_model_id(eng_imatrix *im, const char *id)
+{
+    snprintf(im->model_id, sizeof im->model_id, "%s", id ? id : "");
+}
+
+void eng_imatrix_set_shard(eng_imatrix *im, imx_shard sh) { im->shard = sh; }
+
+void eng_imatrix_shard_range(int first, int n_chunks, uint32_t index, uint32_t count, int *sfirst,
+                             int *sn)
+{
+    const int64_t a = (int64_t)n_chunks * index / count, b = (int64_t)n_chunks * (index + 1) / count;
+    *sfirst = first + (int)a;
+    *sn = (int)(b - a);
+}
+
+/* A shard's chunks as --chunk-range numbers them. */
+static void shard_chunks(imx_shard sh, uint32_t index, char *buf, size_t n)
+{
+    int f, k;
+    eng_imatrix_shard_range((int)sh.plan_first, (int)sh.plan_chunks, index, sh.count, &f, &k);
+    snprintf(buf, n, "chunks %d-%d", f, f + k - 1);
+}
+
+static int check_set(const imx_file *const *f, const char *const *paths, size_t n, size_t first,
+                     const char **seen, qk_err *err);
+
+int eng_imatrix_check_shards(const imx_file *const *f, const char *const *paths, size_t n, qk_err *err)
+{
+    size_t first = n;
+    for (size_t i = 0; i < n && first == n; i++)
+        if (imx_shard_of(f[i]).count)
+            first = i;
+    if (first == n)
+        return QK_OK;
+    const imx_shard s0 = imx_shard_of(f[first]);
+    const char **seen = calloc(s0.count, sizeof *seen);
+    if (!seen)
+        return qk_err_set(err, QK_ENOMEM, "out of memory");
+    int rc = check_set(f, paths, n, first, seen, err);
+    free(seen);
+    return rc;
+}
+
+static int check_set(const imx_file *const *f, const char *const *paths, size_t n, size_t first,
+                     const char **seen, qk_err *err)
+{
+    const imx_shard s0 = imx_shard_of(f[first]);
+    for (size_t i = 0; i < n; i++) {
+        const imx_shard s = imx_shard_of(f[i]);
+        if (!s.count)
+            return qk_err_set(err, QK_EFORMAT, "%s: not a shard, but %s is one (shard %u of %u): "
+                              "merge a shard set alone", paths[i], paths[first], s0.index, s0.count);
+        if (s.count != s0.count || s.plan_first != s0.plan_first || s.plan_chunks != s0.plan_chunks)
+            return qk_err_set(err, QK_EFORMAT, "%s: shard %u of %u of chunks %u-%u, but %s is shard "
+                              "%u of %u of chunks %u-%u: parts of different runs", paths[i], s.index,
+                              s.count, s.plan_first, s.plan_first + s.plan_chunks - 1, paths[first],
+                              s0.index, s0.count, s0.plan_first, s0.plan_first + s0.plan_chunks - 1);
+        const char *id = imx_model_id(f[i]), *id0 = imx_model_id(f[first]);
+        if ((id || id0) && (!id || !id0 || strcmp(id, id0)))
+            return qk_err_set(err, QK_EFORMAT, "%s: collected on another model than %s (model id %s "
+                              "vs %s)", paths[i], paths[first], id ? id : "(none)", id0 ? id0 : "(none)");
+        if (imx_chunk_size(f[i]) != imx_chunk_size(f[first]))
+            return qk_err_set(err, QK_EFORMAT, "%s: chunks of %u tokens, but %s has %u", paths[i],
+                              imx_chunk_size(f[i]), paths[first], imx_chunk_size(f[first]));
+        if (seen[s.index])
+            return qk_err_set(err, QK_EFORMAT, "%s: shard %u of %u is also in %s", paths[i], s.index,
+                              s.count, seen[s.index]);
+        seen[s.index] = paths[i];
+    }
+    for (uint32_t k = 0; k < s0.count; k++)
+        if (!seen[k]) {
+            char ch[64];
+            shard_chunks(s0, k, ch, sizeof ch);
+            return qk_err_set(err, QK_EFORMAT, "shard %u of %u (%s) is missing: the set is "
+                              "incomplete (run that job again, then merge)", k, s0.count, ch);
+        }
+    return QK_OK;
+}
+
 int eng_imatrix_add_file(eng_imatrix *im, const imx_file *f, const char *path, qk_err *err)
 {
     int rc = QK_OK;
+    const char *id = imx_model_id(f);
+    if (id && im->model_id[0] && strcmp(id, im->model_id))
+        return qk_err_set(err, QK_EFORMAT, "%s: collected on another model (model id %s; %s has "
+                          "%s)", path, id, im->o.model_name ? im->o.model_name : "the model",
+                          im->model_id);
     if (imx_format_of(f) == IMX_GGUF && (rc = eng_imatrix_set_chunk_size(im, imx_chunk_size(f), err)))
         qk_err_prefix(err, path);
     if (!rc && !im->chunk_size)
@@ -420,7 +506,7 @@ int eng_imatrix_write(const eng_imatrix *im, const char *path, enum imx_format f
             e[n++] = (imx_out_entry){im->s[i].name, im->s[i].ne0, im->s[i].n_mat, im->s[i].sum2,
                                      im->s[i].counts};
     const imx_out o = {e, n, (const char *const *)im->datasets, im->n_datasets, im->chunk_count,
-                       im->chunk_size};
+                       im->chunk_size, im->model_id[0] ? im->model_id : NULL, im->shard};
     int rc = imx_write(&o, path, format, n_skipped, err);
     free(e);
     return rc;

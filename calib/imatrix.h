@@ -86,6 +86,19 @@ int eng_imatrix_add_dataset(eng_imatrix *im, const char *name, qk_err *err);
 
 int64_t eng_imatrix_chunk_count(const eng_imatrix *im);
 
+/* The model's fingerprint (16 hex digits), written as qkit.imatrix.model_id; files merged later
+ * with another id are refused. */
+void eng_imatrix_set_model_id(eng_imatrix *im, const char *id);
+/* Marks the output as one shard of a sharded run (formats/imatrix.h). */
+void eng_imatrix_set_shard(eng_imatrix *im, imx_shard sh);
+/* Shard index of count of n_chunks chunks from first: chunks [first + ⌊n·i/N⌋, first + ⌊n·(i+1)/N⌋). */
+void eng_imatrix_shard_range(int first, int n_chunks, uint32_t index, uint32_t count, int *sfirst,
+                             int *sn);
+/* Files to merge: when any is a shard part, all must be shards of one run (same count, plan,
+ * model and chunk size), each index exactly once, none missing; the message names the foreign
+ * or duplicate file, or the missing shard and its chunks. */
+int eng_imatrix_check_shards(const imx_file *const *f, const char *const *paths, size_t n, qk_err *err);
+
 /* Writes every matrix that has statistics (seen in a run or present in a merged file). */
 int eng_imatrix_write(const eng_imatrix *im, const char *path, enum imx_format format, size_t *n_skipped,
                       qk_err *err);

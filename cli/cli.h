@@ -56,6 +56,28 @@ int cli_exit_code(int status);
 int64_t cli_parse_size(const char *s);
 int cli_parse_int(const char *s, long lo, long hi, long *out);
 
+/* Split output and sharding, the same options for convert and quantize (and --shard for
+ * imatrix): --split-max-size SIZE, --split-max-tensors N, --split-parts N, --shard I/N. */
+typedef struct {
+    uint64_t max_bytes, max_tensors;
+    uint32_t parts;
+    uint32_t shard_index, shard_count; /* count 0: no --shard */
+} cli_split;
+
+/* argv[*i] is one of the options above: parses its value (advancing *i) and returns 1; 0 when it
+ * is none of them; -1 after printing a usage error. only_shard: --shard alone is accepted. */
+int cli_parse_split(const char *cmd, int argc, char **argv, int *i, cli_split *s, int only_shard);
+
+/* The usage lines of those options. */
+#define CLI_SPLIT_USAGE                                                                        \
+    "  --split-max-size SIZE         gguf-split parts OUT-0000i-of-0000N.gguf of at most SIZE\n" \
+    "                                tensor data each (500M, 2G; powers of 1000)\n"             \
+    "  --split-max-tensors N         at most N tensors per part\n"                              \
+    "  --split-parts N               exactly N parts of balanced size\n"                        \
+    "  --shard I/N                   job I (0-based) of N writes only parts p with p % N == I,\n" \
+    "                                byte-identical to the same parts of an unsharded run;\n"   \
+    "                                without a split option the split is N balanced parts\n"
+
 /* ---- machine output (--json) -------------------------------------------------------------
  * Every --json document is built with cJSON and printed by cli_json_print: strings and keys
  * escaped, always valid UTF-8, never a bare NaN or Infinity. */

@@ -18,8 +18,7 @@ static const char USAGE[] =
     "  --outtype TYPE        auto (default: keeps bf16 or f16, F32 checkpoints become f16), f32,\n"
     "                        f16, bf16, or a quantization such as q8_0, q4_k_m, q6_k (as if\n"
     "                        converted to f32 and then run through llama-quantize)\n"
-    "  --split-max-size SIZE write gguf-split parts OUT-0000i-of-0000N.gguf of at most SIZE\n"
-    "                        tensor bytes (K/M/G suffixes, powers of 1000)\n"
+    CLI_SPLIT_USAGE
     "  --threads N           quantization threads (default: all)\n"
     "  --json                print one JSON object instead of the summary line\n"
     "  -q, --quiet           print nothing on success\n";
@@ -28,11 +27,12 @@ typedef struct {
     const char *dir, *out;
     cv_options o;
     int json, quiet;
+    cli_split split;
 } args;
 
 static bool is_valued(const char *opt)
 {
-    static const char *const names[] = {"-o", "--output", "--outtype", "--threads", "-t", "--split-max-size"};
+    static const char *const names[] = {"-o", "--output", "--outtype", "--threads", "-t"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcmp(opt, names[i]))
             return true;
@@ -43,7 +43,6 @@ static bool is_valued(const char *opt)
 static int parse_valued(args *a, const char *opt, const char *v)
 {
     long n;
-    int64_t size;
     if (!v)
         return cli_usage_error("convert", "%s needs a value", opt);
     if (!strcmp(opt, "-o") || !strcmp(opt, "--output")) {
@@ -54,10 +53,6 @@ static int parse_valued(args *a, const char *opt, const char *v)
         if (cli_parse_int(v, 1, 1024, &n))
             return cli_usage_error("convert", "%s needs an integer in [1, 1024]", opt);
         a->o.n_threads = cli_threads((int)n);
-    } else if ((size = cli_parse_size(v)) <= 0) {
-        return cli_usage_error("convert", "--split-max-size needs a positive size such as 500M or 2G");
-    } else {
-        a->o.split_max_bytes = (uint64_t)size;
     }
     return CLI_OK;
 }
@@ -75,6 +70,11 @@ static int parse_args(int argc, char **argv, args *a, int *help)
             *(!strcmp(s, "--json") ? &a->json : &a->quiet) = 1;
             continue;
         }
+        int sr = cli_parse_split("convert", argc, argv, &i, &a->split, 0);
+        if (sr < 0)
+            return CLI_USAGE;
+        if (sr > 0)
+            continue;
         if (s[0] == '-' && s[1]) {
             if (!is_valued(s))
                 return cli_usage_error("convert", "unknown option '%s' (see qkit convert --help)", s);
@@ -91,6 +91,11 @@ static int parse_args(int argc, char **argv, args *a, int *help)
     if (!a->dir || !a->out)
         return cli_usage_error("convert", "%s (see qkit convert --help)",
                                a->dir ? "-o OUT.gguf is required" : "MODEL_DIR is required");
+    a->o.split_max_bytes = a->split.max_bytes;
+    a->o.split_max_tensors = a->split.max_tensors;
+    a->o.split_parts = a->split.parts;
+    a->o.shard_index = a->split.shard_index;
+    a->o.shard_count = a->split.shard_count;
     return CLI_OK;
 }
 
@@ -118,6 +123,14 @@ static int print_json(const args *a, const cv_plan *p, const cv_result *r, doubl
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "output", a->out);
     cJSON_AddNumberToObject(o, "parts", r->n_parts);
+    cJSON_AddNumberToObject(o, "parts_written", r->n_parts_written);
+    if (r->split_id[0])
+        cJSON_AddStringToObject(o, "split_id", r->split_id);
+    if (a->split.shard_count) {
+        cJSON *sh = cJSON_AddObjectToObject(o, "shard");
+        cJSON_AddNumberToObject(sh, "index", a->split.shard_index);
+        cJSON_AddNumberToObject(sh, "count", a->split.shard_count);
+    }
     cJSON_AddStringToObject(o, "hf_architecture", c->hf_arch);
     cJSON_AddStringToObject(o, "architecture", c->gguf_arch);
     cJSON_AddStringToObject(o, "outtype", cv_plan_outtype(p));
@@ -138,6 +151,10 @@ static void print_summary(const args *a, const cv_plan *p, const cv_result *r, d
            r->n_tensors, cv_plan_outtype(p), (double)r->in_bytes / 1e9, (double)r->out_bytes / 1e9,
            seconds, seconds > 0 ? (double)r->in_bytes / seconds / 1e9 : 0.0,
            r->n_parts > 1 ? " (split)" : "");
+    if (a->split.shard_count)
+        printf("shard %u of %u: wrote %u of the %u parts (split.id %s); sizes and times are the "
+               "whole model's\n", a->split.shard_index, a->split.shard_count, r->n_parts_written,
+               r->n_parts, r->split_id);
 }
 
 int cmd_convert(int argc, char **argv)

@@ -17,9 +17,11 @@
 static const char USAGE[] =
     "usage: qkit imatrix MODEL -f TEXT -o OUT [--ctx N] [--chunks K] [--chunk-range FIRST:LAST]\n"
     "                    [--threads N] [--output-format gguf|dat] [--in-file F]... [--process-output]\n"
-    "                    [--json] [-q]\n"
+    "                    [--shard I/N] [--json] [-q]\n"
     "  MODEL is a GGUF file or a Hugging Face folder; chunks are numbered from 0; --in-file adds\n"
-    "  partial importance matrices (without -f, the files are only merged).";
+    "  partial importance matrices (without -f, the files are only merged). --shard I/N collects\n"
+    "  the I-th (0-based) of N equal slices of the chunks (GGUF output); merging the N files with\n"
+    "  --in-file gives, byte for byte, the file of one run over all chunks.";
 
 typedef struct {
     cli_eval_opts ev;
@@ -30,6 +32,7 @@ typedef struct {
     int ctx_given, process_output;
     enum imx_format format;
     int format_given;
+    cli_split shard;
 } imatrix_args;
 
 /* FIRST:LAST or FIRST: (to the end). */
@@ -58,6 +61,11 @@ static int parse_args(int argc, char **argv, imatrix_args *a)
         if (!strcmp(f, "--ctx") || !strcmp(f, "-c"))
             a->ctx_given = 1;
         int r = cli_parse_eval_opts("imatrix", argc, argv, &i, &a->ev);
+        if (r < 0)
+            return CLI_USAGE;
+        if (r > 0)
+            continue;
+        r = cli_parse_split("imatrix", argc, argv, &i, &a->shard, 1);
         if (r < 0)
             return CLI_USAGE;
         if (r > 0)
@@ -101,8 +109,11 @@ static int parse_args(int argc, char **argv, imatrix_args *a)
         return cli_usage_error("imatrix", "%s", USAGE);
     if (!a->ev.text && a->n_in == 0)
         return cli_usage_error("imatrix", "give a text (-f) or importance matrices to merge (--in-file)");
-    if (!a->ev.text && (a->first || a->last >= 0 || a->ev.chunks))
-        return cli_usage_error("imatrix", "--chunks and --chunk-range need a text (-f)");
+    if (!a->ev.text && (a->first || a->last >= 0 || a->ev.chunks || a->shard.shard_count))
+        return cli_usage_error("imatrix", "--chunks, --chunk-range and --shard need a text (-f)");
+    if (a->shard.shard_count && (a->n_in || a->format == IMX_LEGACY))
+        return cli_usage_error("imatrix", "a --shard part is written alone and in GGUF (no --in-file, "
+                               "no --output-format dat): merge the parts afterwards");
     return 0;
 }
 
@@ -132,13 +143,29 @@ static int collect(const imatrix_args *a, cv_eval_model *em, eng_imatrix *im, ru
     const eng_imatrix_run_opts ro = {a->ev.n_ctx, a->first, a->last, a->ev.chunks,
                                      tok_vocab_add_bos(em->vocab) ? em->vocab->special[TOK_BOS] : -1};
     int first;
+    eng_imatrix_run_opts run = ro;
     if (!rc)
         rc = eng_imatrix_plan(&em->m, ids.n, &ro, &first, &r->chunks, err);
+    const cli_split *sh = &a->shard;
+    if (!rc && sh->shard_count && (uint32_t)r->chunks < sh->shard_count)
+        rc = qk_err_set(err, QK_ERANGE, "%s: --shard %u/%u: the text gives only %d chunk%s of %d "
+                        "tokens; use at most %d shards", a->ev.text, sh->shard_index, sh->shard_count,
+                        r->chunks, r->chunks == 1 ? "" : "s", a->ev.n_ctx, r->chunks);
+    if (!rc && sh->shard_count) {
+        int sf, sn;
+        eng_imatrix_shard_range(first, r->chunks, sh->shard_index, sh->shard_count, &sf, &sn);
+        eng_imatrix_set_shard(im, (imx_shard){sh->shard_index, sh->shard_count, (uint32_t)first,
+                                              (uint32_t)r->chunks});
+        run.first = sf;
+        run.last = sf + sn - 1;
+        run.max_chunks = 0;
+        r->chunks = sn;
+    }
     if (!rc) {
         run_view v;
         cli_progress_start(&v.prog, "imatrix", r->chunks, a->ev.quiet || a->ev.json);
         const double t0 = cli_now();
-        rc = eng_imatrix_run(im, ids.ids, ids.n, &ro, &r->ppl, on_chunk, &v, err);
+        rc = eng_imatrix_run(im, ids.ids, ids.n, &run, &r->ppl, on_chunk, &v, err);
         r->seconds = cli_now() - t0;
         cli_progress_end(&v.prog);
     }
@@ -150,17 +177,21 @@ static int collect(const imatrix_args *a, cv_eval_model *em, eng_imatrix *im, ru
 
 static int merge_files(const imatrix_args *a, eng_imatrix *im, qk_err *err)
 {
+    imx_file *f[MAX_IN_FILES] = {0};
     int rc = QK_OK;
+    for (int i = 0; !rc && i < a->n_in; i++)
+        rc = imx_load(&f[i], a->in[i], err);
+    if (!rc)
+        rc = eng_imatrix_check_shards((const imx_file *const *)f, a->in, (size_t)a->n_in, err);
     for (int i = 0; !rc && i < a->n_in; i++) {
-        imx_file *f = NULL;
-        rc = imx_load(&f, a->in[i], err);
         /* legacy files do not record their chunk size: llama-imatrix's default context */
-        if (!rc && imx_format_of(f) == IMX_LEGACY && !eng_imatrix_chunk_size(im))
+        if (imx_format_of(f[i]) == IMX_LEGACY && !eng_imatrix_chunk_size(im))
             rc = eng_imatrix_set_chunk_size(im, (uint32_t)a->ev.n_ctx, err);
         if (!rc)
-            rc = eng_imatrix_add_file(im, f, a->in[i], err);
-        imx_free(f);
+            rc = eng_imatrix_add_file(im, f[i], a->in[i], err);
     }
+    for (int i = 0; i < a->n_in; i++)
+        imx_free(f[i]);
     return rc;
 }
 
@@ -179,11 +210,12 @@ static void print_text(const imatrix_args *a, const eng_imatrix *im, const run_r
     }
     printf("wrote %s (%s): %zu entries, %lld chunks of %u tokens\n", a->out, fmt_name(a->format),
            n - r->skipped, (long long)eng_imatrix_chunk_count(im), eng_imatrix_chunk_size(im));
+    if (a->shard.shard_count)
+        printf("shard %u of %u: merge all %u parts with --in-file\n", a->shard.shard_index,
+               a->shard.shard_count, a->shard.shard_count);
     if (r->experts)
         printf("experts never routed: %lld of %lld (block x expert)\n", (long long)r->unrouted,
                (long long)r->experts);
-    if (a->ev.quiet)
-        return;
     printf("\n%-36s %12s %10s %12s %12s %8s\n", "tensor", "cols x mats", "tokens", "mean x^2", "max x^2",
            "50% in");
     for (size_t i = 0; i < n; i++) {
@@ -225,6 +257,11 @@ static int print_json(const imatrix_args *a, const eng_imatrix *im, const run_re
     else
         cJSON_AddNullToObject(o, "ppl");
     cJSON_AddNumberToObject(o, "chunk_count", (double)eng_imatrix_chunk_count(im));
+    if (a->shard.shard_count) {
+        cJSON *sh = cJSON_AddObjectToObject(o, "shard");
+        cJSON_AddNumberToObject(sh, "index", a->shard.shard_index);
+        cJSON_AddNumberToObject(sh, "count", a->shard.shard_count);
+    }
     cJSON_AddNumberToObject(o, "entries", (double)(n - r->skipped));
     cJSON_AddNumberToObject(o, "entries_skipped", (double)r->skipped);
     if (r->experts) {
@@ -279,6 +316,14 @@ int cmd_imatrix(int argc, char **argv)
         return cli_fail(rc, &err);
     const eng_imatrix_opts io = {a.process_output, a.model};
     rc = eng_imatrix_create(&im, &em.m, &io, &err);
+    uint64_t mid = 0;
+    if (!rc)
+        rc = cv_eval_fingerprint(&em, &mid, &err);
+    if (!rc) {
+        char hex[17];
+        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)mid);
+        eng_imatrix_set_model_id(im, hex);
+    }
     /* a run fixes the chunk size before the files are checked against it */
     if (!rc && (a.ev.text || a.ctx_given))
         rc = eng_imatrix_set_chunk_size(im, (uint32_t)a.ev.n_ctx, &err);
@@ -296,7 +341,8 @@ int cmd_imatrix(int argc, char **argv)
             fprintf(stderr, "qkit imatrix: warning: %lld of %lld experts (block x expert) were never "
                             "routed a token: recorded with count 0; quantize gives them uniform "
                             "weights\n", (long long)r.unrouted, (long long)r.experts);
-        rc = a.ev.json ? print_json(&a, im, &r, s, n) : (print_text(&a, im, &r, s, n), CLI_OK);
+        rc = a.ev.json ? print_json(&a, im, &r, s, n)
+           : a.ev.quiet ? CLI_OK : (print_text(&a, im, &r, s, n), CLI_OK);
     } else {
         rc = cli_fail(rc, &err);
     }

@@ -23,6 +23,7 @@ static const char USAGE[] =
     "  --leave-output-tensor         copy output.weight unchanged\n"
     "  --allow-requantize            accept already quantized input tensors\n"
     "  --keep-split                  write the same split parts as the input\n"
+    CLI_SPLIT_USAGE
     "  --json                        print the report as JSON\n"
     "  -q, --quiet                   no report, warnings or progress (errors only; --json still prints)\n";
 
@@ -31,6 +32,7 @@ typedef struct {
     const char *tensor_types[MAX_TENSOR_TYPES];
     const char *pos[4];
     int n_pos, json, quiet;
+    cli_split split;
 } quantize_args;
 
 static void print_types(FILE *f)
@@ -62,6 +64,9 @@ static int parse_option(int argc, char **argv, int *i, quantize_args *a)
               : !strcmp(f, "-q") || !strcmp(f, "--quiet") ? &a->quiet : NULL;
     if (flag)
         return *flag = 1;
+    int sr = cli_parse_split("quantize", argc, argv, i, &a->split, 0);
+    if (sr)
+        return sr;
     int valued = !strcmp(f, "--imatrix") || !strcmp(f, "--output-tensor-type") ||
                  !strcmp(f, "--token-embedding-type") || !strcmp(f, "--tensor-type");
     if (!valued)
@@ -96,6 +101,15 @@ static int parse_positionals(quantize_args *a)
         print_types(stderr);
         return CLI_USAGE;
     }
+    const cli_split *sp = &a->split;
+    if (a->q.keep_split && (sp->max_bytes || sp->max_tensors || sp->parts))
+        return cli_usage_error("quantize", "--keep-split takes the input's parts; it cannot be "
+                               "combined with --split-max-size, --split-max-tensors or --split-parts");
+    a->q.split_max_bytes = sp->max_bytes;
+    a->q.split_max_tensors = sp->max_tensors;
+    a->q.split_parts = sp->parts;
+    a->q.shard_index = sp->shard_index;
+    a->q.shard_count = sp->shard_count;
     a->q.in_path = a->pos[0];
     a->q.out_path = a->pos[1];
     a->q.ftype = mix->ftype;
@@ -167,9 +181,9 @@ static void print_table(const qz_report *r)
         const qz_tensor_report *t = &r->t[k];
         char shape[64], err[32] = "-";
         shape_str(t, shape, sizeof shape);
-        if (t->quantized)
+        if (t->quantized && !t->other_shard)
             snprintf(err, sizeof err, "%.5f", t->rel_rmse);
-        const char *note = t->fallback ? "fallback"
+        const char *note = t->other_shard ? "other shard" : t->fallback ? "fallback"
                          : t->imatrix == QZ_IMAT_USED ? "imatrix"
                          : t->imatrix == QZ_IMAT_NONE ? "no imatrix" : "";
         printf("%-36s %-18s %-6s -> %-6s %10.3f %10.3f %9s %s\n", t->name, shape,
@@ -182,7 +196,11 @@ static void print_table(const qz_report *r)
     printf("size: %.2f MiB -> %.2f MiB, %.3f bits per weight\n", (double)r->src_bytes / 1048576.0,
            (double)r->out_bytes / 1048576.0, r->bpw);
     printf("time: %.2f s, %.1f MB/s, %d threads, %u part(s) written\n", r->seconds, r->mb_per_s,
-           r->n_threads, r->n_parts_out);
+           r->n_threads, r->n_parts_written);
+    if (r->shard_count)
+        printf("shard %u of %u: %u of the %u parts (split.id %s); the sizes and figures above are "
+               "the whole model's, the errors only this shard's tensors'\n", r->shard_index,
+               r->shard_count, r->n_parts_written, r->n_parts_out, r->split_id);
 }
 
 static cJSON *tensor_json(const qz_tensor_report *t)
@@ -197,6 +215,8 @@ static cJSON *tensor_json(const qz_tensor_report *t)
     cJSON_AddNumberToObject(o, "bytes", (double)t->bytes);
     cJSON_AddBoolToObject(o, "quantized", t->quantized);
     cJSON_AddBoolToObject(o, "fallback", t->fallback);
+    if (t->other_shard)
+        cJSON_AddBoolToObject(o, "other_shard", 1);
     if (t->imatrix == QZ_IMAT_NA)
         cJSON_AddNullToObject(o, "imatrix");
     else
@@ -224,6 +244,14 @@ static cJSON *totals_json(const qz_report *r)
     cJSON_AddNumberToObject(o, "mb_per_s", r->mb_per_s);
     cJSON_AddNumberToObject(o, "parts_in", r->n_parts_in);
     cJSON_AddNumberToObject(o, "parts_out", r->n_parts_out);
+    cJSON_AddNumberToObject(o, "parts_written", r->n_parts_written);
+    if (r->split_id[0])
+        cJSON_AddStringToObject(o, "split_id", r->split_id);
+    if (r->shard_count) {
+        cJSON *sh = cJSON_AddObjectToObject(o, "shard");
+        cJSON_AddNumberToObject(sh, "index", r->shard_index);
+        cJSON_AddNumberToObject(sh, "count", r->shard_count);
+    }
     return o;
 }
 

@@ -100,6 +100,59 @@ int64_t cli_parse_size(const char *s)
     return (int64_t)(v * mul);
 }
 
+static int parse_shard(const char *cmd, const char *v, cli_split *s)
+{
+    const char *slash = strchr(v, '/');
+    char first[32];
+    long i, n;
+    if (!slash || (size_t)(slash - v) >= sizeof first)
+        return cli_usage_error(cmd, "--shard needs I/N (job I of N, I counting from 0), got '%s'", v), -1;
+    memcpy(first, v, (size_t)(slash - v));
+    first[slash - v] = '\0';
+    if (cli_parse_int(first, 0, 65535, &i) || cli_parse_int(slash + 1, 0, 65535, &n))
+        return cli_usage_error(cmd, "--shard needs I/N with whole numbers, got '%s'", v), -1;
+    if (n < 1)
+        return cli_usage_error(cmd, "--shard %s: N must be at least 1", v), -1;
+    if (i >= n)
+        return cli_usage_error(cmd, "--shard %s: I counts from 0, so it must be below N (0 to %ld)",
+                               v, n - 1), -1;
+    s->shard_index = (uint32_t)i;
+    s->shard_count = (uint32_t)n;
+    return 1;
+}
+
+int cli_parse_split(const char *cmd, int argc, char **argv, int *i, cli_split *s, int only_shard)
+{
+    const char *f = argv[*i];
+    int shard = !strcmp(f, "--shard");
+    if (!shard && (only_shard || (strcmp(f, "--split-max-size") && strcmp(f, "--split-max-tensors") &&
+                                  strcmp(f, "--split-parts"))))
+        return 0;
+    if (*i + 1 >= argc)
+        return cli_usage_error(cmd, "%s needs a value", f), -1;
+    const char *v = argv[++*i];
+    long n;
+    int64_t size;
+    if (shard)
+        return parse_shard(cmd, v, s);
+    if (!strcmp(f, "--split-max-size")) {
+        if ((size = cli_parse_size(v)) <= 0)
+            return cli_usage_error(cmd, "--split-max-size needs a positive size such as 500M or 2G"), -1;
+        s->max_bytes = (uint64_t)size;
+    } else if (cli_parse_int(v, 1, !strcmp(f, "--split-parts") ? 65535 : INT32_MAX, &n)) {
+        return cli_usage_error(cmd, "%s needs a positive whole number%s, got '%s'", f,
+                               !strcmp(f, "--split-parts") ? " up to 65535" : "", v), -1;
+    } else if (!strcmp(f, "--split-parts")) {
+        s->parts = (uint32_t)n;
+    } else {
+        s->max_tensors = (uint64_t)n;
+    }
+    if (s->parts && (s->max_bytes || s->max_tensors))
+        return cli_usage_error(cmd, "--split-parts cannot be combined with --split-max-size or "
+                               "--split-max-tensors"), -1;
+    return 1;
+}
+
 double cli_now(void)
 {
     struct timespec ts;

@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "../calib/tokenizer.h"
+#include "../formats/hash.h"
 #include "../formats/mapping.h"
 #include "../formats/safetensors.h"
 #include "../quant/floats.h"
@@ -884,24 +885,65 @@ static int alloc_scratch(const cv_plan *p, const cv_options *o, scratch *s, qk_e
     return QK_OK;
 }
 
+int cv_plan_fingerprint(const cv_plan *p, uint64_t *id, qk_err *err)
+{
+    qk_hash h;
+    qk_hash_init(&h);
+    int rc = QK_OK;
+    for (size_t i = 0; i < st_model_n_files(p->st) && !rc; i++)
+        rc = qk_file_fingerprint(st_model_file_path(p->st, i), &h, err);
+    *id = qk_hash_final(&h);
+    return rc;
+}
+
+static int open_writer(const cv_plan *p, const char *out_path, const cv_options *o, gguf_writer **w,
+                       qk_err *err)
+{
+    gguf_split_opts split = {0};
+    if (o)
+        split = (gguf_split_opts){.max_bytes = o->split_max_bytes,
+                                  .max_tensors = o->split_max_tensors, .n_parts = o->split_parts};
+    if (o && o->shard_count && !split.max_bytes && !split.max_tensors && !split.n_parts)
+        split.n_parts = o->shard_count;
+    bool is_split = split.max_bytes || split.max_tensors || split.n_parts;
+    /* split.id's source: the checkpoint's fingerprint (the rest is in the metadata) */
+    uint64_t id = 0;
+    int rc = is_split ? cv_plan_fingerprint(p, &id, err) : QK_OK;
+    if (!rc)
+        rc = gguf_writer_open(w, out_path, is_split ? &split : NULL, err);
+    if (rc)
+        return rc;
+    gguf_writer_set_source_id(*w, id);
+    if (o && o->shard_count && gguf_writer_set_shard(*w, o->shard_index, o->shard_count))
+        return qk_err_set(err, QK_ERANGE, "%s", gguf_writer_error(*w));
+    return QK_OK;
+}
+
 int cv_plan_write(const cv_plan *p, const char *out_path, const cv_options *o, cv_result *res,
                   qk_err *err)
 {
-    gguf_split_opts split = {.max_bytes = o ? o->split_max_bytes : 0};
     gguf_writer *w = NULL;
     scratch s = {0};
     int rc = alloc_scratch(p, o, &s, err);
     if (!rc)
-        rc = gguf_writer_open(&w, out_path, split.max_bytes ? &split : NULL, err);
+        rc = open_writer(p, out_path, o, &w, err);
     if (!rc)
         rc = write_metadata(p, w, err);
     progress_state ps = {o, 0, p->n, 0, 0};
     for (size_t i = 0; i < p->n && !rc; i++) {
         ps.index = i;
-        rc = write_tensor(&p->t[i], w, &s, &ps, err);
+        if (gguf_writer_writes(w, p->t[i].info.name)) /* else: another shard's part */
+            rc = write_tensor(&p->t[i], w, &s, &ps, err);
         report(&ps, i + 1);
     }
-    uint32_t parts = w ? gguf_writer_n_parts(w) : 0;
+    cv_result r = {.n_tensors = p->n, .in_bytes = p->in_bytes, .out_bytes = p->out_bytes};
+    if (w) {
+        r.n_parts = gguf_writer_n_parts(w);
+        for (uint32_t k = 0; k < r.n_parts; k++)
+            r.n_parts_written += gguf_writer_writes_part(w, k);
+        const char *sid = gguf_writer_split_id(w);
+        snprintf(r.split_id, sizeof r.split_id, "%s", sid ? sid : "");
+    }
     if (!rc) {
         rc = gguf_writer_commit(w, err);
     } else {
@@ -910,7 +952,7 @@ int cv_plan_write(const cv_plan *p, const char *out_path, const cv_options *o, c
     free(s.f32);
     free(s.out);
     if (!rc && res)
-        *res = (cv_result){p->n, p->in_bytes, p->out_bytes, parts};
+        *res = r;
     return rc;
 }
 

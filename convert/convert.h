@@ -36,6 +36,11 @@ typedef struct {
     const char *outtype;      /* NULL or "auto", "f32", "f16", "bf16", or a mix/type name */
     int n_threads;            /* <= 0: the OpenMP default */
     uint64_t split_max_bytes; /* > 0: gguf-split parts of at most this much tensor data */
+    uint64_t split_max_tensors; /* > 0: at most this many tensors per part */
+    uint32_t split_parts;     /* > 0: exactly this many parts of balanced size (gguf.h) */
+    uint32_t shard_index, shard_count; /* count > 0: write only the parts p (0-based) with
+                                 p % count == index, byte-identical to the same parts of an
+                                 unsharded run; without a split option: shard_count parts */
     int hf_layout;            /* keep the checkpoint's q/k row order (no llama permutation): for
                                  reading the checkpoint as an engine model (hf_engine.c) */
     /* Optional callbacks, called from the calling thread (NULL: none). */
@@ -77,6 +82,9 @@ uint64_t cv_plan_in_bytes(const cv_plan *p);   /* checkpoint bytes read */
 uint64_t cv_plan_out_bytes(const cv_plan *p);  /* tensor data written (without padding) */
 size_t cv_plan_n_fallback(const cv_plan *p);
 
+/* A fingerprint of the checkpoint's safetensors files (formats/hash.h: qk_file_fingerprint). */
+int cv_plan_fingerprint(const cv_plan *p, uint64_t *id, qk_err *err);
+
 /* Index of the planned tensor GGUF-named `name`, or -1. */
 long cv_plan_find(const cv_plan *p, const char *name);
 /* Whether tensor i's GGUF bytes are the checkpoint's bytes (one source, F32/F16/BF16, no
@@ -90,6 +98,8 @@ typedef struct {
     size_t n_tensors;
     uint64_t in_bytes, out_bytes;
     uint32_t n_parts;
+    uint32_t n_parts_written; /* all unless sharded */
+    char split_id[17];        /* split output: the set's split.id, else "" */
 } cv_result;
 
 /* Writes the planned model to out_path (split: PREFIX-0000i-of-0000N.gguf). res may be NULL.

@@ -6,6 +6,7 @@
 
 #include "../calib/model.h"
 #include "../calib/tokenizer_gguf.h"
+#include "../formats/hash.h"
 #include "hf_engine.h"
 
 int cv_eval_open(cv_eval_model *em, const char *path, qk_err *err)
@@ -35,4 +36,17 @@ void cv_eval_close(cv_eval_model *em)
     gguf_close(em->g);
     cv_plan_free(em->plan);
     memset(em, 0, sizeof *em);
+}
+
+int cv_eval_fingerprint(const cv_eval_model *em, uint64_t *id, qk_err *err)
+{
+    if (em->plan)
+        return cv_plan_fingerprint(em->plan, id, err);
+    qk_hash h;
+    qk_hash_init(&h);
+    int rc = QK_OK;
+    for (uint32_t i = 0; em->g && i < gguf_n_parts(em->g) && !rc; i++)
+        rc = qk_file_fingerprint(gguf_part_path(em->g, i), &h, err);
+    *id = qk_hash_final(&h);
+    return rc;
 }

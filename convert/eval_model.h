@@ -23,6 +23,10 @@ typedef struct {
 /* path is a GGUF file (any part of a split model) or a HuggingFace folder. Returns a qk status;
  * the message names the file. On failure *em is left closed. */
 int cv_eval_open(cv_eval_model *em, const char *path, qk_err *err);
+/* A fingerprint of the model's files (every GGUF part, or the folder's safetensors files): the
+ * identity statistics collected on it record (imatrix parts from another model are refused). */
+int cv_eval_fingerprint(const cv_eval_model *em, uint64_t *id, qk_err *err);
+
 /* Accepts a zeroed or closed em. */
 void cv_eval_close(cv_eval_model *em);
 

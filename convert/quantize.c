@@ -12,6 +12,7 @@
 
 #include "../formats/file.h"
 #include "../formats/gguf.h"
+#include "../formats/hash.h"
 #include "../formats/imatrix.h"
 #include "../formats/mapping.h"
 #include "../quant/quant.h"
@@ -365,11 +366,42 @@ static void set_metadata(job *j)
         set_imatrix_keys(j);
 }
 
+/* The split the options ask for (NULL: one file, or --keep-split's explicit breaks). */
+static const gguf_split_opts *split_of(const qz_params *p, gguf_split_opts *o)
+{
+    *o = (gguf_split_opts){.max_bytes = p->split_max_bytes, .max_tensors = p->split_max_tensors,
+                           .n_parts = p->split_parts};
+    if (!o->max_bytes && !o->max_tensors && !o->n_parts && p->shard_count && !p->keep_split)
+        o->n_parts = p->shard_count;
+    return o->max_bytes || o->max_tensors || o->n_parts ? o : NULL;
+}
+
+/* The input's fingerprint (every model part and the importance matrix), for split.id. */
+static int source_id(job *j, uint64_t *id)
+{
+    qk_hash h;
+    qk_hash_init(&h);
+    int rc = QK_OK;
+    for (uint32_t i = 0; i < gguf_n_parts(j->in) && !rc; i++)
+        rc = qk_file_fingerprint(gguf_part_path(j->in, i), &h, j->err);
+    if (!rc && j->p->imatrix_path)
+        rc = qk_file_fingerprint(j->p->imatrix_path, &h, j->err);
+    *id = qk_hash_final(&h);
+    return rc;
+}
+
 static int open_output(job *j)
 {
-    int rc = gguf_writer_open(&j->w, j->p->out_path, NULL, j->err);
+    gguf_split_opts so;
+    uint64_t sid = 0;
+    int rc = source_id(j, &sid);
+    if (!rc)
+        rc = gguf_writer_open(&j->w, j->p->out_path, split_of(j->p, &so), j->err);
     if (rc)
         return rc;
+    gguf_writer_set_source_id(j->w, sid);
+    if (j->p->shard_count)
+        gguf_writer_set_shard(j->w, j->p->shard_index, j->p->shard_count);
     /* no output part may be an input part or the importance matrix */
     for (uint32_t i = 0; i < gguf_n_parts(j->in); i++)
         gguf_writer_protect(j->w, gguf_part_path(j->in, i));
@@ -642,6 +674,11 @@ static int process_tensor(job *j, size_t k)
     if (d->quantize && j->imx)
         tr->imatrix = j->imat[i] ? QZ_IMAT_USED : QZ_IMAT_NONE;
     j->tensor_index = k;
+    if (!gguf_writer_writes(j->w, t->name)) { /* another shard's part */
+        tr->other_shard = 1;
+        tr->rel_rmse = NAN;
+        return QK_OK;
+    }
     if (!d->quantize)
         return copy_tensor(j, i, ti);
     j->r->n_quantized++;
@@ -685,7 +722,11 @@ static int load_inputs(job *j)
 static int check_output_paths(job *j)
 {
     const qz_params *p = j->p;
+    gguf_split_opts so;
+    const gguf_split_opts *split = split_of(p, &so);
     uint32_t n_in = gguf_n_parts(j->in), n_out = p->keep_split && n_in > 1 ? n_in : 1;
+    if (split && split->n_parts)
+        n_out = split->n_parts; /* size limits: the writer checks the parts it lays out */
     size_t len = strlen(p->out_path);
     char *prefix = strndup(p->out_path, len > 5 && !strcmp(p->out_path + len - 5, ".gguf") ? len - 5 : len);
     char *out = malloc(len + 32);
@@ -802,17 +843,24 @@ int qz_quantize(const qz_params *p, qz_report **report, int *output_failed, qk_e
         rc = check_plan(&j);
     if (!rc) {
         rc = open_output(&j);
-        out_failed = rc != QK_OK && rc != QK_EALIAS; /* an output naming an input is bad usage */
+        /* an output naming an input, or a shard the split does not have, is bad usage */
+        out_failed = rc != QK_OK && rc != QK_EALIAS && rc != QK_ERANGE;
     }
     if (!rc)
         rc = write_all(&j);
     if (!rc) {
         j.r->n_parts_out = gguf_writer_n_parts(j.w);
+        j.r->shard_index = p->shard_index;
+        j.r->shard_count = p->shard_count;
+        for (uint32_t k = 0; k < j.r->n_parts_out; k++)
+            j.r->n_parts_written += gguf_writer_writes_part(j.w, k);
+        const char *sid = gguf_writer_split_id(j.w);
+        snprintf(j.r->split_id, sizeof j.r->split_id, "%s", sid ? sid : "");
         gguf_writer *w = j.w;
         j.w = NULL;
         rc = gguf_writer_commit(w, err);
         out_failed = rc != QK_OK;
-    } else if (j.w && *gguf_writer_error(j.w) && rc != QK_EALIAS) {
+    } else if (j.w && *gguf_writer_error(j.w) && rc != QK_EALIAS && rc != QK_ERANGE) {
         out_failed = 1;
     }
     if (!rc) {

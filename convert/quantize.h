@@ -40,6 +40,13 @@ typedef struct {
                                  has_imatrix and keep_order are set by the pipeline */
     int allow_requantize;     /* quantized input tensors may be dequantized and requantized */
     int keep_split;           /* output parts follow the input parts */
+    uint64_t split_max_bytes; /* > 0: gguf-split parts of at most this much tensor data */
+    uint64_t split_max_tensors; /* > 0: at most this many tensors per part */
+    uint32_t split_parts;     /* > 0: exactly this many parts of balanced size (gguf.h) */
+    uint32_t shard_index, shard_count; /* count > 0: this job writes only the parts p (0-based)
+                                 with p % count == index, byte-identical to the same parts of an
+                                 unsharded run with the same split; without a split option the
+                                 split is shard_count balanced parts */
     int64_t chunk_values;     /* values per piece, rounded down to whole rows (at least one) and
                                  cut at expert matrix boundaries; <= 0: QZ_CHUNK_VALUES. Only
                                  memory and speed depend on it, never the output or the report */
@@ -65,6 +72,7 @@ typedef struct {
     int quantized;             /* 0: copied as is */
     int fallback;              /* the row length forced a fallback type */
     int imatrix;               /* enum qz_imatrix_use (NA: copied, or no --imatrix) */
+    int other_shard;           /* sharded run: another job writes it (rel_rmse NaN, not computed) */
     double rel_rmse;           /* sqrt(Σw(x−q)² / Σw·x²) over the tensor (w: importance weight
                                   when used, else 1); 0 for copies; NaN for an all-zero tensor */
 } qz_tensor_report;
@@ -81,6 +89,9 @@ typedef struct {
     size_t n_warnings;
     char **warnings;
     uint32_t n_parts_in, n_parts_out;
+    uint32_t shard_index, shard_count; /* as given; count 0: unsharded */
+    uint32_t n_parts_written;  /* parts this run wrote (all of them unless sharded) */
+    char split_id[17];         /* split output: the set's split.id, else "" */
     int n_threads;
     /* imatrix (when given) */
     int imatrix_format;        /* enum imx_format, 0 when none */

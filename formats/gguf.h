@@ -18,9 +18,11 @@
  *   those of all parts in part order, each with a data pointer into its own part. The split.*
  *   keys are consumed by the reader and NOT listed among the keys (gguf_n_parts() and
  *   gguf_part_path() describe the split); the writer owns them in the same way.
- * - split.id (a string; qkit writes 16 hex digits, a hash of every byte of the set, so the same
- *   output always has the same id): when any part has one, every part must have the same, or
- *   the set is refused as mixed (parts of two different writes, e.g. an interrupted one).
+ * - split.id (a string; qkit writes 16 hex digits, a hash of every part's header and of a
+ *   fingerprint of the input, so the same output always has the same id, and every job of a
+ *   sharded write computes it alone): when any part has one, every part must have the same, or
+ *   the set is refused as mixed (parts of two different writes, e.g. an interrupted one, or
+ *   shards of different runs in one folder).
  *   Sets without it (llama.cpp's gguf-split) are read as before.
  * - String values holding a NUL byte are read (gguf_kv_value shows the length) but the typed
  *   getter gguf_get_str() refuses them with QK_EFORMAT: as C strings they would be silently
@@ -201,6 +203,9 @@ int gguf_split_path(char *buf, size_t size, const char *prefix, uint32_t part, u
 typedef struct {
     uint64_t max_bytes;   /* tensor data per part, each tensor padded to the alignment; 0: none */
     uint64_t max_tensors; /* tensors per part; 0: no limit */
+    uint32_t n_parts;     /* > 0 (without limits): exactly this many parts, cut where the tensor
+                             data (padded) crosses each N-th of its total, at least one tensor
+                             each; fewer tensors than parts is QK_ERANGE at begin_data */
 } gguf_split_opts;
 
 typedef struct gguf_writer gguf_writer;
@@ -264,6 +269,26 @@ const char *gguf_writer_error(const gguf_writer *w);
 
 /* Number of parts; known after gguf_writer_begin_data() (0 before). */
 uint32_t gguf_writer_n_parts(const gguf_writer *w);
+
+/* The split set's id (16 hex digits) after begin_data, NULL for a single file. It hashes every
+ * part's header (metadata and tensor table, so the plan) and the source id; it does not depend
+ * on the tensor bytes, so it is known before any is written. */
+const char *gguf_writer_split_id(const gguf_writer *w);
+
+/* A fingerprint of the input the data derives from (formats/hash.h), mixed into split.id so
+ * that two runs with the same plan over different inputs get different ids. Before begin_data. */
+void gguf_writer_set_source_id(gguf_writer *w, uint64_t id);
+
+/* Sharded writing (one job of count, index 0-based; before begin_data; turns split output on):
+ * this writer creates, writes and commits only the parts p (0-based) with p % count == index —
+ * byte for byte what an unsharded writer with the same declarations writes at those paths. The
+ * caller writes only the tensors gguf_writer_writes() names (in declaration order); the others
+ * are passed over. count above the number of parts is QK_ERANGE at begin_data. */
+int gguf_writer_set_shard(gguf_writer *w, uint32_t index, uint32_t count);
+
+/* After begin_data: whether this writer writes tensor name's data (always, unsharded). */
+bool gguf_writer_writes(const gguf_writer *w, const char *name);
+bool gguf_writer_writes_part(const gguf_writer *w, uint32_t part); /* 0-based */
 
 /* Checks that every tensor is complete, then fsyncs and renames all parts. Frees w. */
 int gguf_writer_commit(gguf_writer *w, qk_err *err);

@@ -567,8 +567,8 @@ static int check_sibling(const part *pt, const part *first, uint32_t idx, qk_err
     if ((a || b) && (!a || !b || a->len != b->len || memcmp(a->ptr, b->ptr, (size_t)a->len)))
         return qk_err_set(err, QK_EFORMAT,
                           "%s: belongs to another write of the model than %s (%s '%.32s' vs '%.32s'): "
-                          "the parts are a mixed set, e.g. of an interrupted write; write the "
-                          "model again",
+                          "the parts are a mixed set (an interrupted write, or parts of different "
+                          "runs or sharded jobs in one folder); write the model again",
                           pt->path, first->path, GGUF_KEY_SPLIT_ID, a ? a->ptr : "(none)",
                           b ? b->ptr : "(none)");
     return QK_OK;
@@ -598,7 +598,7 @@ static int gather_parts(gguf_ctx *ctx, part *opened, qk_err *err)
             continue;
         gguf_split_path(path, cap, prefix, i, count);
         if (access(path, F_OK) != 0)
-            rc = qk_err_set(err, QK_EIO, "%s: missing: part %u of the %u-part model %s", path, i + 1,
+            rc = qk_err_set(err, QK_EFORMAT, "%s: missing: part %u of the %u-part model %s", path, i + 1,
                             count, ctx->parts[at].path);
         if (!rc)
             rc = load_part(&ctx->parts[i], path, err);

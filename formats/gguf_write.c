@@ -11,6 +11,7 @@
 
 #include "../quant/buf.h"
 #include "file.h"
+#include "hash.h"
 #include "outfile.h"
 
 #define STREAM_BUFFER (1u << 20)
@@ -38,21 +39,14 @@ typedef struct {
     FILE *fp;
     uint64_t pos; /* bytes written so far */
     uint64_t n_tensors;
-    uint64_t id_pos; /* split output: file offset of the split.id characters */
 } wpart;
 
-/* The split set's identity: a 64-bit hash of every byte written to every part (the split.id
- * value is a constant placeholder while hashing), so the same output has the same id on every
- * run and machine, and parts of two different outputs (a set mixed by an interrupted write)
- * differ. Four xxHash64-style lanes over 32-byte stripes: the result does not depend on how the
- * bytes were cut into writes, and hashing runs far faster than the disk. */
-typedef struct {
-    uint64_t v[4];
-    uint8_t buf[32];
-    size_t nbuf;
-    uint64_t len;
-} idhash;
-
+/* The split set's identity (split.id): a 64-bit hash of every part's header (metadata, tensor
+ * table, with a constant placeholder where the id goes) and of the caller's source id (a
+ * fingerprint of the input: gguf_writer_set_source_id). It is known before any data is written,
+ * so every job of a sharded write (gguf_writer_set_shard) computes the same id from the same plan
+ * and input, and the parts of two different plans or inputs (a set mixed by an interrupted write,
+ * or shards of different runs in one folder) differ. */
 #define SPLIT_ID_LEN 16 /* hex digits */
 
 struct gguf_writer {
@@ -78,72 +72,12 @@ struct gguf_writer {
     qk_err err;
     char **protect;   /* inputs no output may be (gguf_writer_protect) */
     size_t n_protect;
-    idhash id;        /* split output only */
+    uint64_t source_id; /* gguf_writer_set_source_id */
+    uint32_t shard_index, shard_count; /* count 0: every part is written */
+    bool hashing;     /* put() hashes instead of writing (computing split.id) */
+    qk_hash id;
+    char id_hex[SPLIT_ID_LEN + 1];
 };
-
-/* ---- split id hash ------------------------------------------------------------------------ */
-
-#define H1 0x9E3779B185EBCA87ULL
-#define H2 0xC2B2AE3D27D4EB4FULL
-#define H3 0x165667B19E3779F9ULL
-
-static uint64_t rotl64(uint64_t x, int r) { return x << r | x >> (64 - r); }
-static uint64_t hround(uint64_t acc, uint64_t in) { return rotl64(acc + in * H2, 31) * H1; }
-
-static uint64_t le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static void idhash_init(idhash *h)
-{
-    *h = (idhash){.v = {H1 + H2, H2, 0, 0 - H1}};
-}
-
-static void idhash_stripe(idhash *h, const uint8_t *p)
-{
-    for (int k = 0; k < 4; k++)
-        h->v[k] = hround(h->v[k], le64(p + 8 * k));
-}
-
-static void idhash_update(idhash *h, const void *data, size_t n)
-{
-    const uint8_t *p = data;
-    h->len += n;
-    if (h->nbuf) {
-        size_t take = 32 - h->nbuf < n ? 32 - h->nbuf : n;
-        memcpy(h->buf + h->nbuf, p, take);
-        h->nbuf += take;
-        p += take;
-        n -= take;
-        if (h->nbuf < 32)
-            return;
-        idhash_stripe(h, h->buf);
-        h->nbuf = 0;
-    }
-    for (; n >= 32; p += 32, n -= 32)
-        idhash_stripe(h, p);
-    memcpy(h->buf, p, n);
-    h->nbuf = n;
-}
-
-static uint64_t idhash_final(const idhash *h)
-{
-    uint64_t x = rotl64(h->v[0], 1) + rotl64(h->v[1], 7) + rotl64(h->v[2], 12) + rotl64(h->v[3], 18);
-    for (int k = 0; k < 4; k++)
-        x = (x ^ hround(0, h->v[k])) * H1 + H3;
-    x += h->len;
-    for (size_t i = 0; i < h->nbuf; i++)
-        x = rotl64(x ^ (h->buf[i] * H3), 11) * H1;
-    x ^= x >> 33;
-    x *= H2;
-    x ^= x >> 29;
-    x *= H3;
-    return x ^ x >> 32;
-}
 
 /* Records the first error (file and problem in the message) and returns the sticky status. */
 static int fail(gguf_writer *w, int code, const char *fmt, ...)
@@ -178,8 +112,15 @@ int gguf_writer_open(gguf_writer **out, const char *path, const gguf_split_opts 
     w->alignment = GGUF_DEFAULT_ALIGNMENT;
     if (opts)
         w->opts = *opts;
-    w->split = w->opts.max_bytes || w->opts.max_tensors;
-    idhash_init(&w->id);
+    w->split = w->opts.max_bytes || w->opts.max_tensors || w->opts.n_parts;
+    if (w->opts.n_parts && (w->opts.max_bytes || w->opts.max_tensors)) {
+        qk_err_set(err, QK_EUNSUPPORTED, "%s: a split into a number of parts takes no size or "
+                   "tensor limit", path);
+        free(w->path);
+        free(w);
+        return QK_EUNSUPPORTED;
+    }
+    memset(w->id_hex, '0', SPLIT_ID_LEN);
     *out = w;
     return QK_OK;
 }
@@ -406,9 +347,38 @@ static bool starts_new_part(const gguf_writer *w, const wtensor *t, uint64_t cou
     return w->opts.max_bytes && (bytes + padded < bytes || bytes + padded > w->opts.max_bytes);
 }
 
+/* opts.n_parts: marks the tensors that start parts 2..N so that part k holds the tensors whose
+ * data starts in the k-th N-th of all tensor data (padded), every part at least one tensor. */
+static int balance_parts(gguf_writer *w)
+{
+    uint32_t n = w->opts.n_parts;
+    if (n > GGUF_MAX_PARTS)
+        return fail(w, QK_ERANGE, "%s: more than %d split parts", w->path, GGUF_MAX_PARTS);
+    if (w->n_t < n)
+        return fail(w, QK_ERANGE, "%s: %llu tensors cannot fill %u split parts", w->path,
+                    (unsigned long long)w->n_t, n);
+    unsigned __int128 total = 0, start = 0;
+    for (uint64_t i = 0; i < w->n_t; i++)
+        total += pad_to(w->t[i].nbytes, w->alignment);
+    uint32_t p = 0;
+    for (uint64_t i = 0; i < w->n_t; i++) {
+        wtensor *t = &w->t[i];
+        bool due = start * n >= (unsigned __int128)(p + 1) * total;
+        bool forced = w->n_t - i == (uint64_t)(n - 1 - p); /* one tensor left per remaining part */
+        if (i > 0 && p + 1 < n && (due || forced)) {
+            t->new_part = true;
+            p++;
+        }
+        start += pad_to(t->nbytes, w->alignment);
+    }
+    return QK_OK;
+}
+
 /* Assigns every tensor its part and offset; counts the parts. */
 static int layout(gguf_writer *w)
 {
+    if (w->opts.n_parts && balance_parts(w))
+        return w->status;
     uint32_t p = 0;
     uint64_t bytes = 0, count = 0;
     for (uint64_t i = 0; i < w->n_t; i++) {
@@ -436,13 +406,18 @@ static void put(gguf_writer *w, wpart *p, const void *data, size_t n)
 {
     if (w->status || n == 0)
         return;
+    if (w->hashing) {
+        qk_hash_update(&w->id, data, n);
+        p->pos += n;
+        return;
+    }
+    if (!p->fp) /* a part another shard writes */
+        return;
     if (fwrite(data, 1, n, p->fp) != n) {
         fail(w, QK_EIO, "%s: write failed: %s", p->path, strerror(errno));
         return;
     }
     p->pos += n;
-    if (w->split)
-        idhash_update(&w->id, data, n);
 }
 
 /* n scalars of esize bytes in file order; bools as 0/1 bytes. */
@@ -535,13 +510,11 @@ static void put_header(gguf_writer *w, uint32_t pi)
         put_kv(w, p, GGUF_KEY_SPLIT_NO, &no);
         put_kv(w, p, GGUF_KEY_SPLIT_COUNT, &count);
         put_kv(w, p, GGUF_KEY_SPLIT_TENSORS, &total);
-        /* split.id: a placeholder now, the set's hash at commit (qkit's key; llama.cpp ignores it) */
-        static const char zeros[SPLIT_ID_LEN + 1] = "0000000000000000";
+        /* split.id (qkit's key; llama.cpp ignores it): all zeros while it is being computed */
         put_str(w, p, &(gguf_str){strlen(GGUF_KEY_SPLIT_ID), GGUF_KEY_SPLIT_ID});
         put_u32(w, p, GGUF_TYPE_STR);
         put_u64(w, p, SPLIT_ID_LEN);
-        p->id_pos = p->pos;
-        put(w, p, zeros, SPLIT_ID_LEN);
+        put(w, p, w->id_hex, SPLIT_ID_LEN);
     }
     for (uint64_t i = 0; i < w->n_t; i++) {
         const wtensor *t = &w->t[i];
@@ -581,6 +554,34 @@ static int part_paths(gguf_writer *w)
     return QK_OK;
 }
 
+static bool owns_part(const gguf_writer *w, uint32_t part)
+{
+    return w->shard_count == 0 || part % w->shard_count == w->shard_index;
+}
+
+/* Sharded writes: the tensors of parts another shard writes are passed over. */
+static void skip_foreign(gguf_writer *w)
+{
+    while (w->cur < w->n_t && !owns_part(w, w->t[w->cur].part))
+        w->cur++;
+}
+
+/* split.id: hashes every part's header with the placeholder id, then the source id. */
+static void compute_split_id(gguf_writer *w)
+{
+    qk_hash_init(&w->id);
+    w->hashing = true;
+    for (uint32_t i = 0; i < w->n_parts; i++) {
+        put_header(w, i);
+        w->parts[i].pos = 0;
+    }
+    w->hashing = false;
+    qk_hash_u64(&w->id, w->source_id);
+    char hex[SPLIT_ID_LEN + 1];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)qk_hash_final(&w->id));
+    memcpy(w->id_hex, hex, SPLIT_ID_LEN);
+}
+
 int gguf_writer_begin_data(gguf_writer *w)
 {
     if (w->status)
@@ -590,6 +591,11 @@ int gguf_writer_begin_data(gguf_writer *w)
     w->data_phase = true;
     if (layout(w) || part_paths(w))
         return w->status;
+    if (w->shard_count > w->n_parts)
+        return fail(w, QK_ERANGE, "%s: shard %u of %u: the output has only %u split part%s; run "
+                    "%u job%s (--shard 0/%u ... %u/%u)", w->path, w->shard_index, w->shard_count,
+                    w->n_parts, w->n_parts == 1 ? "" : "s", w->n_parts, w->n_parts == 1 ? "" : "s",
+                    w->n_parts, w->n_parts - 1, w->n_parts);
     for (uint32_t i = 0; i < w->n_parts && !w->status; i++)
         for (size_t k = 0; k < w->n_protect && !w->status; k++) {
             int rc = qk_output_check(w->parts[i].path, w->protect[k], &w->err);
@@ -598,8 +604,12 @@ int gguf_writer_begin_data(gguf_writer *w)
         }
     if (w->status)
         return w->status;
+    if (w->split)
+        compute_split_id(w);
     for (uint32_t i = 0; i < w->n_parts && !w->status; i++) {
         wpart *p = &w->parts[i];
+        if (!owns_part(w, i))
+            continue;
         int rc = of_open(&p->f, p->path, &w->err);
         if (rc) {
             w->status = rc;
@@ -609,10 +619,46 @@ int gguf_writer_begin_data(gguf_writer *w)
         setvbuf(p->fp, NULL, _IOFBF, STREAM_BUFFER); /* fails only harmlessly */
         put_header(w, i);
     }
+    skip_foreign(w);
     return w->status;
 }
 
 uint32_t gguf_writer_n_parts(const gguf_writer *w) { return w->data_phase ? w->n_parts : 0; }
+
+const char *gguf_writer_split_id(const gguf_writer *w)
+{
+    return w->data_phase && w->split && !w->status ? w->id_hex : NULL;
+}
+
+int gguf_writer_set_shard(gguf_writer *w, uint32_t index, uint32_t count)
+{
+    if (w->status)
+        return w->status;
+    if (w->data_phase)
+        return fail(w, QK_EFORMAT, "%s: gguf_writer_set_shard after gguf_writer_begin_data", w->path);
+    if (count == 0 || index >= count)
+        return fail(w, QK_ERANGE, "%s: shard %u of %u does not exist (0 <= I < N)", w->path, index,
+                    count);
+    w->shard_index = index;
+    w->shard_count = count;
+    w->split = true;
+    return QK_OK;
+}
+
+void gguf_writer_set_source_id(gguf_writer *w, uint64_t id) { w->source_id = id; }
+
+bool gguf_writer_writes(const gguf_writer *w, const char *name)
+{
+    if (!w->data_phase || w->status)
+        return false;
+    uint64_t i = gguf_index_get(&w->names, name, wt_name, w->t);
+    return i < w->n_t && owns_part(w, w->t[i].part);
+}
+
+bool gguf_writer_writes_part(const gguf_writer *w, uint32_t part)
+{
+    return w->data_phase && part < w->n_parts && owns_part(w, part);
+}
 
 /* ---- tensor data ------------------------------------------------------------------------- */
 
@@ -648,6 +694,7 @@ int gguf_writer_write(gguf_writer *w, const void *data, size_t nbytes)
         put_zeros(w, p, pad_to(p->pos, w->alignment) - p->pos);
         w->cur++;
         w->written = 0;
+        skip_foreign(w);
     }
     return w->status;
 }
@@ -679,19 +726,6 @@ const char *gguf_writer_error(const gguf_writer *w) { return w->status ? w->err.
 
 /* ---- commit and abort -------------------------------------------------------------------- */
 
-/* Split output: every part gets the set's id in place of the placeholder. */
-static void write_split_id(gguf_writer *w)
-{
-    char id[SPLIT_ID_LEN + 1];
-    snprintf(id, sizeof id, "%016llx", (unsigned long long)idhash_final(&w->id));
-    for (uint32_t i = 0; i < w->n_parts && !w->status; i++) {
-        wpart *p = &w->parts[i];
-        if (fflush(p->fp) != 0 || fseeko(p->fp, (off_t)p->id_pos, SEEK_SET) != 0 ||
-            fwrite(id, 1, SPLIT_ID_LEN, p->fp) != SPLIT_ID_LEN)
-            fail(w, QK_EIO, "%s: write failed: %s", p->path, strerror(errno));
-    }
-}
-
 /* All parts are complete temporaries; they are flushed, fsynced and renamed as one set (see
  * outfile.h: signals wait for the renames, a failed rename puts the old files back). */
 static void rename_all(gguf_writer *w)
@@ -701,11 +735,13 @@ static void rename_all(gguf_writer *w)
         fail(w, QK_ENOMEM, "%s: out of memory", w->path);
         return;
     }
+    size_t n = 0;
     for (uint32_t i = 0; i < w->n_parts; i++) {
-        fs[i] = w->parts[i].f;
+        if (w->parts[i].f)
+            fs[n++] = w->parts[i].f;
         w->parts[i].f = NULL;
     }
-    int rc = of_commit_set(fs, w->n_parts, &w->err);
+    int rc = of_commit_set(fs, n, &w->err);
     if (rc)
         w->status = rc;
     free(fs);
@@ -744,8 +780,6 @@ int gguf_writer_commit(gguf_writer *w, qk_err *err)
              w->path, w->t[w->cur].name, (unsigned long long)w->cur + 1,
              (unsigned long long)w->n_t, (unsigned long long)w->written,
              (unsigned long long)w->t[w->cur].nbytes);
-    if (!w->status && w->split)
-        write_split_id(w);
     if (!w->status)
         rename_all(w);
     int rc = w->status;

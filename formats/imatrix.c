@@ -20,12 +20,17 @@ struct imx_file {
     uint32_t chunk_size;
     char **datasets;
     size_t n_datasets;
+    char *model_id;
+    imx_shard shard;
 };
 
 static const char SUMS_SUFFIX[] = ".in_sum2";
 static const char COUNTS_SUFFIX[] = ".counts";
 static const char EXACT_SUFFIX[] = ".exact";
 static const char KEY_FRAC_BITS[] = "qkit.imatrix.sum2_fraction_bits";
+static const char KEY_MODEL_ID[] = "qkit.imatrix.model_id";
+static const char KEY_SHARD[] = "qkit.imatrix.shard";
+static const char KEY_SHARD_PLAN[] = "qkit.imatrix.shard_plan";
 
 double imx_fx_to_double(const uint64_t v[2])
 {
@@ -47,9 +52,13 @@ void imx_free(imx_file *f)
     for (size_t i = 0; i < f->n_datasets; i++)
         free(f->datasets[i]);
     free(f->datasets);
+    free(f->model_id);
     free(f->e);
     free(f);
 }
+
+const char *imx_model_id(const imx_file *f) { return f->model_id; }
+imx_shard imx_shard_of(const imx_file *f) { return f->shard; }
 
 int imx_format_of(const imx_file *f) { return f->format; }
 size_t imx_count(const imx_file *f) { return f->n; }
@@ -267,6 +276,35 @@ static int load_legacy(imx_file *f, const void *data, size_t size, const char *s
 
 /* ---- GGUF --------------------------------------------------------------------------------- */
 
+/* qkit.imatrix.model_id and the shard keys (imatrix.h), all optional. */
+static int qkit_keys(imx_file *f, const gguf_ctx *g, const char *src, qk_err *err)
+{
+    const char *id;
+    int rc = gguf_get_str(g, KEY_MODEL_ID, &id);
+    if (rc == QK_OK && !(f->model_id = strdup(id)))
+        return qk_err_set(err, QK_ENOMEM, "%s: out of memory", src);
+    if (rc != QK_OK && rc != GGUF_MISSING)
+        return qk_err_set(err, QK_EFORMAT, "%s: %s is not a string", src, KEY_MODEL_ID);
+    const void *a, *b;
+    uint64_t na = 0, nb = 0;
+    int ra = gguf_get_arr(g, KEY_SHARD, GGUF_TYPE_U32, &a, &na);
+    int rb = gguf_get_arr(g, KEY_SHARD_PLAN, GGUF_TYPE_U32, &b, &nb);
+    if (ra == GGUF_MISSING && rb == GGUF_MISSING)
+        return QK_OK;
+    if (ra || rb || na != 2 || nb != 2)
+        return qk_err_set(err, QK_EFORMAT, "%s: %s and %s must both be arrays of two u32", src,
+                          KEY_SHARD, KEY_SHARD_PLAN);
+    const uint32_t *sa = a, *sb = b;
+    imx_shard sh = {sa[0], sa[1], sb[0], sb[1]};
+    if (sh.count == 0 || sh.index >= sh.count || sh.plan_chunks < sh.count ||
+        sh.plan_first > UINT32_MAX - sh.plan_chunks)
+        return qk_err_set(err, QK_EFORMAT, "%s: %s [%u, %u] with %s [%u, %u] is not a shard of a "
+                          "plan (index < count <= chunks)", src, KEY_SHARD, sh.index, sh.count,
+                          KEY_SHARD_PLAN, sh.plan_first, sh.plan_chunks);
+    f->shard = sh;
+    return QK_OK;
+}
+
 static int gguf_keys(imx_file *f, const gguf_ctx *g, const char *src, qk_err *err)
 {
     uint32_t chunks = 0, chunk_size = 0;
@@ -289,7 +327,7 @@ static int gguf_keys(imx_file *f, const gguf_ctx *g, const char *src, qk_err *er
     for (uint64_t i = 0; i < n; i++, f->n_datasets++)
         if (!(f->datasets[i] = strndup(s[i].ptr, s[i].len)))
             return qk_err_set(err, QK_ENOMEM, "%s: out of memory", src);
-    return QK_OK;
+    return qkit_keys(f, g, src, err);
 }
 
 static int ends_with(const char *s, const char *suffix, size_t *base_len)
@@ -583,6 +621,14 @@ static int write_gguf(const imx_out *o, const imx_out_entry *const *ix, const ch
     gguf_writer_set_u32(w, "imatrix.chunk_count", (uint32_t)o->chunk_count);
     gguf_writer_set_u32(w, "imatrix.chunk_size", o->chunk_size);
     gguf_writer_set_u32(w, KEY_FRAC_BITS, 64);
+    if (o->model_id)
+        gguf_writer_set_str(w, KEY_MODEL_ID, o->model_id);
+    if (o->shard.count) {
+        const uint32_t sh[2] = {o->shard.index, o->shard.count};
+        const uint32_t plan[2] = {o->shard.plan_first, o->shard.plan_chunks};
+        gguf_writer_set_arr(w, KEY_SHARD, GGUF_TYPE_U32, sh, 2);
+        gguf_writer_set_arr(w, KEY_SHARD_PLAN, GGUF_TYPE_U32, plan, 2);
+    }
     for (size_t k = 0; k < o->n; k++) {
         const imx_out_entry *e = ix[k];
         char name[GGUF_MAX_NAME + 32];

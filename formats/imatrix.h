@@ -70,6 +70,19 @@ const char *imx_dataset(const imx_file *f, size_t i); /* NULL when out of range 
 /* GGUF: imatrix.chunk_size; legacy: 0 (the layout does not record it). */
 uint32_t imx_chunk_size(const imx_file *f);
 
+/* qkit's keys for sharded collection (GGUF only): qkit.imatrix.model_id (string, the model's
+ * fingerprint, in every file qkit writes), and in a shard's part qkit.imatrix.shard (u32 [index,
+ * count]) and qkit.imatrix.shard_plan (u32 [first chunk, chunks] of the whole run that was cut
+ * into count shards). A merge of the complete set drops the shard keys and equals the file of one
+ * run over the whole plan, byte for byte. */
+typedef struct {
+    uint32_t index, count;          /* count 0: not a shard */
+    uint32_t plan_first, plan_chunks;
+} imx_shard;
+
+const char *imx_model_id(const imx_file *f);   /* NULL when the file has none */
+imx_shard imx_shard_of(const imx_file *f);     /* count 0 when not a shard */
+
 /* ---- 64.64 fixed-point sums ---------------------------------------------------------------- */
 
 /* v >= 0 (finite, below 2^64) as {fraction in units of 2^-64, integer part}, bits below 2^-64
@@ -115,6 +128,8 @@ typedef struct {
     size_t n_datasets;
     int64_t chunk_count;    /* chunks the statistics come from */
     uint32_t chunk_size;    /* tokens per chunk */
+    const char *model_id;   /* GGUF: qkit.imatrix.model_id (the model's fingerprint); NULL: none */
+    imx_shard shard;        /* GGUF, count > 0: a part of a sharded run (qkit.imatrix.shard) */
 } imx_out;
 
 /* Writes path crash-safely (nothing appears there on failure).

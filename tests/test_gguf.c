@@ -306,10 +306,13 @@ static void free_tensors(ttensor *t, int n)
 }
 
 /* Writes KVS and the tensors, each tensor in random pieces. */
+static uint64_t g_source_id; /* write_model's gguf_writer_set_source_id */
+
 static void write_model(const char *path, const gguf_split_opts *opts, uint32_t alignment,
                         const ttensor *ts, int n)
 {
     gguf_writer *w = writer_ok(path, opts);
+    gguf_writer_set_source_id(w, g_source_id);
     if (alignment)
         assert_int_equal(gguf_writer_set_u32(w, "general.alignment", alignment), QK_OK);
     for (size_t i = 0; i < N_KVS; i++)
@@ -895,7 +898,7 @@ static void test_split_hand_made_and_errors(void **state)
     write_part(prefix, 1, 2, 1, 2, 2, "a"); /* the same tensor in both */
     expect_open_fail(p1, QK_EFORMAT, "duplicate tensor name 'a', also in");
     unlink(p2);
-    expect_open_fail(p1, QK_EIO, "missing: part 2 of the 2-part model");
+    expect_open_fail(p1, QK_EFORMAT, "missing: part 2 of the 2-part model");
     /* a part whose name does not follow the convention */
     char odd[4096];
     snprintf(odd, sizeof odd, "%s", tu_tmp("renamed.gguf"));
@@ -927,8 +930,9 @@ static void part_id(const char *path, char id[17])
     free(b);
 }
 
-/* Every part carries the same split.id, a hash of the whole set: the same output gives the same
- * id, different data another; a part of another write makes the set "mixed" for the reader. */
+/* Every part carries the same split.id, a hash of the headers and the source id: the same output
+ * gives the same id, another input (source id) another even when the headers agree; a part of
+ * another write makes the set "mixed" for the reader. */
 static void test_split_id_and_mixed_sets(void **state)
 {
     (void)state;
@@ -943,7 +947,9 @@ static void test_split_id_and_mixed_sets(void **state)
     snprintf(path, sizeof path, "%s.gguf", pa);
     write_model(path, &two, 0, a, 4);
     snprintf(path, sizeof path, "%s.gguf", pb);
+    g_source_id = 1; /* another input */
     write_model(path, &two, 0, b, 4);
+    g_source_id = 0;
     char a1[4096], a2[4096], b2[4096], id1[17], id2[17], idb[17];
     gguf_split_path(a1, sizeof a1, pa, 0, 2);
     gguf_split_path(a2, sizeof a2, pa, 1, 2);
@@ -987,6 +993,85 @@ static void test_split_id_and_mixed_sets(void **state)
     expect_open_fail(h1, QK_EFORMAT, "split.id '0123456789abcdef' vs '(none)'");
     free_tensors(a, 4);
     free_tensors(b, 4);
+}
+
+/* --split-parts: exactly N parts cut at the N-ths of the data; sharded writers each write their
+ * parts, byte for byte the parts of the unsharded write; bad shard and part counts refused. */
+static void test_split_parts_and_shards(void **state)
+{
+    (void)state;
+    ttensor t[6];
+    make_sized(t, (const size_t[]){10, 100, 20, 30, 40, 500}, 6);
+    char pa[4096], path[4200], want[4200], got[4200];
+    snprintf(pa, sizeof pa, "%s", tu_tmp("whole"));
+    snprintf(path, sizeof path, "%s.gguf", pa);
+    const gguf_split_opts three = {.n_parts = 3};
+    write_model(path, &three, 0, t, 6);
+    gguf_split_path(want, sizeof want, pa, 0, 3);
+    gguf_ctx *ctx = open_ok(want);
+    /* padded sizes 32,128,32,32,64,512 (total 800): starts 0,32,160,192,224,288 → parts
+     * cut where a start reaches 800/3 and 1600/3: [0..4], then forced: the last part needs one */
+    assert_int_equal(gguf_n_parts(ctx), 3);
+    assert_int_equal(gguf_tensor(ctx, 0)->part, 0);
+    assert_int_equal(gguf_tensor(ctx, 1)->part, 0);
+    assert_int_equal(gguf_tensor(ctx, 2)->part, 0);
+    assert_int_equal(gguf_tensor(ctx, 3)->part, 0);
+    assert_int_equal(gguf_tensor(ctx, 4)->part, 1);
+    assert_int_equal(gguf_tensor(ctx, 5)->part, 2);
+    gguf_close(ctx);
+    /* two shards of 3 parts: shard 0 writes parts 1 and 3, shard 1 part 2 */
+    char pb[4096];
+    snprintf(pb, sizeof pb, "%s", tu_tmp("sharded"));
+    snprintf(path, sizeof path, "%s.gguf", pb);
+    for (uint32_t sh = 0; sh < 2; sh++) {
+        gguf_writer *w = writer_ok(path, &three);
+        for (size_t i = 0; i < N_KVS; i++)
+            assert_int_equal(gguf_writer_set_value(w, KVS[i].key, &KVS[i].v), QK_OK);
+        assert_int_equal(gguf_writer_set_shard(w, sh, 2), QK_OK);
+        for (int i = 0; i < 6; i++)
+            assert_int_equal(gguf_writer_add_tensor(w, t[i].name, t[i].type, t[i].n_dims, t[i].ne), QK_OK);
+        assert_int_equal(gguf_writer_begin_data(w), QK_OK);
+        assert_int_equal(gguf_writer_writes_part(w, 0), sh == 0);
+        assert_int_equal(gguf_writer_writes_part(w, 1), sh == 1);
+        assert_int_equal(gguf_writer_writes_part(w, 2), sh == 0);
+        for (int i = 0; i < 6; i++)
+            if (gguf_writer_writes(w, t[i].name))
+                assert_int_equal(gguf_writer_write_tensor(w, t[i].name, t[i].data, t[i].nbytes), QK_OK);
+        commit_ok(w);
+        for (uint32_t k = 0; k < 3; k++) {
+            gguf_split_path(got, sizeof got, pb, k, 3);
+            assert_int_equal(access(got, F_OK) == 0, sh == 1 || k % 2 == 0);
+        }
+    }
+    for (uint32_t k = 0; k < 3; k++) {
+        gguf_split_path(want, sizeof want, pa, k, 3);
+        gguf_split_path(got, sizeof got, pb, k, 3);
+        size_t n1, n2;
+        uint8_t *b1 = tu_read(want, &n1), *b2 = tu_read(got, &n2);
+        assert_int_equal(n1, n2);
+        assert_memory_equal(b1, b2, n1);
+        free(b1);
+        free(b2);
+    }
+    /* more shards than parts, a shard that does not exist, more parts than tensors */
+    gguf_writer *w = writer_ok(path, &three);
+    assert_int_equal(gguf_writer_set_shard(w, 3, 4), QK_OK);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(gguf_writer_add_tensor(w, t[i].name, t[i].type, t[i].n_dims, t[i].ne), QK_OK);
+    assert_int_equal(gguf_writer_begin_data(w), QK_ERANGE);
+    assert_non_null(strstr(gguf_writer_error(w), "the output has only 3 split parts"));
+    gguf_writer_abort(w);
+    w = writer_ok(path, &three);
+    assert_int_equal(gguf_writer_set_shard(w, 4, 4), QK_ERANGE);
+    gguf_writer_abort(w);
+    const gguf_split_opts seven = {.n_parts = 7};
+    w = writer_ok(path, &seven);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(gguf_writer_add_tensor(w, t[i].name, t[i].type, t[i].n_dims, t[i].ne), QK_OK);
+    assert_int_equal(gguf_writer_begin_data(w), QK_ERANGE);
+    assert_non_null(strstr(gguf_writer_error(w), "6 tensors cannot fill 7 split parts"));
+    gguf_writer_abort(w);
+    free_tensors(t, 6);
 }
 
 /* The writer refuses, before creating anything, an output part that is a protected input. */
@@ -1634,6 +1719,7 @@ int main(void)
         cmocka_unit_test(test_split_single_part_and_no_split),
         cmocka_unit_test(test_split_hand_made_and_errors),
         cmocka_unit_test(test_split_id_and_mixed_sets),
+        cmocka_unit_test(test_split_parts_and_shards),
         cmocka_unit_test(test_writer_protects_inputs),
         cmocka_unit_test(test_get_str_refuses_nul),
         cmocka_unit_test(test_truncated_at_every_length),

@@ -110,7 +110,7 @@ static void write_sample(const char *path, const sample *s, int reverse, enum im
     imx_out_entry e[3];
     for (int i = 0; i < 3; i++)
         e[i] = s->e[reverse ? 2 - i : i];
-    const imx_out o = {e, 3, DATASETS, 2, 12, 256};
+    const imx_out o = {e, 3, DATASETS, 2, 12, 256, NULL, {0, 0, 0, 0}};
     qk_err err = {{0}};
     if (imx_write(&o, path, fmt, skipped, &err))
         fail_msg("%s", err.msg);
@@ -190,17 +190,17 @@ static void test_write_errors(void **state)
     sample s;
     sample_init(&s);
     qk_err err = {{0}};
-    imx_out o = {s.e, 0, DATASETS, 2, 12, 256};
+    imx_out o = {s.e, 0, DATASETS, 2, 12, 256, NULL, {0, 0, 0, 0}};
     assert_int_equal(imx_write(&o, tu_tmp("none.gguf"), IMX_GGUF, NULL, &err), QK_ERANGE);
     tu_assert_msg(err.msg, "no importance matrix entries");
     imx_out_entry twice[2] = {s.e[1], s.e[1]};
-    o = (imx_out){twice, 2, DATASETS, 2, 12, 256};
+    o = (imx_out){twice, 2, DATASETS, 2, 12, 256, NULL, {0, 0, 0, 0}};
     assert_int_equal(imx_write(&o, tu_tmp("dup.gguf"), IMX_GGUF, NULL, &err), QK_EINTERNAL);
-    o = (imx_out){&s.e[2], 1, DATASETS, 2, 12, 256};
+    o = (imx_out){&s.e[2], 1, DATASETS, 2, 12, 256, NULL, {0, 0, 0, 0}};
     assert_int_equal(imx_write(&o, tu_tmp("empty.dat"), IMX_LEGACY, NULL, &err), QK_ERANGE);
     tu_assert_msg(err.msg, "no entry has seen a token");
     assert_false(tu_exists(tu_tmp("empty.dat")));
-    o = (imx_out){s.e, 2, DATASETS, 2, 12, 256};
+    o = (imx_out){s.e, 2, DATASETS, 2, 12, 256, NULL, {0, 0, 0, 0}};
     const char *missing = tu_tmp("no/such/dir/x.gguf");
     for (int fmt = IMX_LEGACY; fmt <= IMX_GGUF; fmt++) {
         int rc = imx_write(&o, missing, (enum imx_format)fmt, NULL, &err);
@@ -300,6 +300,76 @@ static void test_hostile_gguf(void **state)
         }
         imx_free(f);
     }
+}
+
+/* qkit's shard keys: written and read back; hostile values refused; a set of parts is checked
+ * for completeness, duplicates, other runs and other models. */
+static void write_shard(const char *path, const sample *s, const char *model, imx_shard sh)
+{
+    const imx_out o = {s->e, 2, DATASETS, 2, 3, 256, model, sh};
+    qk_err err = {{0}};
+    if (imx_write(&o, path, IMX_GGUF, NULL, &err))
+        fail_msg("%s", err.msg);
+}
+
+static imx_file *load_ok(const char *path)
+{
+    imx_file *f = NULL;
+    qk_err err = {{0}};
+    if (imx_load(&f, path, &err))
+        fail_msg("%s", err.msg);
+    return f;
+}
+
+static void test_shard_keys_and_sets(void **state)
+{
+    (void)state;
+    sample s;
+    sample_init(&s);
+    const char *paths[4] = {tu_tmp("sh0.gguf"), tu_tmp("sh1.gguf"), tu_tmp("sh2.gguf"), tu_tmp("sh3.gguf")};
+    for (uint32_t i = 0; i < 3; i++)
+        write_shard(paths[i], &s, "00112233aabbccdd", (imx_shard){i, 3, 10, 9});
+    imx_file *f[4];
+    for (int i = 0; i < 3; i++)
+        f[i] = load_ok(paths[i]);
+    assert_string_equal(imx_model_id(f[1]), "00112233aabbccdd");
+    imx_shard sh = imx_shard_of(f[2]);
+    assert_true(sh.index == 2 && sh.count == 3 && sh.plan_first == 10 && sh.plan_chunks == 9);
+    qk_err err = {{0}};
+    assert_int_equal(eng_imatrix_check_shards((const imx_file *const *)f, paths, 3, &err), QK_OK);
+    assert_int_equal(eng_imatrix_check_shards((const imx_file *const *)f, paths, 2, &err), QK_EFORMAT);
+    tu_assert_msg(err.msg, "shard 2 of 3 (chunks 16-18) is missing");
+    /* shard 1 again under another name */
+    f[3] = f[1];
+    const char *dup[4] = {paths[0], paths[1], paths[2], "again.gguf"};
+    assert_int_equal(eng_imatrix_check_shards((const imx_file *const *)f, dup, 4, &err), QK_EFORMAT);
+    tu_assert_msg(err.msg, "again.gguf: shard 1 of 3 is also in");
+    /* a part of another plan, of another model, and a whole file among parts */
+    const struct { imx_shard sh; const char *model; const char *fragment; } bad[] = {
+        {{2, 3, 10, 12}, "00112233aabbccdd", "shard 2 of 3 of chunks 10-21, but"},
+        {{2, 4, 10, 9}, "00112233aabbccdd", "shard 2 of 4 of chunks 10-18, but"},
+        {{2, 3, 10, 9}, "ffffffffffffffff", "collected on another model than"},
+        {{0, 0, 0, 0}, "00112233aabbccdd", "not a shard, but"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        write_shard(paths[3], &s, bad[k].model, bad[k].sh);
+        imx_file *g[3] = {f[0], f[1], load_ok(paths[3])};
+        const char *gp[3] = {paths[0], paths[1], paths[3]};
+        assert_int_equal(eng_imatrix_check_shards((const imx_file *const *)g, gp, 3, &err), QK_EFORMAT);
+        tu_assert_msg(err.msg, bad[k].fragment);
+        imx_free(g[2]);
+    }
+    /* hostile shard keys in the file: index >= count, more shards than chunks */
+    const imx_shard hostile[] = {{3, 3, 0, 9}, {0, 5, 0, 4}, {0, 1, UINT32_MAX, 2}};
+    for (size_t k = 0; k < sizeof hostile / sizeof hostile[0]; k++) {
+        write_shard(paths[3], &s, NULL, hostile[k]);
+        imx_file *g = NULL;
+        assert_int_equal(imx_load(&g, paths[3], &err), QK_EFORMAT);
+        tu_assert_msg(err.msg, "is not a shard of a plan");
+        assert_null(g);
+    }
+    for (int i = 0; i < 3; i++)
+        imx_free(f[i]);
 }
 
 /* Every truncation of a valid file of either layout is refused with a message (never a crash). */
@@ -598,7 +668,7 @@ static void test_add_file_errors(void **state)
                            {"blk.0.attn_q.weight.counts", Q_TYPE_F32, 2, {1, 1, 1}, half}};
             write_gguf(path, 0, t, 2);
         } else {
-            const imx_out o = {&cases[i].e, 1, DATASETS, 1, 1, cases[i].chunk_size};
+            const imx_out o = {&cases[i].e, 1, DATASETS, 1, 1, cases[i].chunk_size, NULL, {0, 0, 0, 0}};
             assert_int_equal(imx_write(&o, path, IMX_GGUF, NULL, &err), QK_OK);
         }
         imx_file *f;
@@ -806,6 +876,7 @@ int main(void)
         cmocka_unit_test(test_legacy_write),
         cmocka_unit_test(test_write_errors),
         cmocka_unit_test(test_hostile_gguf),
+        cmocka_unit_test(test_shard_keys_and_sets),
         cmocka_unit_test(test_truncated_files),
         cmocka_unit_test(test_legacy_hostile),
         cmocka_unit_test(test_plans),
