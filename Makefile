@@ -71,7 +71,8 @@ deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential pkg-config clang libomp-dev \
 	    libcjson-dev zlib1g-dev libzstd-dev libcmocka-dev libssl-dev libpcre2-dev python3 \
-	    gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+	    gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user \
+	    slurmctld slurmd slurm-client munge procps iproute2
 
 # Fast tier: unit tests, then every fuzz target replays its corpus, then the end-to-end script.
 test: $(QKIT) $(TESTS) $(FUZZERS)

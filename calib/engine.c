@@ -136,6 +136,20 @@ int eng_model_validate(const eng_model *m, qk_err *err)
     return QK_OK;
 }
 
+size_t eng_model_tensors_named(eng_model *m, const char *name, eng_tensor *out[2])
+{
+    size_t n = 0;
+    if (m->tok_embd.name && !strcmp(m->tok_embd.name, name))
+        out[n++] = &m->tok_embd;
+    if (m->output.name && !strcmp(m->output.name, name))
+        out[n++] = &m->output;
+    for (int l = 0; n == 0 && l < m->n_layer; l++)
+        for (int k = 0; k < GA_T_COUNT && n == 0; k++)
+            if (m->layers[l].w[k].data && m->layers[l].w[k].name && !strcmp(m->layers[l].w[k].name, name))
+                out[n++] = &m->layers[l].w[k];
+    return n;
+}
+
 void eng_model_free_owned(eng_model *m)
 {
     if (!m)

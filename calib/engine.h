@@ -68,6 +68,10 @@ int eng_model_validate(const eng_model *m, qk_err *err);
  * Accepts NULL. */
 void eng_model_free_owned(eng_model *m);
 
+/* The engine tensors that hold the GGUF tensor name: one, two for a tied token embedding
+ * (tok_embd and output), or none. For swapping a weight (probes); out[] point into m. */
+size_t eng_model_tensors_named(eng_model *m, const char *name, eng_tensor *out[2]);
+
 typedef struct eng_ctx eng_ctx;
 
 /* Scratch for sequences of up to n_ctx tokens. */

@@ -163,3 +163,90 @@ int eng_verify(const eng_verify_models *vm, const int32_t *tokens, size_t n_toke
     verify_free(vm, &s);
     return rc;
 }
+
+/* ---- KL-divergence probes --------------------------------------------------------------------- */
+
+struct eng_kld_probe {
+    eng_model *m;
+    eng_ppl_opts o;
+    int n_chunks, n_scored;
+    const int32_t *tokens;
+    eng_ctx *ctx;
+    float *ref_logp; /* [n_chunks][n_scored][n_vocab] */
+    float *logits, *scratch;
+    int32_t *tok;
+};
+
+void eng_kld_probe_free(eng_kld_probe *p)
+{
+    if (!p)
+        return;
+    eng_ctx_free(p->ctx);
+    free(p->ref_logp);
+    free(p->logits);
+    free(p->scratch);
+    free(p->tok);
+    free(p);
+}
+
+int eng_kld_probe_create(eng_kld_probe **out, eng_model *m, const int32_t *tokens, size_t n_tokens,
+                         const eng_ppl_opts *o, qk_err *err)
+{
+    *out = NULL;
+    eng_kld_probe *p = calloc(1, sizeof *p);
+    if (!p)
+        return qk_err_set(err, QK_ENOMEM, "out of memory");
+    p->m = m;
+    p->o = *o;
+    p->tokens = tokens;
+    int rc = eng_ppl_plan(m, n_tokens, o, &p->n_chunks, err);
+    const size_t V = (size_t)m->n_vocab;
+    p->n_scored = o->n_ctx - 1 - o->n_ctx / 2;
+    if (!rc) {
+        p->ref_logp = malloc((size_t)p->n_chunks * (size_t)p->n_scored * V * sizeof(float));
+        p->logits = malloc((size_t)o->n_ctx * V * sizeof(float));
+        p->scratch = malloc(V * sizeof(float));
+        p->tok = malloc((size_t)o->n_ctx * sizeof(int32_t));
+        if (!p->ref_logp || !p->logits || !p->scratch || !p->tok)
+            rc = qk_err_set(err, QK_ENOMEM, "out of memory for the reference log-probabilities of "
+                            "%d chunks (%d x %zu floats each)", p->n_chunks, p->n_scored, V);
+    }
+    if (!rc)
+        rc = eng_ctx_create(&p->ctx, m, o->n_ctx, err);
+    const int first = o->n_ctx / 2;
+    for (int ch = 0; !rc && ch < p->n_chunks; ch++) {
+        chunk_tokens(tokens, ch, o, p->tok);
+        rc = eng_forward(p->ctx, p->tok, o->n_ctx, p->logits, err);
+        float *dst = p->ref_logp + (size_t)ch * (size_t)p->n_scored * V;
+        for (int j = 0; !rc && j < p->n_scored; j++)
+            eng_log_softmax(p->logits + (size_t)(first + j) * V, (int)V, 0, dst + (size_t)j * V);
+    }
+    if (rc) {
+        eng_kld_probe_free(p);
+        return rc;
+    }
+    *out = p;
+    return QK_OK;
+}
+
+int eng_kld_probe_chunks(const eng_kld_probe *p) { return p->n_chunks; }
+
+int eng_kld_probe_run(eng_kld_probe *p, double *mean_kld, qk_err *err)
+{
+    const size_t V = (size_t)p->m->n_vocab;
+    const int first = p->o.n_ctx / 2;
+    eng_kld_acc acc = {0};
+    int rc = QK_OK;
+    for (int ch = 0; !rc && ch < p->n_chunks; ch++) {
+        chunk_tokens(p->tokens, ch, &p->o, p->tok);
+        rc = eng_forward(p->ctx, p->tok, p->o.n_ctx, p->logits, err);
+        const float *ref = p->ref_logp + (size_t)ch * (size_t)p->n_scored * V;
+        const int32_t *next = p->tokens + (size_t)ch * p->o.n_ctx + first + 1;
+        for (int j = 0; !rc && j < p->n_scored; j++)
+            rc = eng_kld_add(&acc, ref + (size_t)j * V, p->logits + (size_t)(first + j) * V, (int)V,
+                             next[j], p->scratch, err);
+    }
+    *mean_kld = !rc && acc.count ? acc.sum_kld / (double)acc.count : 0.0;
+    eng_kld_free(&acc);
+    return rc;
+}

@@ -51,4 +51,16 @@ int eng_verify(const eng_verify_models *vm, const int32_t *tokens, size_t n_toke
                const eng_ppl_opts *o, eng_ppl_acc *ref_acc, eng_kld_acc *accs, eng_chunk_cb cb,
                void *user, qk_err *err);
 
+/* KL-divergence probes: the model's log-probabilities on the scored positions of the text's
+ * chunks (as verify scores them) are computed once at creation; each run then evaluates the
+ * model as it is at that moment (the caller may swap weights in between) and returns its mean
+ * KLD against them. The probe borrows m and tokens until freed. Memory: the reference holds
+ * chunks x (n_ctx/2) x n_vocab floats. */
+typedef struct eng_kld_probe eng_kld_probe;
+int eng_kld_probe_create(eng_kld_probe **out, eng_model *m, const int32_t *tokens, size_t n_tokens,
+                         const eng_ppl_opts *o, qk_err *err);
+int eng_kld_probe_run(eng_kld_probe *p, double *mean_kld, qk_err *err);
+int eng_kld_probe_chunks(const eng_kld_probe *p);
+void eng_kld_probe_free(eng_kld_probe *p); /* accepts NULL */
+
 #endif

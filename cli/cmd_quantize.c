@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../convert/eval_model.h"
 #include "../convert/quantize.h"
 #include "../formats/imatrix.h"
 #include "../quant/types.h"
@@ -15,6 +16,7 @@
 
 static const char USAGE[] =
     "usage: qkit quantize [options] IN.gguf OUT.gguf TYPE [THREADS]\n"
+    "       qkit quantize [options] IN.gguf OUT.gguf --target-size SIZE|--target-bpw B --calib TEXT\n"
     "  --imatrix FILE                importance matrix (llama-imatrix .dat or GGUF)\n"
     "  --pure                        every quantizable tensor gets TYPE's base type\n"
     "  --output-tensor-type T        ggml type for output.weight (q8_0, q6_K, f16 ...)\n"
@@ -24,6 +26,16 @@ static const char USAGE[] =
     "  --allow-requantize            accept already quantized input tensors\n"
     "  --keep-split                  write the same split parts as the input\n"
     CLI_SPLIT_USAGE
+    "  --target-size SIZE            choose each tensor's type so the file is at most SIZE bytes\n"
+    "                                (500M, 1.2G; powers of 1000) with the least predicted loss\n"
+    "  --target-bpw B                the same for B bits per weight of tensor data\n"
+    "  --calib TEXT                  text the sensitivities are measured on (with a target)\n"
+    "  --calib-ctx N, --calib-chunks K  its chunks (default 256 tokens, 8 chunks)\n"
+    "  --types LIST                  candidate types, comma-separated (default q2_K,q3_K,q4_K,\n"
+    "                                q5_K,q6_K,iq4_xs,iq4_nl,q5_0,q8_0,f16)\n"
+    "  --sens-cache FILE             keep the measured sensitivities in FILE (JSON); a later run\n"
+    "                                with another budget reuses them without an engine pass\n"
+    "  --verify TEXT                 afterwards, measure KLD of OUT against IN on TEXT\n"
     "  --json                        print the report as JSON\n"
     "  -q, --quiet                   no report, warnings or progress (errors only; --json still prints)\n";
 
@@ -33,6 +45,8 @@ typedef struct {
     const char *pos[4];
     int n_pos, json, quiet;
     cli_split split;
+    int types[16];
+    const char *verify_text;
 } quantize_args;
 
 static void print_types(FILE *f)
@@ -53,6 +67,28 @@ static int ggml_type_arg(const char *flag, const char *v, int *out)
     return 0;
 }
 
+/* --types q4_K,q6_K,...: candidates for a size budget. */
+static int parse_types(const char *v, quantize_args *a)
+{
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", v);
+    size_t n = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int t = q_type_from_name(tok);
+        const q_type_info_t *ti = q_type_info(t);
+        if (t < 0 || !ti || (!ti->is_quantized && t != Q_TYPE_F16 && t != Q_TYPE_BF16 && t != Q_TYPE_F32))
+            return cli_usage_error("quantize", "--types: '%s' is not a ggml type qkit quantizes to", tok);
+        if (n == sizeof a->types / sizeof a->types[0])
+            return cli_usage_error("quantize", "--types: at most %zu types", n);
+        a->types[n++] = t;
+    }
+    if (!n)
+        return cli_usage_error("quantize", "--types needs a comma-separated list such as q4_K,q6_K");
+    a->q.target_types = a->types;
+    a->q.n_target_types = n;
+    return 0;
+}
+
 /* 1: consumed (with its value), 0: not an option, -1: usage error printed. */
 static int parse_option(int argc, char **argv, int *i, quantize_args *a)
 {
@@ -68,14 +104,41 @@ static int parse_option(int argc, char **argv, int *i, quantize_args *a)
     if (sr)
         return sr;
     int valued = !strcmp(f, "--imatrix") || !strcmp(f, "--output-tensor-type") ||
-                 !strcmp(f, "--token-embedding-type") || !strcmp(f, "--tensor-type");
+                 !strcmp(f, "--token-embedding-type") || !strcmp(f, "--tensor-type") ||
+                 !strcmp(f, "--target-size") || !strcmp(f, "--target-bpw") ||
+                 !strcmp(f, "--calib") || !strcmp(f, "--calib-ctx") || !strcmp(f, "--calib-chunks") ||
+                 !strcmp(f, "--types") || !strcmp(f, "--sens-cache") || !strcmp(f, "--verify");
     if (!valued)
         return 0;
     if (*i + 1 >= argc)
         return cli_usage_error("quantize", "%s needs a value", f), -1;
     const char *v = argv[++*i];
+    long n;
     if (!strcmp(f, "--imatrix"))
         a->q.imatrix_path = v;
+    else if (!strcmp(f, "--target-size")) {
+        int64_t size = cli_parse_size(v);
+        if (size <= 0)
+            return cli_usage_error("quantize", "--target-size needs a positive size such as 800M"), -1;
+        a->q.target_bytes = (uint64_t)size;
+    } else if (!strcmp(f, "--target-bpw")) {
+        char *end;
+        double b = strtod(v, &end);
+        if (*end || !(b > 0 && b <= 32))
+            return cli_usage_error("quantize", "--target-bpw needs bits per weight in (0, 32], got '%s'", v), -1;
+        a->q.target_bpw = b;
+    } else if (!strcmp(f, "--calib"))
+        a->q.calib_path = v;
+    else if (!strcmp(f, "--sens-cache"))
+        a->q.sens_cache = v;
+    else if (!strcmp(f, "--verify"))
+        a->verify_text = v;
+    else if (!strcmp(f, "--calib-ctx") || !strcmp(f, "--calib-chunks")) {
+        if (cli_parse_int(v, !strcmp(f, "--calib-ctx") ? 8 : 1, 1 << 20, &n))
+            return cli_usage_error("quantize", "%s needs a positive whole number, got '%s'", f, v), -1;
+        *(!strcmp(f, "--calib-ctx") ? &a->q.calib_ctx : &a->q.calib_chunks) = (int)n;
+    } else if (!strcmp(f, "--types"))
+        return parse_types(v, a) ? -1 : 1;
     else if (!strcmp(f, "--output-tensor-type"))
         return ggml_type_arg(f, v, &o->output_type) ? -1 : 1;
     else if (!strcmp(f, "--token-embedding-type"))
@@ -93,6 +156,17 @@ static int parse_option(int argc, char **argv, int *i, quantize_args *a)
 
 static int parse_positionals(quantize_args *a)
 {
+    const int target = a->q.target_bytes || a->q.target_bpw > 0;
+    if (a->q.target_bytes && a->q.target_bpw > 0)
+        return cli_usage_error("quantize", "give --target-size or --target-bpw, not both");
+    if (target && !a->q.calib_path)
+        return cli_usage_error("quantize", "a size target needs --calib TEXT (the sensitivities are "
+                               "measured on it)");
+    if (!target && (a->q.calib_path || a->q.sens_cache || a->q.target_types))
+        return cli_usage_error("quantize", "--calib, --types and --sens-cache go with --target-size "
+                               "or --target-bpw");
+    if (target && a->n_pos == 2)
+        a->pos[a->n_pos++] = "Q4_K_M"; /* names nothing but the preliminary plan */
     if (a->n_pos < 3)
         return cli_usage_error("quantize", "expected IN OUT TYPE [THREADS]\n%s", USAGE);
     const mx_mix *mix = mx_mix_from_name(a->pos[2]);
@@ -183,12 +257,15 @@ static void print_table(const qz_report *r)
         shape_str(t, shape, sizeof shape);
         if (t->quantized && !t->other_shard)
             snprintf(err, sizeof err, "%.5f", t->rel_rmse);
+        char pred[48] = "";
+        if (t->targeted)
+            snprintf(pred, sizeof pred, "kld+%.2e ", t->pred_kld);
         const char *note = t->other_shard ? "other shard" : t->fallback ? "fallback"
                          : t->imatrix == QZ_IMAT_USED ? "imatrix"
                          : t->imatrix == QZ_IMAT_NONE ? "no imatrix" : "";
-        printf("%-36s %-18s %-6s -> %-6s %10.3f %10.3f %9s %s\n", t->name, shape,
+        printf("%-36s %-18s %-6s -> %-6s %10.3f %10.3f %9s %s%s\n", t->name, shape,
                tname(t->src_type), t->quantized ? tname(t->type) : "(copy)",
-               (double)t->src_bytes / 1048576.0, (double)t->bytes / 1048576.0, err, note);
+               (double)t->src_bytes / 1048576.0, (double)t->bytes / 1048576.0, err, pred, note);
     }
     printf("\n%s: %zu tensors (%zu quantized, %zu fallbacks of %zu, %zu without imatrix), "
            "%llu parameters\n", r->mix_name, r->n, r->n_quantized, r->n_fallback, r->n_checked,
@@ -197,6 +274,11 @@ static void print_table(const qz_report *r)
            (double)r->out_bytes / 1048576.0, r->bpw);
     printf("time: %.2f s, %.1f MB/s, %d threads, %u part(s) written\n", r->seconds, r->mb_per_s,
            r->n_threads, r->n_parts_written);
+    if (r->target)
+        printf("size budget: %llu bytes allowed, predicted mean KLD %.6f; %d engine passes%s "
+               "(sensitivities %.2f s, errors %.2f s)\n", (unsigned long long)r->target_limit,
+               r->pred_kld, r->engine_passes, r->cache_hit ? " (sensitivity cache)" : "",
+               r->seconds_sens, r->seconds_errors);
     if (r->shard_count)
         printf("shard %u of %u: %u of the %u parts (split.id %s); the sizes and figures above are "
                "the whole model's, the errors only this shard's tensors'\n", r->shard_index,
@@ -217,6 +299,10 @@ static cJSON *tensor_json(const qz_tensor_report *t)
     cJSON_AddBoolToObject(o, "fallback", t->fallback);
     if (t->other_shard)
         cJSON_AddBoolToObject(o, "other_shard", 1);
+    if (t->targeted) {
+        cli_json_number(o, "sensitivity", t->sens);
+        cli_json_number(o, "predicted_kld", t->pred_kld);
+    }
     if (t->imatrix == QZ_IMAT_NA)
         cJSON_AddNullToObject(o, "imatrix");
     else
@@ -255,7 +341,8 @@ static cJSON *totals_json(const qz_report *r)
     return o;
 }
 
-static int print_json(const qz_params *q, const qz_report *r)
+static int print_json(const qz_params *q, const qz_report *r, const eng_kld_summary *v,
+                      const char *vtext)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "input", q->in_path);
@@ -276,6 +363,25 @@ static int print_json(const qz_params *q, const qz_report *r)
     for (size_t k = 0; k < r->n; k++)
         cJSON_AddItemToArray(ts, tensor_json(&r->t[k]));
     cJSON_AddItemToObject(o, "totals", totals_json(r));
+    if (r->target) {
+        cJSON *tg = cJSON_AddObjectToObject(o, "target");
+        cJSON_AddNumberToObject(tg, "limit_bytes", (double)r->target_limit);
+        cli_json_number(tg, "predicted_kld", r->pred_kld);
+        cJSON_AddNumberToObject(tg, "engine_passes", r->engine_passes);
+        cJSON_AddBoolToObject(tg, "cache_hit", r->cache_hit);
+        cli_json_number(tg, "seconds_sensitivity", r->seconds_sens);
+        cli_json_number(tg, "seconds_errors", r->seconds_errors);
+    } else {
+        cJSON_AddNullToObject(o, "target");
+    }
+    if (v) {
+        cJSON *vo = cJSON_AddObjectToObject(o, "verify");
+        cJSON_AddStringToObject(vo, "text", vtext);
+        cli_json_number(vo, "kld_mean", v->kld_mean);
+        cli_json_number(vo, "kld_p99", v->kld_p99);
+        cli_json_number(vo, "top1", v->top1);
+        cli_json_number(vo, "ppl_ratio", v->ppl_ratio);
+    }
     cJSON *ws = cJSON_AddArrayToObject(o, "warnings");
     for (size_t k = 0; k < r->n_warnings; k++)
         cJSON_AddItemToArray(ws, cJSON_CreateString(r->warnings[k]));
@@ -304,7 +410,30 @@ int cmd_quantize(int argc, char **argv)
          * exhaustion are I/O (3). */
         return out_failed || rc == QK_ENOMEM ? CLI_IO : CLI_USAGE;
     }
-    rc = a.json ? print_json(&a.q, r) : a.quiet ? CLI_OK : (print_table(r), CLI_OK);
+    eng_kld_summary vs;
+    if (a.verify_text) {
+        const char *cand = a.q.out_path;
+        char first[4096];
+        if (r->n_parts_out > 1) { /* a split output is opened by its first part */
+            size_t len = strlen(cand);
+            snprintf(first, sizeof first, "%.*s", (int)(len > 5 && !strcmp(cand + len - 5, ".gguf") ? len - 5 : len), cand);
+            char *pfx = strdup(first);
+            gguf_split_path(first, sizeof first, pfx ? pfx : "", 0, r->n_parts_out);
+            free(pfx);
+            cand = first;
+        }
+        rc = cv_verify_models(a.q.in_path, &cand, 1, a.verify_text, a.q.calib_ctx > 0 ? a.q.calib_ctx : 256,
+                              0, &vs, NULL, NULL, &err);
+        if (rc) {
+            qz_report_free(r);
+            return cli_fail(rc, &err);
+        }
+    }
+    rc = a.json ? print_json(&a.q, r, a.verify_text ? &vs : NULL, a.verify_text)
+       : a.quiet ? CLI_OK : (print_table(r), CLI_OK);
+    if (a.verify_text && !a.json && !a.quiet)
+        printf("verify on %s: mean KLD %.6f (p99 %.6f), same top token %.2f %%, PPL ratio %.4f\n",
+               a.verify_text, vs.kld_mean, vs.kld_p99, vs.top1, vs.ppl_ratio);
     qz_report_free(r);
     return rc;
 }

@@ -1,6 +1,7 @@
 /* eval_model.c — a GGUF file or an HF folder opened for the engine; see eval_model.h. */
 #include "eval_model.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -48,5 +49,42 @@ int cv_eval_fingerprint(const cv_eval_model *em, uint64_t *id, qk_err *err)
     for (uint32_t i = 0; em->g && i < gguf_n_parts(em->g) && !rc; i++)
         rc = qk_file_fingerprint(gguf_part_path(em->g, i), &h, err);
     *id = qk_hash_final(&h);
+    return rc;
+}
+
+int cv_verify_models(const char *ref, const char *const *cands, int n_cands, const char *text,
+                     int n_ctx, int max_chunks, eng_kld_summary *out, eng_chunk_cb cb, void *user,
+                     qk_err *err)
+{
+    cv_eval_model r = {0};
+    cv_eval_model *c = calloc((size_t)n_cands, sizeof *c);
+    eng_kld_acc *acc = calloc((size_t)n_cands, sizeof *acc);
+    const eng_model **cm = calloc((size_t)n_cands, sizeof *cm);
+    tok_ids ids = {0};
+    int rc = c && acc && cm ? cv_eval_open(&r, ref, err) : qk_err_set(err, QK_ENOMEM, "out of memory");
+    for (int i = 0; !rc && i < n_cands; i++) {
+        rc = cv_eval_open(&c[i], cands[i], err);
+        cm[i] = &c[i].m;
+    }
+    if (!rc)
+        rc = eng_tokenize_text_file(r.vocab, text, &ids, err);
+    eng_ppl_opts po = {n_ctx, max_chunks, -1};
+    if (!rc) {
+        po.bos = tok_vocab_add_bos(r.vocab) ? r.vocab->special[TOK_BOS] : -1;
+        eng_ppl_acc ref_acc = {0};
+        eng_verify_models vm = {&r.m, NULL, NULL, cm, n_cands};
+        rc = eng_verify(&vm, ids.ids, ids.n, &po, &ref_acc, acc, cb, user, err);
+    }
+    for (int i = 0; !rc && i < n_cands; i++)
+        eng_kld_summarize(&acc[i], &out[i]);
+    for (int i = 0; acc && i < n_cands; i++)
+        eng_kld_free(&acc[i]);
+    for (int i = 0; c && i < n_cands; i++)
+        cv_eval_close(&c[i]);
+    cv_eval_close(&r);
+    tok_ids_free(&ids);
+    free(c);
+    free(acc);
+    free(cm);
     return rc;
 }

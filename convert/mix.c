@@ -425,7 +425,7 @@ static int ends_with_weight(const char *name)
     return n >= 6 && !strcmp(name + n - 6, "weight");
 }
 
-static int is_quantizable(const mx_tensor *t, const mx_options *o)
+int mx_is_quantizable(const mx_tensor *t, const mx_options *o)
 {
     static const char *const NEVER_PARTS[] = {
         "_norm.weight",        "ffn_gate_inp.weight",      "ssm_conv1d.weight",
@@ -608,7 +608,7 @@ static void state_init(mix_state *s, const mx_model *m, int ftype, const mx_opti
 
 /* The type the mix, the overrides and the fallback give one quantizable tensor. */
 static int decide(mix_state *s, const mx_mix *mix, const mx_options *o, const tt_rule *rules,
-                  size_t n_rules, const mx_tensor *t, mx_decision *d, mx_plan *p)
+                  size_t n_rules, const mx_tensor *t, size_t index, mx_decision *d, mx_plan *p)
 {
     int type = mix->base_type, rc = QK_OK;
     const q_type_info_t *base = q_type_info(type);
@@ -623,6 +623,8 @@ static int decide(mix_state *s, const mx_mix *mix, const mx_options *o, const tt
         type = o->token_embd_type, d->overridden = 1;
     if (o->output_type >= 0 && !strcmp(t->name, "output.weight"))
         type = o->output_type, d->overridden = 1;
+    if (o->forced_types && o->forced_types[index] >= 0)
+        type = o->forced_types[index], d->overridden = 1;
     d->type = type;
     if (q_type_info(type)->is_quantized)
         rc = apply_fallback(t, d, &p->n_fallback, &p->n_checked, s->err);
@@ -720,9 +722,9 @@ static int plan_all(mx_plan *p, mix_state *s, const mx_mix *mix, const mx_option
         size_t i = p->order[k];
         mx_decision *d = &p->dec[i];
         d->type = t[i].type;
-        if (!is_quantizable(&t[i], o))
+        if (!mx_is_quantizable(&t[i], o))
             continue;
-        int rc = decide(s, mix, o, rules, o->n_tensor_types, &t[i], d, p);
+        int rc = decide(s, mix, o, rules, o->n_tensor_types, &t[i], i, d, p);
         if (rc)
             return rc;
     }

@@ -108,6 +108,9 @@ typedef struct {
     int keep_order;         /* process in the given (file) order, as --keep-split does */
     const char *const *tensor_types; /* --tensor-type REGEX=TYPE, n_tensor_types of them */
     size_t n_tensor_types;
+    const int *forced_types; /* NULL, or per tensor (index as given to create): an enum q_type
+                                that decides a quantizable tensor's type after everything else
+                                (a size-budget allocation), or -1 */
 } mx_options;
 
 /* All off, no overrides (output_type = token_embd_type = -1). */
@@ -156,6 +159,10 @@ const mx_decision *mx_plan_get(const mx_plan *p, size_t i);
  * "n_fallback of n_k_quantized + n_fallback" summary). */
 size_t mx_plan_n_fallback(const mx_plan *p);
 size_t mx_plan_n_checked(const mx_plan *p);
+
+/* Whether llama-quantize would quantize the tensor at all (2-D or more, a ".weight", not a
+ * norm, router or position embedding; output.weight unless leave_output). */
+int mx_is_quantizable(const mx_tensor *t, const mx_options *o);
 
 /* ggml_n_dims(): the dimensions up to the last one above 1 (trailing 1s do not count). ggml
  * decides "2-D or more" with it, and writes it as a tensor's n_dims. */

@@ -17,6 +17,7 @@
 #include "../formats/mapping.h"
 #include "../quant/quant.h"
 #include "../quant/types.h"
+#include "target.h"
 
 #define QNT_VERSION 2 /* GGML_QNT_VERSION */
 #define KV_QUANT_VERSION "general.quantization_version"
@@ -50,6 +51,9 @@ typedef struct {
     void *qbuf;               /* the quantized piece */
     double *row_err;          /* [piece rows][2]: Σw(x−q)², Σw·x² */
     size_t f32_cap, row_cap, q_cap, err_cap;
+    int mute;                 /* warnings of a preliminary plan are not reported */
+    int *forced;              /* per input tensor: the size budget's type, or -1 */
+    tg_result tg;
 } job;
 
 void qz_params_init(qz_params *p)
@@ -92,6 +96,8 @@ static int warn(job *j, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    if (j->mute)
+        return QK_OK;
     qz_report *r = j->r;
     char **nw = realloc(r->warnings, (r->n_warnings + 1) * sizeof *nw);
     char *copy = strdup(msg);
@@ -671,6 +677,9 @@ static int process_tensor(job *j, size_t k)
     if (!(tr->name = strdup(t->name)))
         return qk_err_set(j->err, QK_ENOMEM, "out of memory");
     tr->bytes = q_row_size(d->type, t->ne[0]) * (uint64_t)n_rows_of(t);
+    for (size_t m = 0; j->forced && m < j->tg.n; m++)
+        if (j->tg.t[m].index == i)
+            tr->targeted = 1, tr->sens = j->tg.t[m].sens, tr->pred_kld = j->tg.t[m].pred;
     if (d->quantize && j->imx)
         tr->imatrix = j->imat[i] ? QZ_IMAT_USED : QZ_IMAT_NONE;
     j->tensor_index = k;
@@ -758,6 +767,7 @@ static int make_plan(job *j)
     mx_options o = j->p->mix;
     o.has_imatrix = j->imx != NULL;
     o.keep_order = j->p->keep_split;
+    o.forced_types = j->forced;
     int rc = mx_plan_create(&j->plan, &j->model, j->p->ftype, &o, j->mt, gguf_n_tensors(j->in),
                             j->err);
     if (rc)
@@ -806,6 +816,134 @@ static void report_totals(job *j, double t0)
     }
 }
 
+/* ---- size budget ---------------------------------------------------------------------------- */
+
+static uint64_t padded(uint64_t n, uint32_t a) { return (n + a - 1) / a * a; }
+
+/* The bytes before the tensor data, from the output's own declarations (types do not matter). */
+static int header_bytes(job *j, uint64_t *out)
+{
+    int rc = gguf_writer_open(&j->w, j->p->out_path, NULL, j->err);
+    if (rc)
+        return rc;
+    set_metadata(j);
+    for (size_t k = 0; k < mx_plan_count(j->plan); k++) {
+        size_t i = mx_plan_order(j->plan, k);
+        gguf_writer_add_tensor(j->w, j->mt[i].name, mx_plan_get(j->plan, i)->type,
+                               mx_ggml_n_dims(j->mt[i].ne), j->mt[i].ne);
+    }
+    *out = gguf_writer_header_size(j->w);
+    if (!*out)
+        rc = qk_err_set(j->err, QK_EINTERNAL, "%s: cannot size the header: %s", j->p->out_path,
+                        gguf_writer_error(j->w));
+    gguf_writer_abort(j->w);
+    j->w = NULL;
+    return rc;
+}
+
+/* llama.cpp's file type naming the type that holds most weights. */
+static int dominant_ftype(const job *j, const tg_result *r, int fallback)
+{
+    static const struct { int type, ftype; } MAP[] = {
+        {Q_TYPE_Q2_K, MX_FTYPE_Q2_K}, {Q_TYPE_Q3_K, MX_FTYPE_Q3_K_M}, {Q_TYPE_Q4_K, MX_FTYPE_Q4_K_M},
+        {Q_TYPE_Q5_K, MX_FTYPE_Q5_K_M}, {Q_TYPE_Q6_K, MX_FTYPE_Q6_K}, {Q_TYPE_Q8_0, MX_FTYPE_Q8_0},
+        {Q_TYPE_IQ4_XS, MX_FTYPE_IQ4_XS}, {Q_TYPE_IQ4_NL, MX_FTYPE_IQ4_NL},
+        {Q_TYPE_Q5_0, MX_FTYPE_Q5_0}, {Q_TYPE_Q4_0, MX_FTYPE_Q4_0}, {Q_TYPE_F16, MX_FTYPE_F16},
+    };
+    double w[sizeof MAP / sizeof MAP[0]] = {0};
+    for (size_t k = 0; k < r->n; k++) {
+        const mx_tensor *t = &j->mt[r->t[k].index];
+        for (size_t m = 0; m < sizeof MAP / sizeof MAP[0]; m++)
+            if (MAP[m].type == r->t[k].type)
+                w[m] += (double)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
+    }
+    size_t best = 0;
+    for (size_t m = 1; m < sizeof MAP / sizeof MAP[0]; m++)
+        if (w[m] > w[best])
+            best = m;
+    return w[best] > 0 ? MAP[best].ftype : fallback;
+}
+
+static void tg_progress(void *user, const char *stage, size_t done, size_t total)
+{
+    job *j = user;
+    (void)stage;
+    if (j->p->progress)
+        j->p->progress(j->p->user, done, total, 0);
+}
+
+/* Chooses every quantizable tensor's type for the budget and plans again with those types. */
+static int apply_target(job *j, qz_params *eff)
+{
+    const qz_params *p = j->p;
+    size_t n = gguf_n_tensors(j->in), m = 0;
+    tg_tensor *tt = calloc(n ? n : 1, sizeof *tt);
+    j->forced = malloc((n ? n : 1) * sizeof *j->forced);
+    if (!tt || !j->forced) {
+        free(tt);
+        return qk_err_set(j->err, QK_ENOMEM, "out of memory");
+    }
+    mx_options o = p->mix;
+    o.has_imatrix = j->imx != NULL;
+    const uint32_t align = gguf_alignment(j->in);
+    uint64_t fixed = 0, n_params = 0;
+    for (size_t i = 0; i < n; i++) {
+        const mx_tensor *t = &j->mt[i];
+        j->forced[i] = -1;
+        n_params += (uint64_t)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
+        if (!mx_is_quantizable(t, &o)) {
+            fixed += padded(gguf_tensor(j->in, i)->nbytes, align);
+            continue;
+        }
+        tt[m++] = (tg_tensor){i, t->name, {t->ne[0], t->ne[1], t->ne[2], t->ne[3]}, t->type,
+                              gguf_tensor(j->in, i)->data, j->imat[i] ? j->imat[i]->values : NULL};
+    }
+    uint64_t header = 0, limit;
+    int rc = header_bytes(j, &header);
+    if (p->target_bytes)
+        limit = p->target_bytes;
+    else
+        limit = (uint64_t)(p->target_bpw * (double)n_params / 8.0) + header; /* data bits */
+    const uint64_t over = header + fixed;
+    int types[TG_MAX_TYPES];
+    size_t nt = p->target_types ? p->n_target_types : tg_default_types(types);
+    tg_params tp = {.budget = limit > over ? limit - over : 0, .alignment = align,
+                    .types = p->target_types ? p->target_types : types, .n_types = nt,
+                    .model_path = p->in_path, .calib_path = p->calib_path,
+                    .n_ctx = p->calib_ctx > 0 ? p->calib_ctx : 256,
+                    .n_chunks = p->calib_chunks > 0 ? p->calib_chunks : 8, .probe_type = -1,
+                    .cache_path = p->sens_cache, .imatrix_path = p->imatrix_path,
+                    .n_threads = j->n_threads, .progress = tg_progress, .user = j};
+    if (!rc)
+        rc = tg_allocate(&tp, tt, m, &j->tg, j->err);
+    if (rc == QK_ERANGE && j->tg.min_bytes)
+        rc = qk_err_set(j->err, QK_ERANGE, "%s: the budget of %llu bytes is below the smallest "
+                        "possible file: %llu bytes (%.3f MiB; metadata %llu, unquantized tensors "
+                        "%llu, the rest at its smallest types %llu)", p->in_path,
+                        (unsigned long long)limit, (unsigned long long)(over + j->tg.min_bytes),
+                        (double)(over + j->tg.min_bytes) / 1048576.0, (unsigned long long)header,
+                        (unsigned long long)fixed, (unsigned long long)j->tg.min_bytes);
+    free(tt);
+    if (rc)
+        return rc;
+    for (size_t k = 0; k < j->tg.n; k++)
+        j->forced[j->tg.t[k].index] = j->tg.t[k].type;
+    eff->ftype = dominant_ftype(j, &j->tg, p->ftype);
+    j->r->target = 1;
+    j->r->ftype = eff->ftype;
+    j->r->mix_name = "size budget";
+    j->r->target_limit = p->target_bytes ? limit : limit - header;
+    j->r->pred_kld = j->tg.pred_kld;
+    j->r->engine_passes = j->tg.engine_passes;
+    j->r->cache_hit = j->tg.cache_hit;
+    j->r->seconds_sens = j->tg.seconds_sens;
+    j->r->seconds_errors = j->tg.seconds_errors;
+    /* plan again, now with the allocation */
+    mx_plan_free(j->plan);
+    j->plan = NULL;
+    return QK_OK;
+}
+
 static void job_free(job *j)
 {
     gguf_writer_abort(j->w);
@@ -821,6 +959,8 @@ static void job_free(job *j)
     free(j->rowbuf);
     free(j->qbuf);
     free(j->row_err);
+    free(j->forced);
+    tg_result_free(&j->tg);
     qz_report_free(j->r);
 }
 
@@ -837,10 +977,23 @@ int qz_quantize(const qz_params *p, qz_report **report, int *output_failed, qk_e
         rc = check_output_paths(&j);
     if (!rc)
         rc = report_alloc(&j);
+    qz_params eff = *p; /* a target may change the file type written */
+    const int target = p->target_bytes > 0 || p->target_bpw > 0;
+    if (target)
+        j.p = &eff, j.mute = 1; /* the preliminary plan only finds the imatrix entries */
     if (!rc)
         rc = make_plan(&j);
     if (!rc)
         rc = check_plan(&j);
+    if (!rc && target) {
+        j.r->n_no_imatrix = 0;
+        rc = apply_target(&j, &eff);
+        j.mute = 0;
+        if (!rc)
+            rc = make_plan(&j);
+        if (!rc)
+            rc = check_plan(&j);
+    }
     if (!rc) {
         rc = open_output(&j);
         /* an output naming an input, or a shard the split does not have, is bad usage */

@@ -50,6 +50,16 @@ typedef struct {
     int64_t chunk_values;     /* values per piece, rounded down to whole rows (at least one) and
                                  cut at expert matrix boundaries; <= 0: QZ_CHUNK_VALUES. Only
                                  memory and speed depend on it, never the output or the report */
+    /* Quality at a size budget (convert/target.h): target_bytes (the whole file) or target_bpw
+     * (tensor data bits per weight) > 0 choose every quantizable tensor's type; ftype then only
+     * names the file type written when no tensor type dominates. */
+    uint64_t target_bytes;
+    double target_bpw;
+    const int *target_types;  /* candidates; NULL: tg_default_types() */
+    size_t n_target_types;
+    const char *calib_path;   /* text for the sensitivities (required with a target) */
+    int calib_ctx, calib_chunks; /* <= 0: 256 and 8 */
+    const char *sens_cache;   /* NULL: none */
     /* Optional callbacks (NULL: none); user is passed back. Warnings also land in the report. */
     void (*warn)(void *user, const char *msg);
     /* After every tensor (done tensors of total, bytes_done source bytes), and within a tensor
@@ -73,6 +83,8 @@ typedef struct {
     int fallback;              /* the row length forced a fallback type */
     int imatrix;               /* enum qz_imatrix_use (NA: copied, or no --imatrix) */
     int other_shard;           /* sharded run: another job writes it (rel_rmse NaN, not computed) */
+    int targeted;              /* the size-budget allocation chose its type */
+    double sens, pred_kld;     /* with a target: sensitivity, predicted KLD contribution */
     double rel_rmse;           /* sqrt(Σw(x−q)² / Σw·x²) over the tensor (w: importance weight
                                   when used, else 1); 0 for copies; NaN for an all-zero tensor */
 } qz_tensor_report;
@@ -92,6 +104,12 @@ typedef struct {
     uint32_t shard_index, shard_count; /* as given; count 0: unsharded */
     uint32_t n_parts_written;  /* parts this run wrote (all of them unless sharded) */
     char split_id[17];         /* split output: the set's split.id, else "" */
+    /* size budget (when given) */
+    int target;
+    uint64_t target_limit;     /* the file size (or tensor data bytes for --target-bpw) allowed */
+    double pred_kld;           /* predicted mean KLD of the allocation */
+    int engine_passes, cache_hit;
+    double seconds_sens, seconds_errors;
     int n_threads;
     /* imatrix (when given) */
     int imatrix_format;        /* enum imx_format, 0 when none */

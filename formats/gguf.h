@@ -270,6 +270,12 @@ const char *gguf_writer_error(const gguf_writer *w);
 /* Number of parts; known after gguf_writer_begin_data() (0 before). */
 uint32_t gguf_writer_n_parts(const gguf_writer *w);
 
+/* Before begin_data, single-file output only: the bytes before the tensor data (header,
+ * metadata, tensor table, padding) as the declarations stand; 0 when unknown. Tensor types do
+ * not change it, so a planner can budget the data: file size = this + Σ tensor bytes, each
+ * padded to the alignment. */
+uint64_t gguf_writer_header_size(gguf_writer *w);
+
 /* The split set's id (16 hex digits) after begin_data, NULL for a single file. It hashes every
  * part's header (metadata and tensor table, so the plan) and the source id; it does not depend
  * on the tensor bytes, so it is known before any is written. */

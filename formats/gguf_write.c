@@ -625,6 +625,24 @@ int gguf_writer_begin_data(gguf_writer *w)
 
 uint32_t gguf_writer_n_parts(const gguf_writer *w) { return w->data_phase ? w->n_parts : 0; }
 
+uint64_t gguf_writer_header_size(gguf_writer *w)
+{
+    if (w->status || w->data_phase || w->split || layout(w))
+        return 0;
+    wpart tmp = {0}, *saved = w->parts;
+    uint32_t saved_n = w->n_parts;
+    qk_hash saved_id = w->id;
+    w->parts = &tmp;
+    w->n_parts = 1;
+    w->hashing = true; /* counts positions, writes nothing */
+    put_header(w, 0);
+    w->hashing = false;
+    w->parts = saved;
+    w->n_parts = saved_n;
+    w->id = saved_id;
+    return tmp.pos;
+}
+
 const char *gguf_writer_split_id(const gguf_writer *w)
 {
     return w->data_phase && w->split && !w->status ? w->id_hex : NULL;
