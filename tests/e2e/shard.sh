@@ -41,6 +41,16 @@ check q-json 0 "$QKIT" quantize --json --split-max-size 400K --shard 1/3 "$TMP/f
 expect_json q-json-shard "d['totals']['shard'] == {'index': 1, 'count': 3} and d['totals']['parts_written'] == len(range(1, $NP, 3)) and any(t.get('other_shard') for t in d['tensors'])"
 rm -f "$TMP"/bad/*
 
+# ---- a size-budget allocation is part of the plan: every job computes the same one ------------
+mkdir -p "$TMP/t1" "$TMP/tj"
+check tq-one 0 "$QKIT" quantize -q --target-bpw 4.5 --calib "$T" --calib-chunks 2 --split-parts 3 \
+    --sens-cache "$TMP/sens1.json" "$TMP/f32.gguf" "$TMP/t1/t.gguf"
+for i in 0 1 2; do
+    check "tq-shard-$i" 0 "$QKIT" quantize -q --target-bpw 4.5 --calib "$T" --calib-chunks 2 \
+        --shard "$i/3" "$TMP/f32.gguf" "$TMP/tj/t.gguf"
+done
+same_set tq-parts-identical "$TMP/t1" "$TMP/tj" t 3
+
 # ---- a killed job leaves nothing at its path; rerunning its index completes the set ----------
 check big-synth 0 "$QKIT" synth --config "$SHARED/hf-configs/TinyLlama-1.1B-Chat-v1.0/config.json" --tokenizer-gen --layers 2 -o "$TMP/big" -q
 check big-one 0 "$QKIT" convert "$TMP/big" -o "$TMP/one/b.gguf" --outtype q4_k_m --split-parts 2 -q
