@@ -9,8 +9,9 @@
 #include "cli.h"
 
 static const char USAGE[] =
-    "usage: qkit convert MODEL_DIR -o OUT.gguf [--outtype TYPE] [--split-max-size SIZE]\n"
-    "                    [--threads N] [--json] [--quiet]\n"
+    "usage: qkit convert MODEL_DIR -o OUT.gguf [--outtype TYPE] [--split-max-size SIZE |\n"
+    "                    --split-max-tensors N | --split-parts N] [--shard I/N] [--threads N]\n"
+    "                    [--json] [--quiet]\n"
     "\n"
     "Converts a Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer files) of a\n"
     "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM or Qwen3ForCausalLM model to GGUF,\n"

@@ -568,7 +568,8 @@ static int check_sibling(const part *pt, const part *first, uint32_t idx, qk_err
         return qk_err_set(err, QK_EFORMAT,
                           "%s: belongs to another write of the model than %s (%s '%.32s' vs '%.32s'): "
                           "the parts are a mixed set (an interrupted write, or parts of different "
-                          "runs or sharded jobs in one folder); write the model again",
+                          "runs or sharded jobs in one folder); write the model again, or rerun the job "
+                          "that writes this part with the set's options",
                           pt->path, first->path, GGUF_KEY_SPLIT_ID, a ? a->ptr : "(none)",
                           b ? b->ptr : "(none)");
     return QK_OK;
