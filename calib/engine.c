@@ -298,6 +298,19 @@ static void matmul(eng_ctx *c, const eng_tensor *W, int expert, const float *X, 
     }
 }
 
+void eng_gemm_f32(const float *w, int64_t n_out, int64_t n_in, const float *x, int n, float *y)
+{
+    const q_kernels *k = q_kernels_get(Q_TYPE_F32);
+    const size_t row = (size_t)n_in * sizeof(float);
+    const int par = (double)n_in * (double)n_out * n > 1e6;
+    const int64_t rb = 32;
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t r0 = 0; r0 < n_out; r0 += rb) {
+        const int64_t nr = n_out - r0 < rb ? n_out - r0 : rb;
+        k->gemm((int)n_in, nr, n, (const char *)w + (size_t)r0 * row, row, x, row, y + r0, (size_t)n_out);
+    }
+}
+
 /* y = x / sqrt(mean(x²) + eps) ⊙ weight, as ggml_rms_norm then ggml_mul; a NULL weight is all
  * ones (ggml_rms_norm alone: Llama 4's qk norm). y may be x. */
 static void rmsnorm(float *y, const float *x, const float *weight /* [d] or NULL */, int d, float eps)
@@ -657,7 +670,7 @@ static void layer_forward(eng_ctx *c, const eng_layer *L, int n)
         c->x[i] += c->xb[i];
 }
 
-int eng_forward(eng_ctx *c, const int32_t *tokens, int n, float *logits, qk_err *err)
+int eng_embed(eng_ctx *c, const int32_t *tokens, int n, float *x, qk_err *err)
 {
     const eng_model *m = c->m;
     if (n <= 0 || n > c->n_ctx)
@@ -669,8 +682,32 @@ int eng_forward(eng_ctx *c, const int32_t *tokens, int n, float *logits, qk_err 
             return qk_err_set(err, QK_ERANGE, "token id %d at position %d is outside the vocabulary of %d",
                               tokens[t], t, m->n_vocab);
         ke->dequantize((const char *)m->tok_embd.data + (size_t)tokens[t] * erow,
-                       c->x + (size_t)t * m->n_embd, m->n_embd);
+                       x + (size_t)t * m->n_embd, m->n_embd);
     }
+    return QK_OK;
+}
+
+int eng_blocks(eng_ctx *c, float *x, int n, int l0, int l1, qk_err *err)
+{
+    const eng_model *m = c->m;
+    if (n <= 0 || n > c->n_ctx)
+        return qk_err_set(err, QK_ERANGE, "sequence of %d tokens for a context of %d", n, c->n_ctx);
+    if (l0 < 0 || l1 > m->n_layer || l0 > l1)
+        return qk_err_set(err, QK_ERANGE, "blocks [%d, %d) of a model of %d", l0, l1, m->n_layer);
+    memcpy(c->x, x, (size_t)n * m->n_embd * sizeof *x);
+    rope_cache(c, n);
+    for (int l = l0; l < l1; l++)
+        layer_forward(c, &m->layers[l], n);
+    memcpy(x, c->x, (size_t)n * m->n_embd * sizeof *x);
+    return QK_OK;
+}
+
+int eng_forward(eng_ctx *c, const int32_t *tokens, int n, float *logits, qk_err *err)
+{
+    const eng_model *m = c->m;
+    int rc = eng_embed(c, tokens, n, c->x, err);
+    if (rc)
+        return rc;
     rope_cache(c, n);
     for (int l = 0; l < m->n_layer; l++)
         layer_forward(c, &m->layers[l], n);

@@ -78,6 +78,16 @@ typedef struct eng_ctx eng_ctx;
 int eng_ctx_create(eng_ctx **out, const eng_model *m, int n_ctx, qk_err *err);
 void eng_ctx_free(eng_ctx *c);
 
+/* The pieces of eng_forward, for passes that work block by block (AWQ): the token embeddings of
+ * a sequence into x [n][n_embd]; blocks [l0, l1) applied to the residual stream x in place (x is
+ * block l0's input for positions 0..n-1; the observer sees these blocks' products). */
+int eng_embed(eng_ctx *c, const int32_t *tokens, int n, float *x, qk_err *err);
+int eng_blocks(eng_ctx *c, float *x, int n, int l0, int l1, qk_err *err);
+
+/* y [n][n_out] = x [n][n_in] · w [n_out][n_in]ᵀ in f32 with the engine's kernels and threads
+ * (results independent of the thread count). */
+void eng_gemm_f32(const float *w, int64_t n_out, int64_t n_in, const float *x, int n, float *y);
+
 /* logits [n][n_vocab]. tokens must be < n_vocab (checked). */
 int eng_forward(eng_ctx *c, const int32_t *tokens, int n, float *logits, qk_err *err);
 
