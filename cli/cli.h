@@ -29,6 +29,7 @@ int cmd_quantize(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_imatrix(int argc, char **argv);
 int cmd_sweep(int argc, char **argv);
+int cmd_awq(int argc, char **argv);
 
 /* Options shared by perplexity and verify. */
 typedef struct {

@@ -18,6 +18,7 @@ static const cli_command COMMANDS[] = {
     {"perplexity", cmd_perplexity, "perplexity of a model on a text, as llama-perplexity"},
     {"verify", cmd_verify, "compare candidates with a reference: PPL, KL divergence, CI bounds"},
     {"quantize", cmd_quantize, "quantize a GGUF like llama-quantize: mixes, importance matrices, report"},
+    {"awq", cmd_awq, "activation-aware weight quantization (AWQ) on CPU: AutoAWQ, compressed-tensors or GGUF output"},
     {"sweep", cmd_sweep, "quantize to several schemes and compare them (table, JSON, SVG chart)"},
     {"imatrix", cmd_imatrix, "collect an importance matrix with qkit's engine, as llama-imatrix; merge partial ones"},
     {"info", cmd_info, "show version, build and the kernels in use"},

@@ -964,6 +964,47 @@ static void job_free(job *j)
     qz_report_free(j->r);
 }
 
+int qz_plan_types(const char *in_path, int ftype, int has_imatrix, char ***names, int **types,
+                  size_t *n, qk_err *err)
+{
+    qz_params p;
+    qz_params_init(&p);
+    p.in_path = in_path;
+    p.out_path = "";
+    p.ftype = ftype;
+    p.mix.has_imatrix = has_imatrix;
+    job j = {.p = &p, .err = err, .n_threads = 1, .mute = 1};
+    *names = NULL;
+    *types = NULL;
+    *n = 0;
+    int rc = gguf_open(&j.in, in_path, err);
+    if (!rc)
+        rc = read_model(&j);
+    if (!rc)
+        rc = read_tensors(&j);
+    if (!rc)
+        rc = report_alloc(&j);
+    if (!rc) {
+        const mx_mix *mix = mx_mix_from_ftype(ftype);
+        mx_options o = p.mix;
+        rc = mix ? mx_plan_create(&j.plan, &j.model, ftype, &o, j.mt, gguf_n_tensors(j.in), err)
+                 : qk_err_set(err, QK_EUNSUPPORTED, "file type %d is not a mix qkit knows", ftype);
+    }
+    size_t cnt = rc ? 0 : mx_plan_count(j.plan);
+    if (!rc && (!(*names = calloc(cnt ? cnt : 1, sizeof **names)) ||
+                !(*types = calloc(cnt ? cnt : 1, sizeof **types))))
+        rc = qk_err_set(err, QK_ENOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < cnt; i++) {
+        const mx_decision *d = mx_plan_get(j.plan, i);
+        (*types)[i] = d->quantize ? d->type : -1;
+        if (!((*names)[i] = strdup(j.mt[i].name)))
+            rc = qk_err_set(err, QK_ENOMEM, "out of memory");
+        *n = i + 1;
+    }
+    job_free(&j);
+    return rc;
+}
+
 int qz_quantize(const qz_params *p, qz_report **report, int *output_failed, qk_err *err)
 {
     double t0 = now_seconds();

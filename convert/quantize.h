@@ -123,6 +123,12 @@ typedef struct {
 int qz_quantize(const qz_params *p, qz_report **report, int *output_failed, qk_err *err);
 void qz_report_free(qz_report *r); /* accepts NULL */
 
+/* The type every tensor of the GGUF at in_path gets in the mix ftype (without overrides), -1 for
+ * tensors copied as they are: (*names)[i], (*types)[i] for i < *n, malloc'd (free each name, then
+ * both arrays). For searches that must use the quantizer a tensor will be written with (AWQ). */
+int qz_plan_types(const char *in_path, int ftype, int has_imatrix, char ***names, int **types,
+                  size_t *n, qk_err *err);
+
 /* The first of nrows rows of ne0 values of type (data: raw tensor bytes) that holds a NaN or Inf,
  * or -1 when there is none or qkit cannot read the type. Float types are checked bit by bit,
  * others dequantized row by row. For naming the tensor behind a non-finite figure. */

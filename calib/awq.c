@@ -1,0 +1,622 @@
+/* awq.c — activation-aware weight quantization on the engine; see awq.h. */
+#include "awq.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../quant/fp16.h"
+#include "../quant/quant.h"
+#include "../quant/types.h"
+
+/* ---- the AutoAWQ quantizer ------------------------------------------------------------------ */
+
+void awq_quantize_row(const float *w, int64_t n, int group, int bits, uint8_t *q, float *scales,
+                      uint8_t *zeros, float *deq)
+{
+    const float qmax = (float)((1 << bits) - 1);
+    for (int64_t g0 = 0; g0 < n; g0 += group) {
+        float mn = w[g0], mx = w[g0];
+        for (int64_t j = g0; j < g0 + group; j++) {
+            mn = w[j] < mn ? w[j] : mn;
+            mx = w[j] > mx ? w[j] : mx;
+        }
+        float sc = (mx - mn) > 1e-5f ? (mx - mn) / qmax : 1e-5f / qmax;
+        sc = q_fp16_to_fp32(q_fp32_to_fp16(sc)); /* the checkpoint's f16 scale */
+        if (!(sc > 0))
+            sc = 6.1035156e-05f; /* f16 underflow: the smallest normal */
+        float z = -nearbyintf(mn / sc);
+        z = z < 0 ? 0 : z > qmax ? qmax : z;
+        for (int64_t j = g0; j < g0 + group; j++) {
+            float v = nearbyintf(w[j] / sc) + z;
+            v = v < 0 ? 0 : v > qmax ? qmax : v;
+            if (q)
+                q[j] = (uint8_t)v;
+            if (deq)
+                deq[j] = (v - z) * sc;
+        }
+        if (scales)
+            scales[g0 / group] = sc;
+        if (zeros)
+            zeros[g0 / group] = (uint8_t)z;
+    }
+}
+
+/* ---- state ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    char name[64];
+    float *w;          /* processed f32 [ne1][ne0] */
+    int64_t ne0, ne1;
+    void *run;         /* what the engine runs after the block is done (fake-quantized) */
+} owned_w;
+
+/* One capture point: the input of a group of linears. */
+typedef struct {
+    int64_t n_in;
+    double *abs_sum, *sq_sum;
+    int64_t count;
+    float *rows;       /* [cap][n_in] sampled rows */
+    int n_rows, cap;
+} capture;
+
+struct awq_run {
+    eng_model *m;
+    awq_opts o;
+    owned_w **w;      /* each allocated alone: pointers to them stay valid */
+    size_t n_w, cap_w;
+    awq_group_report *g;
+    size_t n_g, cap_g;
+    /* capture of the current block */
+    const eng_tensor *point[4]; /* the first linear of each group */
+    capture cap[4];
+    int64_t tok_base, stride;
+    int seq_len;
+    qk_err *err;
+};
+
+enum { G_QKV, G_O, G_GATEUP, G_DOWN };
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    size_t n = *cap ? *cap * 2 : 16;
+    while (n < need)
+        n *= 2;
+    void *q = realloc(*p, n * elem);
+    if (!q)
+        return -1;
+    *p = q;
+    *cap = n;
+    return 0;
+}
+
+void awq_run_free(awq_run *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->n_w; i++) {
+        free(r->w[i]->w);
+        free(r->w[i]->run);
+        free(r->w[i]);
+    }
+    for (int k = 0; k < 4; k++) {
+        free(r->cap[k].abs_sum);
+        free(r->cap[k].sq_sum);
+        free(r->cap[k].rows);
+    }
+    free(r->w);
+    free(r->g);
+    free(r);
+}
+
+const float *awq_weight(const awq_run *r, const char *name, int64_t *ne0, int64_t *ne1)
+{
+    for (size_t i = 0; i < r->n_w; i++)
+        if (!strcmp(r->w[i]->name, name)) {
+            *ne0 = r->w[i]->ne0;
+            *ne1 = r->w[i]->ne1;
+            return r->w[i]->w;
+        }
+    return NULL;
+}
+
+size_t awq_n_groups(const awq_run *r) { return r->n_g; }
+const awq_group_report *awq_group(const awq_run *r, size_t i) { return i < r->n_g ? &r->g[i] : NULL; }
+
+/* An owned f32 copy of a linear, which the engine then runs. */
+static owned_w *own(awq_run *r, eng_tensor *t)
+{
+    if (grow((void **)&r->w, &r->cap_w, r->n_w + 1, sizeof *r->w))
+        return NULL;
+    owned_w *o = calloc(1, sizeof *o);
+    if (!o)
+        return NULL;
+    snprintf(o->name, sizeof o->name, "%s", t->name);
+    o->ne0 = t->ne0;
+    o->ne1 = t->ne1;
+    if (!(o->w = malloc((size_t)(o->ne0 * o->ne1) * sizeof(float))) ||
+        q_dequantize_rows(t->type, t->data, o->w, o->ne1, o->ne0, r->err)) {
+        free(o->w);
+        free(o);
+        return NULL;
+    }
+    r->w[r->n_w++] = o;
+    t->type = Q_TYPE_F32;
+    t->data = o->w;
+    return o;
+}
+
+static owned_w *find_owned(awq_run *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_w; i++)
+        if (!strcmp(r->w[i]->name, name))
+            return r->w[i];
+    return NULL;
+}
+
+/* ---- capture ---------------------------------------------------------------------------------- */
+
+static void observe(void *user, const eng_tensor *w, int expert, const float *x, int n)
+{
+    awq_run *r = user;
+    if (expert >= 0)
+        return;
+    for (int k = 0; k < 4; k++) {
+        if (w != r->point[k])
+            continue;
+        capture *c = &r->cap[k];
+        for (int t = 0; t < n; t++) {
+            const float *row = x + (size_t)t * (size_t)c->n_in;
+            for (int64_t j = 0; j < c->n_in; j++) {
+                c->abs_sum[j] += fabsf(row[j]);
+                c->sq_sum[j] += (double)row[j] * row[j];
+            }
+            const int64_t g = r->tok_base + t;
+            if (g % r->stride == 0 && c->n_rows < c->cap)
+                memcpy(c->rows + (size_t)c->n_rows++ * (size_t)c->n_in, row, (size_t)c->n_in * sizeof(float));
+        }
+        c->count += n;
+    }
+}
+
+static int capture_init(capture *c, int64_t n_in, int cap)
+{
+    free(c->abs_sum);
+    free(c->sq_sum);
+    free(c->rows);
+    memset(c, 0, sizeof *c);
+    c->n_in = n_in;
+    c->cap = cap;
+    c->abs_sum = calloc((size_t)n_in, sizeof(double));
+    c->sq_sum = calloc((size_t)n_in, sizeof(double));
+    c->rows = malloc((size_t)cap * (size_t)n_in * sizeof(float));
+    return c->abs_sum && c->sq_sum && c->rows ? 0 : -1;
+}
+
+/* ---- fake quantization ------------------------------------------------------------------------ */
+
+/* deq [n] = Q(w [n]) with the linear's quantizer; imat the importance weights or NULL. */
+static void fake_row(const awq_run *r, int type, const float *w, int64_t n, const float *imat,
+                     float *deq, void *scratch)
+{
+    if (type < 0) {
+        awq_quantize_row(w, n, r->o.group, r->o.bits, NULL, NULL, NULL, deq);
+        return;
+    }
+    qk_err e;
+    if (q_quantize_rows(type, w, scratch, 1, n, imat, 1, NULL, &e) ||
+        q_dequantize_rows(type, scratch, deq, 1, n, &e))
+        memcpy(deq, w, (size_t)n * sizeof *deq); /* non-finite: the caller checks the model */
+}
+
+static int type_of(const awq_run *r, const char *name)
+{
+    return r->o.type_of ? r->o.type_of(r->o.user, name) : -1;
+}
+
+/* Fake-quantizes rows [ne1][ne0] of w into out, each row with imat (or NULL). */
+static void fake_matrix(const awq_run *r, int type, const float *w, int64_t ne0, int64_t ne1,
+                        const float *imat, float *out)
+{
+#pragma omp parallel
+    {
+        void *scratch = malloc((size_t)ne0 * 4 + 256);
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < ne1; i++)
+            fake_row(r, type, w + i * ne0, ne0, imat, out + i * ne0, scratch);
+        free(scratch);
+    }
+}
+
+/* ---- the scale search -------------------------------------------------------------------------- */
+
+typedef struct {
+    owned_w *lin[3];
+    int n_lin;
+    int skip_clip;   /* q and k */
+} group;
+
+static double sq_err(const float *a, const float *b, size_t n)
+{
+    double e = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double d = (double)a[i] - b[i];
+        e += d * d;
+    }
+    return e;
+}
+
+/* Searches α for group gr on capture c, folds nothing; returns the scales in s [n_in]. */
+static int search(awq_run *r, const group *gr, const capture *c, float *s, awq_group_report *rep)
+{
+    const int64_t n_in = c->n_in;
+    const int T = c->n_rows;
+    int64_t out_tot = 0;
+    for (int k = 0; k < gr->n_lin; k++)
+        out_tot += gr->lin[k]->ne1;
+    float *xm = malloc((size_t)n_in * sizeof *xm), *wm = calloc((size_t)n_in, sizeof *wm);
+    float *xs = malloc((size_t)T * (size_t)n_in * sizeof *xs);
+    float *y0 = malloc((size_t)T * (size_t)out_tot * sizeof *y0);
+    float *y1 = malloc((size_t)T * (size_t)out_tot * sizeof *y1);
+    int64_t max_rows = 0;
+    for (int k = 0; k < gr->n_lin; k++)
+        max_rows = gr->lin[k]->ne1 > max_rows ? gr->lin[k]->ne1 : max_rows;
+    float *ws = malloc((size_t)(max_rows * n_in) * sizeof *ws);
+    float *imat = malloc((size_t)n_in * sizeof *imat), *cand = malloc((size_t)n_in * sizeof *cand);
+    if (!xm || !wm || !xs || !y0 || !y1 || !ws || !imat || !cand) {
+        free(xm), free(wm), free(xs), free(y0), free(y1), free(ws), free(imat), free(cand);
+        return qk_err_set(r->err, QK_ENOMEM, "out of memory in the AWQ search");
+    }
+    for (int64_t j = 0; j < n_in; j++)
+        xm[j] = (float)(c->abs_sum[j] / (double)(c->count ? c->count : 1));
+    /* w_mean: |w| over the max |w| of its row's group, averaged over all rows of the group's linears */
+    const int gs = r->o.group > 0 && n_in % r->o.group == 0 ? r->o.group : (int)n_in;
+    for (int k = 0; k < gr->n_lin; k++) {
+        const owned_w *L = gr->lin[k];
+        for (int64_t i = 0; i < L->ne1; i++)
+            for (int64_t g0 = 0; g0 < n_in; g0 += gs) {
+                const float *row = L->w + i * n_in + g0;
+                float mx = 0;
+                for (int j = 0; j < gs; j++)
+                    mx = fabsf(row[j]) > mx ? fabsf(row[j]) : mx;
+                for (int j = 0; j < gs && mx > 0; j++)
+                    wm[g0 + j] += fabsf(row[j]) / mx;
+            }
+    }
+    for (int64_t j = 0; j < n_in; j++)
+        wm[j] /= (float)out_tot;
+    /* the original outputs */
+    for (int k = 0, off = 0; k < gr->n_lin; off += (int)gr->lin[k]->ne1, k++)
+        (void)off;
+    int64_t off = 0;
+    for (int k = 0; k < gr->n_lin; k++) {
+        eng_gemm_f32(gr->lin[k]->w, gr->lin[k]->ne1, n_in, c->rows, T, y1);
+        for (int t = 0; t < T; t++)
+            memcpy(y0 + (size_t)t * out_tot + off, y1 + (size_t)t * gr->lin[k]->ne1,
+                   (size_t)gr->lin[k]->ne1 * sizeof *y0);
+        off += gr->lin[k]->ne1;
+    }
+    double best = INFINITY;
+    for (int64_t j = 0; j < n_in; j++)
+        s[j] = 1.0f; /* no token reached the group: no scaling */
+    for (int a = 0; a < r->o.grid && T > 0 && !r->o.rtn; a++) {
+        const double alpha = (double)a / r->o.grid;
+        double smax = 0, smin = INFINITY;
+        for (int64_t j = 0; j < n_in; j++) {
+            /* AutoAWQ: x^α / (w^(1−α) + 1e-4), at least 1e-4 */
+            double v = r->o.duo ? pow(xm[j], alpha) / (pow(wm[j], 1 - alpha) + 1e-4)
+                                : pow(xm[j], alpha);
+            v = v < 1e-4 ? 1e-4 : v;
+            cand[j] = (float)v;
+            smax = v > smax ? v : smax;
+            smin = v < smin ? v : smin;
+        }
+        const float norm = (float)sqrt(smax * smin);
+        for (int64_t j = 0; j < n_in; j++)
+            cand[j] /= norm;
+        for (int t = 0; t < T; t++)
+            for (int64_t j = 0; j < n_in; j++)
+                xs[(size_t)t * n_in + j] = c->rows[(size_t)t * n_in + j] / cand[j];
+        for (int64_t j = 0; j < n_in; j++)
+            imat[j] = (float)(c->sq_sum[j] / (double)(c->count ? c->count : 1) / ((double)cand[j] * cand[j]));
+        double loss = 0;
+        off = 0;
+        for (int k = 0; k < gr->n_lin; k++) {
+            const owned_w *L = gr->lin[k];
+            for (int64_t i = 0; i < L->ne1; i++)
+                for (int64_t j = 0; j < n_in; j++)
+                    ws[i * n_in + j] = L->w[i * n_in + j] * cand[j];
+            fake_matrix(r, type_of(r, L->name), ws, n_in, L->ne1, r->o.use_imatrix ? imat : NULL, ws);
+            eng_gemm_f32(ws, L->ne1, n_in, xs, T, y1);
+            for (int t = 0; t < T; t++)
+                loss += sq_err(y1 + (size_t)t * L->ne1, y0 + (size_t)t * out_tot + off, (size_t)L->ne1);
+            off += L->ne1;
+        }
+        loss /= (double)T * (double)out_tot;
+        if (a == 0)
+            rep->loss0 = loss;
+        if (loss < best) {
+            best = loss;
+            rep->alpha = alpha;
+            memcpy(s, cand, (size_t)n_in * sizeof *s);
+        }
+    }
+    rep->loss = best;
+    free(xm), free(wm), free(xs), free(y0), free(y1), free(ws), free(imat), free(cand);
+    return QK_OK;
+}
+
+/* ---- clipping ---------------------------------------------------------------------------------- */
+
+static int clip_group_size(const awq_run *r, int type, int64_t n_in)
+{
+    if (type < 0)
+        return r->o.group;
+    const q_type_info_t *ti = q_type_info(type);
+    const int g = ti && ti->blck_size >= 256 ? 256 : 128;
+    return n_in % g == 0 ? g : (int)n_in;
+}
+
+/* Clamps each (row, group) of L to the shrunk range with the least partial-output error on the
+ * (scaled) inputs x [T][n_in]. */
+static void clip_linear(awq_run *r, owned_w *L, const float *x, int T, const float *imat)
+{
+    const int64_t n_in = L->ne0;
+    const int type = type_of(r, L->name);
+    if (type == Q_TYPE_F32 || type == Q_TYPE_F16 || type == Q_TYPE_BF16)
+        return;
+    const int gs = clip_group_size(r, type, n_in);
+    const int n_shrink = r->o.grid / 2;
+#pragma omp parallel
+    {
+        float *cur = malloc((size_t)gs * sizeof *cur), *deq = malloc((size_t)gs * sizeof *deq);
+        void *scratch = malloc((size_t)gs * 4 + 256);
+        double *orig = malloc((size_t)T * sizeof *orig);
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < L->ne1; i++) {
+            for (int64_t g0 = 0; g0 < n_in; g0 += gs) {
+                float *w = L->w + i * n_in + g0;
+                float mx = 0;
+                for (int j = 0; j < gs; j++)
+                    mx = fabsf(w[j]) > mx ? fabsf(w[j]) : mx;
+                if (!(mx > 0))
+                    continue;
+                for (int t = 0; t < T; t++) {
+                    double acc = 0;
+                    for (int j = 0; j < gs; j++)
+                        acc += (double)x[(size_t)t * n_in + g0 + j] * w[j];
+                    orig[t] = acc;
+                }
+                double best = INFINITY;
+                float best_max = mx;
+                for (int k = 0; k < n_shrink; k++) {
+                    const float lim = mx * (1.0f - (float)k / (float)r->o.grid);
+                    for (int j = 0; j < gs; j++)
+                        cur[j] = w[j] > lim ? lim : w[j] < -lim ? -lim : w[j];
+                    fake_row(r, type, cur, gs, imat ? imat + g0 : NULL, deq, scratch);
+                    double e = 0;
+                    for (int t = 0; t < T; t++) {
+                        double acc = 0;
+                        for (int j = 0; j < gs; j++)
+                            acc += (double)x[(size_t)t * n_in + g0 + j] * deq[j];
+                        e += (acc - orig[t]) * (acc - orig[t]);
+                    }
+                    if (e < best)
+                        best = e, best_max = lim;
+                }
+                for (int j = 0; j < gs; j++)
+                    w[j] = w[j] > best_max ? best_max : w[j] < -best_max ? -best_max : w[j];
+            }
+        }
+        free(cur), free(deq), free(scratch), free(orig);
+    }
+}
+
+/* ---- one block ---------------------------------------------------------------------------------- */
+
+static int fold_and_clip(awq_run *r, int l, const group *gr, capture *c, float *prev_vec,
+                         owned_w *prev_lin, float *prev_bias, int gi)
+{
+    const int64_t n_in = c->n_in;
+    float *s = malloc((size_t)n_in * sizeof *s);
+    if (!s)
+        return qk_err_set(r->err, QK_ENOMEM, "out of memory");
+    if (grow((void **)&r->g, &r->cap_g, r->n_g + 1, sizeof *r->g)) {
+        free(s);
+        return qk_err_set(r->err, QK_ENOMEM, "out of memory");
+    }
+    awq_group_report *rep = &r->g[r->n_g++];
+    memset(rep, 0, sizeof *rep);
+    snprintf(rep->name, sizeof rep->name, "%s", gr->lin[0]->name);
+    rep->block = l;
+    int rc = search(r, gr, c, s, rep);
+    if (rc) {
+        free(s);
+        return rc;
+    }
+    /* fold: the producer of the input divided by s, the consumers' columns multiplied */
+    for (int64_t j = 0; j < n_in; j++) {
+        if (prev_vec)
+            prev_vec[j] /= s[j];
+        if (prev_lin)
+            for (int64_t i = 0; i < prev_lin->ne0; i++)
+                prev_lin->w[j * prev_lin->ne0 + i] /= s[j];
+        if (prev_bias)
+            prev_bias[j] /= s[j];
+    }
+    for (int k = 0; k < gr->n_lin; k++)
+        for (int64_t i = 0; i < gr->lin[k]->ne1; i++)
+            for (int64_t j = 0; j < n_in; j++)
+                gr->lin[k]->w[i * n_in + j] *= s[j];
+    /* the captured input as the folded model sees it */
+    for (int t = 0; t < c->n_rows; t++)
+        for (int64_t j = 0; j < n_in; j++)
+            c->rows[(size_t)t * n_in + j] /= s[j];
+    float *imat = malloc((size_t)n_in * sizeof *imat);
+    for (int64_t j = 0; imat && j < n_in; j++)
+        imat[j] = (float)(c->sq_sum[j] / (double)(c->count ? c->count : 1) / ((double)s[j] * s[j]));
+    if (r->o.clip && !r->o.rtn && !gr->skip_clip) {
+        const int T = c->n_rows < r->o.clip_tokens ? c->n_rows : r->o.clip_tokens;
+        /* evenly spaced among the sampled rows */
+        float *xc = malloc((size_t)T * (size_t)n_in * sizeof *xc);
+        if (!xc) {
+            free(s), free(imat);
+            return qk_err_set(r->err, QK_ENOMEM, "out of memory");
+        }
+        for (int t = 0; t < T; t++)
+            memcpy(xc + (size_t)t * n_in, c->rows + (size_t)((int64_t)t * c->n_rows / T) * n_in,
+                   (size_t)n_in * sizeof *xc);
+        for (int k = 0; k < gr->n_lin; k++)
+            clip_linear(r, gr->lin[k], xc, T, r->o.use_imatrix ? imat : NULL);
+        free(xc);
+    }
+    (void)gi;
+    free(s);
+    free(imat);
+    return QK_OK;
+}
+
+/* After a block: its linears run fake-quantized while later blocks are processed. */
+static int quantize_block_for_run(awq_run *r, eng_layer *L)
+{
+    static const ga_kind KINDS[] = {GA_T_ATTN_Q, GA_T_ATTN_K, GA_T_ATTN_V, GA_T_ATTN_OUT,
+                                    GA_T_FFN_GATE, GA_T_FFN_UP, GA_T_FFN_DOWN};
+    for (size_t k = 0; k < sizeof KINDS / sizeof KINDS[0]; k++) {
+        eng_tensor *t = &L->w[KINDS[k]];
+        owned_w *o = t->data ? find_owned(r, t->name) : NULL;
+        if (!o)
+            continue;
+        const int type = type_of(r, o->name);
+        if (type >= 0 && q_kernels_get(type) && type != Q_TYPE_F32) {
+            const size_t rb = q_row_size(type, o->ne0);
+            if (!(o->run = malloc(rb * (size_t)o->ne1)))
+                return qk_err_set(r->err, QK_ENOMEM, "out of memory");
+            int rc = q_quantize_rows(type, o->w, o->run, o->ne1, o->ne0, NULL, 0, NULL, r->err);
+            if (rc)
+                return rc;
+            t->type = type;
+            t->data = o->run;
+        } else {
+            if (!(o->run = malloc((size_t)(o->ne0 * o->ne1) * sizeof(float))))
+                return qk_err_set(r->err, QK_ENOMEM, "out of memory");
+            fake_matrix(r, type, o->w, o->ne0, o->ne1, NULL, o->run);
+            t->type = Q_TYPE_F32;
+            t->data = o->run;
+        }
+    }
+    return QK_OK;
+}
+
+static int process_block(awq_run *r, int l, eng_ctx *ctx, float *X, int n_seq)
+{
+    eng_model *m = r->m;
+    eng_layer *L = &m->layers[l];
+    const int d = m->n_embd;
+    owned_w *q = own(r, &L->w[GA_T_ATTN_Q]), *k = own(r, &L->w[GA_T_ATTN_K]);
+    owned_w *v = own(r, &L->w[GA_T_ATTN_V]), *o = own(r, &L->w[GA_T_ATTN_OUT]);
+    owned_w *gate = NULL, *up = NULL, *down = NULL;
+    if (!L->moe) {
+        gate = own(r, &L->w[GA_T_FFN_GATE]);
+        up = own(r, &L->w[GA_T_FFN_UP]);
+        down = own(r, &L->w[GA_T_FFN_DOWN]);
+    }
+    if (!q || !k || !v || !o || (!L->moe && (!gate || !up || !down)))
+        return qk_err_set(r->err, QK_ENOMEM, "block %d: out of memory (or an unreadable weight type)", l);
+    const int total = n_seq * r->seq_len;
+    const int want = r->o.search_tokens;
+    r->stride = total > want ? total / want : 1;
+    const int cap = (int)((total + r->stride - 1) / r->stride);
+    r->point[G_QKV] = &L->w[GA_T_ATTN_Q];
+    r->point[G_O] = &L->w[GA_T_ATTN_OUT];
+    r->point[G_GATEUP] = L->moe ? NULL : &L->w[GA_T_FFN_GATE];
+    r->point[G_DOWN] = L->moe ? NULL : &L->w[GA_T_FFN_DOWN];
+    const int64_t n_in[4] = {d, o->ne0, d, down ? down->ne0 : 1};
+    for (int g = 0; g < 4; g++)
+        if (capture_init(&r->cap[g], n_in[g], cap))
+            return qk_err_set(r->err, QK_ENOMEM, "out of memory for the AWQ capture");
+    float *x = malloc((size_t)r->seq_len * d * sizeof *x);
+    if (!x)
+        return qk_err_set(r->err, QK_ENOMEM, "out of memory");
+    eng_ctx_set_observer(ctx, observe, r);
+    int rc = QK_OK;
+    for (int s = 0; s < n_seq && !rc; s++) {
+        memcpy(x, X + (size_t)s * r->seq_len * d, (size_t)r->seq_len * d * sizeof *x);
+        r->tok_base = (int64_t)s * r->seq_len;
+        rc = eng_blocks(ctx, x, r->seq_len, l, l + 1, r->err);
+    }
+    eng_ctx_set_observer(ctx, NULL, NULL);
+    free(x);
+    if (rc)
+        return rc;
+    const group g_qkv = {{q, k, v}, 3, 1};
+    rc = fold_and_clip(r, l, &g_qkv, &r->cap[G_QKV], L->v[GA_T_ATTN_NORM], NULL, NULL, G_QKV);
+    if (!rc && v->ne1 == o->ne0) { /* o ← v only without grouped-query attention */
+        const group g_o = {{o}, 1, 0};
+        rc = fold_and_clip(r, l, &g_o, &r->cap[G_O], NULL, v, L->v[GA_T_ATTN_V_B], G_O);
+    } else if (!rc && r->o.clip && !r->o.rtn) { /* not scaled, still clipped */
+        const group g_o = {{o}, 1, 0};
+        capture *c = &r->cap[G_O];
+        const int T = c->n_rows < r->o.clip_tokens ? c->n_rows : r->o.clip_tokens;
+        (void)g_o;
+        clip_linear(r, o, c->rows, T, NULL);
+    }
+    if (!rc && !L->moe) {
+        const group g_gu = {{gate, up}, 2, 0};
+        rc = fold_and_clip(r, l, &g_gu, &r->cap[G_GATEUP], L->v[GA_T_FFN_NORM], NULL, NULL, G_GATEUP);
+    }
+    if (!rc && !L->moe) {
+        const group g_d = {{down}, 1, 0};
+        rc = fold_and_clip(r, l, &g_d, &r->cap[G_DOWN], NULL, up, L->v[GA_T_FFN_UP_B], G_DOWN);
+    }
+    /* the engine's weights point at the folded copies; now at their fake-quantized versions */
+    if (!rc)
+        rc = quantize_block_for_run(r, L);
+    /* the next block's inputs, from this block as quantized */
+    x = malloc((size_t)r->seq_len * d * sizeof *x);
+    for (int s = 0; s < n_seq && !rc; s++)
+        rc = eng_blocks(ctx, X + (size_t)s * r->seq_len * d, r->seq_len, l, l + 1, r->err);
+    free(x);
+    return rc;
+}
+
+int awq_run_model(awq_run **out, eng_model *m, const int32_t *tokens, int n_seq, int seq_len,
+                  const awq_opts *o, qk_err *err)
+{
+    *out = NULL;
+    awq_run *r = calloc(1, sizeof *r);
+    if (!r)
+        return qk_err_set(err, QK_ENOMEM, "out of memory");
+    r->m = m;
+    r->o = *o;
+    r->err = err;
+    r->seq_len = seq_len;
+    if (r->o.grid <= 0)
+        r->o.grid = 20;
+    if (r->o.search_tokens <= 0)
+        r->o.search_tokens = 2048;
+    if (r->o.clip_tokens <= 0)
+        r->o.clip_tokens = 512;
+    eng_ctx *ctx = NULL;
+    float *X = malloc((size_t)n_seq * seq_len * m->n_embd * sizeof *X);
+    int rc = X ? eng_ctx_create(&ctx, m, seq_len, err)
+               : qk_err_set(err, QK_ENOMEM, "out of memory for %d x %d hidden states", n_seq, seq_len);
+    for (int s = 0; s < n_seq && !rc; s++)
+        rc = eng_embed(ctx, tokens + (size_t)s * seq_len, seq_len, X + (size_t)s * seq_len * m->n_embd, err);
+    for (int l = 0; l < m->n_layer && !rc; l++) {
+        rc = process_block(r, l, ctx, X, n_seq);
+        if (!rc && o->progress)
+            o->progress(o->progress_user, l + 1, m->n_layer);
+    }
+    eng_ctx_free(ctx);
+    free(X);
+    if (rc) {
+        awq_run_free(r);
+        return rc;
+    }
+    *out = r;
+    return QK_OK;
+}

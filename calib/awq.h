@@ -1,0 +1,85 @@
+/* awq.h — activation-aware weight quantization (Lin et al., 2023) on qkit's engine.
+ *
+ * Block by block, in order, each block fed by the outputs of the already processed (quantized)
+ * blocks before it:
+ *   - the inputs of each group of linears that share an input are captured through the engine's
+ *     matmul observer (q, k, v ← attention norm; gate, up ← ffn norm; down ← up; o ← v when v's
+ *     rows equal o's columns, i.e. no grouped-query attention);
+ *   - per input channel s = mean|x|^α (duo scaling: divided by the group's normalized mean |w|
+ *     to the power 1 − α, as AutoAWQ and llm-compressor), normalized by sqrt(max s · min s), for α
+ *     on a grid of `grid` points in [0, 1); the α with the least squared error of the group's
+ *     outputs (fake-quantized scaled weights against the original, on the captured inputs) wins;
+ *   - folding: the preceding norm weight (or the preceding linear's rows and bias) is divided by
+ *     s, the linears' input columns multiplied by s — the unquantized model computes the same
+ *     function up to float rounding;
+ *   - clipping (not for q and k): per row and group of input columns the range max|w| shrunk by
+ *     i/grid (i < grid/2) that minimizes the group's partial-output error on the inputs.
+ * The fake quantizer is either AutoAWQ's asymmetric `bits`-bit round-to-nearest per group of
+ * `group` columns, or a ggml type's own quantizer per tensor (type_of), with importance weights
+ * from the captured inputs' mean x² (scaled by 1/s²) — so a GGUF target is searched with the
+ * quantizer that will write it.
+ *
+ * The model is changed in place: every processed linear points to an owned f32 copy (folded and
+ * clipped, not quantized: awq_weight() hands it to writers), norms and biases are the engine's
+ * owned f32 vectors, changed in place. While later blocks are processed, earlier blocks run with
+ * their fake-quantized weights. Mixture-of-experts feed-forwards are left unscaled (attention is
+ * processed). Deterministic: no randomness, fixed summation orders, any thread count. */
+#ifndef QKIT_CALIB_AWQ_H
+#define QKIT_CALIB_AWQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../quant/status.h"
+#include "engine.h"
+
+typedef struct {
+    int bits, group;       /* AutoAWQ fake quantizer: 4, 128 */
+    int grid;              /* α grid points (20) */
+    int clip;              /* search clipping ranges */
+    int duo;               /* duo scaling (default on) */
+    int rtn;               /* no search, no clipping: scales of 1 (the round-to-nearest baseline) */
+    int use_imatrix;       /* a ggml quantizer gets importance weights (mean x² / s²), as the
+                              final quantization will when it has an importance matrix */
+    int search_tokens;     /* tokens (evenly spaced over all samples) the losses use; 0: 2048 */
+    int clip_tokens;       /* tokens for the clipping search; 0: 512 */
+    /* NULL: AutoAWQ's quantizer for every linear; else the ggml type (enum q_type) a linear will
+     * be written in, searched with that type's quantizer */
+    int (*type_of)(void *user, const char *name);
+    void *user;
+    void (*progress)(void *progress_user, int block, int n_blocks);
+    void *progress_user;
+} awq_opts;
+
+typedef struct {
+    char name[64];         /* the group's first linear */
+    int block;
+    double alpha;          /* chosen */
+    double loss0, loss;    /* output MSE at α = 0 and at the chosen α (fake-quantized) */
+} awq_group_report;
+
+typedef struct awq_run awq_run;
+
+/* Runs AWQ over n_seq sequences of seq_len tokens (tokens[n_seq][seq_len], BOS first where the
+ * model uses one). m must stay alive while run lives; its weights are replaced (see above). */
+int awq_run_model(awq_run **out, eng_model *m, const int32_t *tokens, int n_seq, int seq_len,
+                  const awq_opts *o, qk_err *err);
+void awq_run_free(awq_run *r); /* accepts NULL; the model's weights then point to freed memory:
+                                  free the model first or do not use it */
+
+/* The processed (folded, clipped, unquantized) f32 weight of a GGUF-named linear, NULL when AWQ
+ * did not change it; [ne1][ne0]. Borrowed until awq_run_free. */
+const float *awq_weight(const awq_run *r, const char *name, int64_t *ne0, int64_t *ne1);
+
+size_t awq_n_groups(const awq_run *r);
+const awq_group_report *awq_group(const awq_run *r, size_t i);
+
+/* AutoAWQ's asymmetric group quantizer for one row of n values (n a multiple of group):
+ * per group scale = max(max − min, 1e-5) / (2^bits − 1), zero = clamp(round(−min / scale), 0,
+ * 2^bits − 1), q = clamp(round(w / scale) + zero, 0, 2^bits − 1); writes q [n] and per group
+ * scale and zero when non-NULL, and the dequantized row (q − zero) · scale into deq when
+ * non-NULL. Scales are rounded to f16 first, as the checkpoint stores them. */
+void awq_quantize_row(const float *w, int64_t n, int group, int bits, uint8_t *q, float *scales,
+                      uint8_t *zeros, float *deq);
+
+#endif
