@@ -51,6 +51,7 @@ typedef struct {
     float *w;          /* processed f32 [ne1][ne0] */
     int64_t ne0, ne1;
     void *run;         /* what the engine runs after the block is done (fake-quantized) */
+    eng_tensor *t;     /* the engine's tensor (data points to w, or run once the block is done) */
 } owned_w;
 
 /* One capture point: the input of a group of linears. */
@@ -75,6 +76,11 @@ struct awq_run {
     int64_t tok_base, stride;
     int seq_len;
     qk_err *err;
+    /* the loss of a candidate: the block's output on a few sequences */
+    eng_ctx *ctx;
+    int block, n_eval;
+    const float *x_in; /* [n_eval][seq_len][n_embd] the block's inputs */
+    float *ref, *work; /* [n_eval][seq_len][n_embd] */
 };
 
 enum { G_QKV, G_O, G_GATEUP, G_DOWN };
@@ -110,6 +116,8 @@ void awq_run_free(awq_run *r)
     }
     free(r->w);
     free(r->g);
+    free(r->ref);
+    free(r->work);
     free(r);
 }
 
@@ -145,6 +153,7 @@ static owned_w *own(awq_run *r, eng_tensor *t)
         return NULL;
     }
     r->w[r->n_w++] = o;
+    o->t = t;
     t->type = Q_TYPE_F32;
     t->data = o->w;
     return o;
@@ -250,104 +259,111 @@ static double sq_err(const float *a, const float *b, size_t n)
     return e;
 }
 
-/* Searches α for group gr on capture c, folds nothing; returns the scales in s [n_in]. */
+/* The block's output on the evaluation sequences, into out. */
+static int block_out(awq_run *r, float *out)
+{
+    const size_t per = (size_t)r->seq_len * (size_t)r->m->n_embd;
+    int rc = QK_OK;
+    for (int k = 0; k < r->n_eval && !rc; k++) {
+        memcpy(out + k * per, r->x_in + k * per, per * sizeof *out);
+        rc = eng_blocks(r->ctx, out + k * per, r->seq_len, r->block, r->block + 1, r->err);
+    }
+    return rc;
+}
+
+/* Searches the input-channel scales of group gr on capture c (nothing is folded yet): candidates
+ * are s = 1, AutoAWQ's duo-scaled grid (x^α / (w^(1−α) + 1e-4)) and, with duo, the plain grid x^α,
+ * each normalized by sqrt(max · min); the loss of a candidate is the squared error of the whole
+ * block's output (every other linear as it is) with the group's linears fake-quantized as
+ * Q(W·s)/s. The best scales go to s [n_in]. */
 static int search(awq_run *r, const group *gr, const capture *c, float *s, awq_group_report *rep)
 {
     const int64_t n_in = c->n_in;
-    const int T = c->n_rows;
-    int64_t out_tot = 0;
-    for (int k = 0; k < gr->n_lin; k++)
-        out_tot += gr->lin[k]->ne1;
+    const size_t per = (size_t)r->n_eval * r->seq_len * (size_t)r->m->n_embd;
     float *xm = malloc((size_t)n_in * sizeof *xm), *wm = calloc((size_t)n_in, sizeof *wm);
-    float *xs = malloc((size_t)T * (size_t)n_in * sizeof *xs);
-    float *y0 = malloc((size_t)T * (size_t)out_tot * sizeof *y0);
-    float *y1 = malloc((size_t)T * (size_t)out_tot * sizeof *y1);
-    int64_t max_rows = 0;
-    for (int k = 0; k < gr->n_lin; k++)
-        max_rows = gr->lin[k]->ne1 > max_rows ? gr->lin[k]->ne1 : max_rows;
-    float *ws = malloc((size_t)(max_rows * n_in) * sizeof *ws);
     float *imat = malloc((size_t)n_in * sizeof *imat), *cand = malloc((size_t)n_in * sizeof *cand);
-    if (!xm || !wm || !xs || !y0 || !y1 || !ws || !imat || !cand) {
-        free(xm), free(wm), free(xs), free(y0), free(y1), free(ws), free(imat), free(cand);
-        return qk_err_set(r->err, QK_ENOMEM, "out of memory in the AWQ search");
+    float *buf[3] = {NULL, NULL, NULL};
+    int ok = xm && wm && imat && cand;
+    for (int k = 0; k < gr->n_lin && ok; k++)
+        ok = (buf[k] = malloc((size_t)(gr->lin[k]->ne0 * gr->lin[k]->ne1) * sizeof(float))) != NULL;
+    int rc = ok ? block_out(r, r->ref) : qk_err_set(r->err, QK_ENOMEM, "out of memory in the AWQ search");
+    for (int64_t j = 0; j < n_in; j++)
+        s[j] = 1.0f;
+    if (rc || r->o.rtn || c->count == 0) {
+        for (int k = 0; k < 3; k++)
+            free(buf[k]);
+        free(xm), free(wm), free(imat), free(cand);
+        return rc;
     }
     for (int64_t j = 0; j < n_in; j++)
-        xm[j] = (float)(c->abs_sum[j] / (double)(c->count ? c->count : 1));
-    /* w_mean: |w| over the max |w| of its row's group, averaged over all rows of the group's linears */
+        xm[j] = (float)(c->abs_sum[j] / (double)c->count);
+    int64_t out_tot = 0;
     const int gs = r->o.group > 0 && n_in % r->o.group == 0 ? r->o.group : (int)n_in;
     for (int k = 0; k < gr->n_lin; k++) {
         const owned_w *L = gr->lin[k];
+        out_tot += L->ne1;
         for (int64_t i = 0; i < L->ne1; i++)
             for (int64_t g0 = 0; g0 < n_in; g0 += gs) {
                 const float *row = L->w + i * n_in + g0;
                 float mx = 0;
                 for (int j = 0; j < gs; j++)
                     mx = fabsf(row[j]) > mx ? fabsf(row[j]) : mx;
-                for (int j = 0; j < gs && mx > 0; j++)
-                    wm[g0 + j] += fabsf(row[j]) / mx;
+                for (int j = 0; j < gs; j++)
+                    wm[g0 + j] += fabsf(row[j]) / (mx + 1e-6f);
             }
     }
     for (int64_t j = 0; j < n_in; j++)
         wm[j] /= (float)out_tot;
-    /* the original outputs */
-    for (int k = 0, off = 0; k < gr->n_lin; off += (int)gr->lin[k]->ne1, k++)
-        (void)off;
-    int64_t off = 0;
-    for (int k = 0; k < gr->n_lin; k++) {
-        eng_gemm_f32(gr->lin[k]->w, gr->lin[k]->ne1, n_in, c->rows, T, y1);
-        for (int t = 0; t < T; t++)
-            memcpy(y0 + (size_t)t * out_tot + off, y1 + (size_t)t * gr->lin[k]->ne1,
-                   (size_t)gr->lin[k]->ne1 * sizeof *y0);
-        off += gr->lin[k]->ne1;
-    }
+    const int n_cand = 1 + r->o.grid * (r->o.duo ? 2 : 1);
     double best = INFINITY;
-    for (int64_t j = 0; j < n_in; j++)
-        s[j] = 1.0f; /* no token reached the group: no scaling */
-    for (int a = 0; a < r->o.grid && T > 0 && !r->o.rtn; a++) {
-        const double alpha = (double)a / r->o.grid;
+    for (int ci = 0; ci < n_cand && !rc; ci++) {
+        /* 0: identity; 1..grid: duo (or plain) α = (ci − 1)/grid; then plain */
+        const int duo = r->o.duo && ci >= 1 && ci <= r->o.grid;
+        const double alpha = ci == 0 ? -1 : (double)((ci - 1) % r->o.grid) / r->o.grid;
         double smax = 0, smin = INFINITY;
         for (int64_t j = 0; j < n_in; j++) {
-            /* AutoAWQ: x^α / (w^(1−α) + 1e-4), at least 1e-4 */
-            double v = r->o.duo ? pow(xm[j], alpha) / (pow(wm[j], 1 - alpha) + 1e-4)
-                                : pow(xm[j], alpha);
+            double v = ci == 0 ? 1.0 : duo ? pow(xm[j], alpha) / (pow(wm[j], 1 - alpha) + 1e-4)
+                                           : pow(xm[j], alpha);
             v = v < 1e-4 ? 1e-4 : v;
+            if (!isfinite(v))
+                v = 1;
             cand[j] = (float)v;
             smax = v > smax ? v : smax;
             smin = v < smin ? v : smin;
         }
         const float norm = (float)sqrt(smax * smin);
-        for (int64_t j = 0; j < n_in; j++)
+        for (int64_t j = 0; j < n_in; j++) {
             cand[j] /= norm;
-        for (int t = 0; t < T; t++)
-            for (int64_t j = 0; j < n_in; j++)
-                xs[(size_t)t * n_in + j] = c->rows[(size_t)t * n_in + j] / cand[j];
-        for (int64_t j = 0; j < n_in; j++)
-            imat[j] = (float)(c->sq_sum[j] / (double)(c->count ? c->count : 1) / ((double)cand[j] * cand[j]));
-        double loss = 0;
-        off = 0;
+            imat[j] = (float)(c->sq_sum[j] / (double)c->count / ((double)cand[j] * cand[j]));
+        }
         for (int k = 0; k < gr->n_lin; k++) {
-            const owned_w *L = gr->lin[k];
+            owned_w *L = gr->lin[k];
             for (int64_t i = 0; i < L->ne1; i++)
                 for (int64_t j = 0; j < n_in; j++)
-                    ws[i * n_in + j] = L->w[i * n_in + j] * cand[j];
-            fake_matrix(r, type_of(r, L->name), ws, n_in, L->ne1, r->o.use_imatrix ? imat : NULL, ws);
-            eng_gemm_f32(ws, L->ne1, n_in, xs, T, y1);
-            for (int t = 0; t < T; t++)
-                loss += sq_err(y1 + (size_t)t * L->ne1, y0 + (size_t)t * out_tot + off, (size_t)L->ne1);
-            off += L->ne1;
+                    buf[k][i * n_in + j] = L->w[i * n_in + j] * cand[j];
+            fake_matrix(r, type_of(r, L->name), buf[k], n_in, L->ne1, r->o.use_imatrix ? imat : NULL, buf[k]);
+            for (int64_t i = 0; i < L->ne1; i++)
+                for (int64_t j = 0; j < n_in; j++)
+                    buf[k][i * n_in + j] /= cand[j];
+            L->t->data = buf[k];
         }
-        loss /= (double)T * (double)out_tot;
-        if (a == 0)
+        rc = block_out(r, r->work);
+        for (int k = 0; k < gr->n_lin; k++)
+            gr->lin[k]->t->data = gr->lin[k]->w;
+        const double loss = rc ? INFINITY : sq_err(r->work, r->ref, per) / (double)per;
+        if (ci == 0)
             rep->loss0 = loss;
         if (loss < best) {
             best = loss;
-            rep->alpha = alpha;
+            rep->alpha = ci == 0 ? 0 : alpha + (duo ? 0 : 1); /* ≥ 1: the plain grid */
             memcpy(s, cand, (size_t)n_in * sizeof *s);
         }
     }
     rep->loss = best;
-    free(xm), free(wm), free(xs), free(y0), free(y1), free(ws), free(imat), free(cand);
-    return QK_OK;
+    for (int k = 0; k < 3; k++)
+        free(buf[k]);
+    free(xm), free(wm), free(imat), free(cand);
+    return rc;
 }
 
 /* ---- clipping ---------------------------------------------------------------------------------- */
@@ -552,6 +568,25 @@ static int process_block(awq_run *r, int l, eng_ctx *ctx, float *X, int n_seq)
     free(x);
     if (rc)
         return rc;
+    /* the evaluation sequences: evenly spaced, about search_tokens tokens */
+    const size_t per = (size_t)r->seq_len * d;
+    int ne = r->o.search_tokens / r->seq_len;
+    ne = ne < 1 ? 1 : ne > n_seq ? n_seq : ne;
+    float *xin = malloc((size_t)ne * per * sizeof *xin);
+    free(r->ref);
+    free(r->work);
+    r->ref = malloc((size_t)ne * per * sizeof *r->ref);
+    r->work = malloc((size_t)ne * per * sizeof *r->work);
+    if (!xin || !r->ref || !r->work) {
+        free(xin);
+        return qk_err_set(r->err, QK_ENOMEM, "out of memory for the AWQ evaluation sequences");
+    }
+    for (int e = 0; e < ne; e++)
+        memcpy(xin + e * per, X + (size_t)((int64_t)e * n_seq / ne) * per, per * sizeof *xin);
+    r->ctx = ctx;
+    r->block = l;
+    r->n_eval = ne;
+    r->x_in = xin;
     const group g_qkv = {{q, k, v}, 3, 1};
     rc = fold_and_clip(r, l, &g_qkv, &r->cap[G_QKV], L->v[GA_T_ATTN_NORM], NULL, NULL, G_QKV);
     if (!rc && v->ne1 == o->ne0) { /* o ← v only without grouped-query attention */
@@ -572,6 +607,8 @@ static int process_block(awq_run *r, int l, eng_ctx *ctx, float *X, int n_seq)
         const group g_d = {{down}, 1, 0};
         rc = fold_and_clip(r, l, &g_d, &r->cap[G_DOWN], NULL, up, L->v[GA_T_FFN_UP_B], G_DOWN);
     }
+    free(xin);
+    r->x_in = NULL;
     /* the engine's weights point at the folded copies; now at their fake-quantized versions */
     if (!rc)
         rc = quantize_block_for_run(r, L);

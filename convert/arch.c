@@ -411,6 +411,55 @@ static int parse_moe(const cfg_ctx *c, ca_config *o)
     return parse_dense_list(c, o);
 }
 
+static double num_or(const cJSON *o, const char *k, double dflt)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : dflt;
+}
+
+/* AutoAWQ GEMM and compressed-tensors pack-quantized W4 (asymmetric or symmetric) checkpoints:
+ * read as models, their linears dequantized on load. Anything else is refused by name. */
+static int parse_w4(const cfg_ctx *c, const cJSON *q, int awq, ca_config *o)
+{
+    char s[64];
+    if (awq) {
+        const int bits = (int)num_or(q, "bits", num_or(q, "w_bit", 0));
+        const int g = (int)num_or(q, "group_size", num_or(q, "q_group_size", 0));
+        const cJSON *zp = cJSON_GetObjectItemCaseSensitive(q, "zero_point");
+        get_str(q, "version", s, sizeof s);
+        if (bits != 4 || !(g == -1 || g >= 8) || !cJSON_IsTrue(zp) || (s[0] && strcasecmp(s, "gemm")))
+            return qk_err_set(c->err, QK_EUNSUPPORTED, "%s: quantization_config: only AWQ bits 4, "
+                              "zero_point true, version gemm with a group_size (or -1) is read (bits %d, "
+                              "group_size %d, version '%s')", c->name, bits, g, qk_show(s).s);
+        o->w4 = CA_W4_AWQ;
+        o->w4_group = g > 0 ? g : 0;
+        return QK_OK;
+    }
+    get_str(q, "format", s, sizeof s);
+    const cJSON *groups = cJSON_GetObjectItemCaseSensitive(q, "config_groups");
+    const cJSON *g0 = cJSON_IsObject(groups) && cJSON_GetArraySize(groups) == 1 ? groups->child : NULL;
+    const cJSON *w = g0 ? cJSON_GetObjectItemCaseSensitive(g0, "weights") : NULL;
+    const cJSON *ia = g0 ? cJSON_GetObjectItemCaseSensitive(g0, "input_activations") : NULL;
+    char gf[64] = "", type[16] = "", strat[16] = "";
+    if (g0)
+        get_str(g0, "format", gf, sizeof gf);
+    if (w) {
+        get_str(w, "type", type, sizeof type);
+        get_str(w, "strategy", strat, sizeof strat);
+    }
+    const int bits = w ? (int)num_or(w, "num_bits", 0) : 0, gsize = w ? (int)num_or(w, "group_size", 0) : 0;
+    const int packed = !strcmp(s, "pack-quantized") || !strcmp(gf, "pack-quantized");
+    if (!packed || !w || bits != 4 || strcmp(type, "int") || (ia && !cJSON_IsNull(ia)) ||
+        !(!strcmp(strat, "group") || !strcmp(strat, "channel")) || (!strcmp(strat, "group") && gsize < 8))
+        return qk_err_set(c->err, QK_EUNSUPPORTED, "%s: quantization_config: only compressed-tensors "
+                          "pack-quantized W4A16 (one config group, int 4-bit weights by group or channel, "
+                          "no activation quantization) is read", c->name);
+    o->w4 = CA_W4_CT;
+    o->w4_group = !strcmp(strat, "group") ? gsize : 0;
+    o->w4_sym = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(w, "symmetric"));
+    return QK_OK;
+}
+
 /* quantization_config of FP8 checkpoints (DeepSeek-V3, Qwen3-FP8). */
 static int parse_quant(const cfg_ctx *c, ca_config *o)
 {
@@ -419,10 +468,12 @@ static int parse_quant(const cfg_ctx *c, ca_config *o)
         return QK_OK;
     char method[32];
     get_str(q, "quant_method", method, sizeof method);
+    if (!strcmp(method, "awq") || !strcmp(method, "compressed-tensors"))
+        return parse_w4(c, q, !strcmp(method, "awq"), o);
     if (strcmp(method, "fp8"))
         return qk_err_set(c->err, QK_EUNSUPPORTED,
-                          "%s: quantization_config quant_method '%s' is not supported (fp8)", c->name,
-                          qk_show(method).s);
+                          "%s: quantization_config quant_method '%s' is not supported (fp8, awq, "
+                          "compressed-tensors)", c->name, qk_show(method).s);
     o->fp8 = true;
     const cJSON *b = cJSON_GetObjectItemCaseSensitive(q, "weight_block_size");
     if (!b || cJSON_IsNull(b))

@@ -103,6 +103,10 @@ typedef struct {
     bool has_expert_used;  /* num_experts_per_tok present (llama.cpp writes it whenever it is) */
     int64_t fp8_block[2];  /* quantization_config weight_block_size; 0 when absent */
     bool fp8;              /* quant_method "fp8" */
+    int w4;                /* 4-bit group-quantized linears: CA_W4_AWQ (quant_method "awq", GEMM)
+                              or CA_W4_CT (compressed-tensors pack-quantized); 0: none */
+    int64_t w4_group;      /* input columns per group (0: the whole row) */
+    bool w4_sym;           /* compressed-tensors symmetric: no zero points */
     char dtype[16];        /* torch_dtype or dtype ("" when absent) */
     char name_or_path[256]; /* _name_or_path ("" when absent or too long) */
 } ca_config;
@@ -184,5 +188,7 @@ void ca_size_label(int64_t n_params, char *buf, size_t size);
 
 /* Writes general.name … general.size_label (the non-empty ones) in gguf-py's order. */
 int ca_write_general(gguf_writer *w, const ca_general *g);
+
+enum { CA_W4_AWQ = 1, CA_W4_CT = 2 }; /* ca_config.w4 */
 
 #endif

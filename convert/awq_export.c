@@ -12,8 +12,18 @@
 
 #include "../calib/awq.h"
 #include "../calib/perplexity.h"
+#include <cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+
+#include "../formats/awq.h"
+#include "../formats/file.h"
 #include "../formats/gguf.h"
 #include "../formats/gguf_arch.h"
+#include "../formats/outfile.h"
+#include "../formats/safetensors.h"
+#include "../quant/floats.h"
+#include "../quant/fp16.h"
 #include "../quant/types.h"
 #include "convert.h"
 #include "eval_model.h"
@@ -225,6 +235,330 @@ static int run_gguf(const aw_params *p, aw_result *r, qk_err *err)
     return rc;
 }
 
+/* ---- Hugging Face folders: AutoAWQ GEMM and compressed-tensors ----------------------------------- */
+
+static int copy_file(const char *from, const char *to, qk_err *err)
+{
+    char *buf = NULL;
+    size_t n = 0;
+    int rc = qk_file_read(from, (size_t)1 << 30, &buf, &n, err);
+    if (!rc)
+        rc = of_write_all(to, buf, n, err);
+    free(buf);
+    return rc;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && !strcmp(s + n - m, suffix);
+}
+
+/* config.json with the quantization_config of the format, torch_dtype float16. */
+static int write_config(const aw_params *p, const char *dir, qk_err *err)
+{
+    char path[4200], *text = NULL;
+    size_t n;
+    snprintf(path, sizeof path, "%.4000s/config.json", p->model);
+    int rc = qk_file_read(path, (size_t)64 << 20, &text, &n, err);
+    if (rc)
+        return rc;
+    cJSON *c = cJSON_ParseWithLength(text, n);
+    free(text);
+    if (!c || !cJSON_IsObject(c)) {
+        cJSON_Delete(c);
+        return qk_err_set(err, QK_EFORMAT, "%s: not a JSON object", path);
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(c, "quantization_config");
+    cJSON_DeleteItemFromObjectCaseSensitive(c, "torch_dtype");
+    cJSON_DeleteItemFromObjectCaseSensitive(c, "dtype");
+    cJSON_AddStringToObject(c, "torch_dtype", "float16");
+    cJSON *q = cJSON_AddObjectToObject(c, "quantization_config");
+    if (p->format == AW_AWQ) {
+        cJSON_AddStringToObject(q, "quant_method", "awq");
+        cJSON_AddBoolToObject(q, "zero_point", 1);
+        cJSON_AddNumberToObject(q, "group_size", p->group);
+        cJSON_AddNumberToObject(q, "bits", p->bits);
+        cJSON_AddStringToObject(q, "version", "gemm");
+        cJSON_AddNullToObject(q, "modules_to_not_convert");
+    } else {
+        cJSON *g = cJSON_AddObjectToObject(cJSON_AddObjectToObject(q, "config_groups"), "group_0");
+        cJSON_AddStringToObject(g, "format", "pack-quantized");
+        cJSON_AddNullToObject(g, "input_activations");
+        cJSON_AddNullToObject(g, "output_activations");
+        cJSON_AddItemToObject(g, "targets", cJSON_CreateStringArray((const char *[]){"Linear"}, 1));
+        cJSON *w = cJSON_AddObjectToObject(g, "weights");
+        cJSON_AddNullToObject(w, "actorder");
+        cJSON_AddNullToObject(w, "block_structure");
+        cJSON_AddBoolToObject(w, "dynamic", 0);
+        cJSON_AddNumberToObject(w, "group_size", p->group);
+        cJSON_AddNumberToObject(w, "num_bits", p->bits);
+        cJSON_AddStringToObject(w, "observer", "minmax");
+        cJSON_AddItemToObject(w, "observer_kwargs", cJSON_CreateObject());
+        cJSON_AddStringToObject(w, "strategy", "group");
+        cJSON_AddBoolToObject(w, "symmetric", 0);
+        cJSON_AddStringToObject(w, "type", "int");
+        cJSON_AddStringToObject(q, "format", "pack-quantized");
+        cJSON_AddNullToObject(q, "global_compression_ratio");
+        cJSON_AddItemToObject(q, "ignore", cJSON_CreateStringArray((const char *[]){"lm_head"}, 1));
+        cJSON_AddNullToObject(q, "kv_cache_scheme");
+        cJSON_AddStringToObject(q, "quant_method", "compressed-tensors");
+        cJSON_AddStringToObject(q, "quantization_status", "compressed");
+        cJSON_AddItemToObject(q, "sparsity_config", cJSON_CreateObject());
+        cJSON_AddItemToObject(q, "transform_config", cJSON_CreateObject());
+        cJSON_AddStringToObject(q, "version", "0.12.2");
+    }
+    char *out = cJSON_Print(c);
+    cJSON_Delete(c);
+    if (!out)
+        return qk_err_set(err, QK_ENOMEM, "out of memory");
+    snprintf(path, sizeof path, "%.4000s/config.json", dir);
+    rc = of_write_all(path, out, strlen(out), err);
+    free(out);
+    return rc;
+}
+
+/* The tokenizer and generation files (everything but config.json and the weights). */
+static int copy_side_files(const char *from, const char *to, qk_err *err)
+{
+    DIR *d = opendir(from);
+    if (!d)
+        return qk_err_set(err, QK_EIO, "%s: cannot open folder: %s", from, strerror(errno));
+    int rc = QK_OK;
+    struct dirent *e;
+    while (!rc && (e = readdir(d))) {
+        char a[4400], b[4400];
+        struct stat st;
+        snprintf(a, sizeof a, "%.4000s/%.255s", from, e->d_name);
+        if (e->d_name[0] == '.' || stat(a, &st) != 0 || !S_ISREG(st.st_mode) ||
+            !strcmp(e->d_name, "config.json") || ends_with(e->d_name, ".safetensors") ||
+            ends_with(e->d_name, ".safetensors.index.json") || ends_with(e->d_name, ".bin") ||
+            ends_with(e->d_name, ".pt") || ends_with(e->d_name, ".pth"))
+            continue;
+        snprintf(b, sizeof b, "%.4000s/%.255s", to, e->d_name);
+        rc = copy_file(a, b, err);
+    }
+    closedir(d);
+    return rc;
+}
+
+typedef struct {
+    const cv_plan *plan;
+    const cv_eval_model *em;
+    const awq_run *run;
+    const aw_params *p;
+} hf_out;
+
+/* A quantized linear's tensors, or a dense tensor as f16. */
+static int n_parts_of(const hf_out *h, const cv_tensor *t)
+{
+    int64_t a, b;
+    return awq_weight(h->run, t->name, &a, &b) ? (h->p->format == AW_AWQ ? 3 : 4) : 1;
+}
+
+static void spec_of(const hf_out *h, const cv_tensor *t, int part, st_tensor_spec *s, char *name, size_t nsz)
+{
+    int64_t in = t->ne[0], out = t->n_dims > 1 ? t->ne[1] : 1, g = h->p->group;
+    size_t base = strlen(t->src_name) > 7 && ends_with(t->src_name, ".weight") ? strlen(t->src_name) - 7
+                                                                                 : strlen(t->src_name);
+    memset(s, 0, sizeof *s);
+    s->name = name;
+    if (n_parts_of(h, t) == 1) {
+        snprintf(name, nsz, "%s", t->src_name);
+        s->dtype = ST_F16;
+        s->n_dims = (int)t->n_dims;
+        for (uint32_t d = 0; d < t->n_dims; d++)
+            s->shape[d] = t->ne[t->n_dims - 1 - d];
+        return;
+    }
+    static const char *const AWQ[] = {"qweight", "qzeros", "scales"};
+    static const char *const CT[] = {"weight_packed", "weight_scale", "weight_zero_point", "weight_shape"};
+    snprintf(name, nsz, "%.*s.%s", (int)base, t->src_name, h->p->format == AW_AWQ ? AWQ[part] : CT[part]);
+    s->n_dims = 2;
+    if (h->p->format == AW_AWQ) {
+        const int64_t shapes[3][2] = {{in, out / 8}, {in / g, out / 8}, {in / g, out}};
+        s->dtype = part == 2 ? ST_F16 : ST_I32;
+        s->shape[0] = shapes[part][0], s->shape[1] = shapes[part][1];
+    } else {
+        const int64_t shapes[3][2] = {{out, (in + 7) / 8}, {out, in / g}, {(out + 7) / 8, in / g}};
+        s->dtype = part == 1 ? ST_F16 : part == 3 ? ST_I64 : ST_I32;
+        if (part == 3) {
+            s->n_dims = 1;
+            s->shape[0] = 2;
+        } else {
+            s->shape[0] = shapes[part][0], s->shape[1] = shapes[part][1];
+        }
+    }
+}
+
+/* Writes the bytes of one output tensor (all its parts) to w. */
+static int write_hf_tensor(const hf_out *h, size_t i, const cv_tensor *t, st_writer *w, qk_err *err)
+{
+    int64_t ne0, ne1;
+    const float *aw = awq_weight(h->run, t->name, &ne0, &ne1);
+    if (!aw) {
+        uint64_t n = 1;
+        for (uint32_t d = 0; d < t->n_dims; d++)
+            n *= (uint64_t)t->ne[d];
+        float *f = malloc((size_t)n * sizeof *f);
+        uint16_t *hb = malloc((size_t)n * sizeof *hb);
+        int rc = f && hb ? QK_OK : qk_err_set(err, QK_ENOMEM, "out of memory");
+        const float *v = changed_vector(&h->em->m, t->name);
+        if (!rc) {
+            if (v)
+                memcpy(f, v, (size_t)n * sizeof *f);
+            else
+                cv_plan_read_f32(h->plan, i, f, h->p->n_threads);
+            q_from_float_f16(f, hb, (int64_t)n);
+            rc = st_writer_write(w, hb, (size_t)n * 2, err);
+        }
+        free(f);
+        free(hb);
+        return rc;
+    }
+    const int64_t g = h->p->group, ng = ne0 / g;
+    uint8_t *q = malloc((size_t)(ne0 * ne1)), *z = malloc((size_t)(ne1 * ng));
+    float *sc = malloc((size_t)(ne1 * ng) * sizeof *sc);
+    uint16_t *sh = malloc((size_t)(ne1 * ng) * sizeof *sh);
+    int32_t *a = malloc((size_t)(ne0 * ne1) / 2 + 64), *b = malloc((size_t)(ne1 * ng) / 2 + 64 + (size_t)ng * 4);
+    int rc = q && z && sc && sh && a && b ? QK_OK : qk_err_set(err, QK_ENOMEM, "out of memory");
+    for (int64_t o = 0; !rc && o < ne1; o++)
+        awq_quantize_row(aw + o * ne0, ne0, (int)g, h->p->bits, q + o * ne0, sc + o * ng, z + o * ng, NULL);
+    if (!rc && h->p->format == AW_AWQ) {
+        awq_gemm_pack(q, z, ne1, ne0, g, a, b);
+        for (int64_t gi = 0; gi < ng; gi++) /* scales [in/g][out] */
+            for (int64_t o = 0; o < ne1; o++)
+                sh[gi * ne1 + o] = q_fp32_to_fp16(sc[o * ng + gi]);
+        rc = st_writer_write(w, a, (size_t)(ne0 * ne1 / 8) * 4, err);
+        if (!rc)
+            rc = st_writer_write(w, b, (size_t)(ng * ne1 / 8) * 4, err);
+        if (!rc)
+            rc = st_writer_write(w, sh, (size_t)(ng * ne1) * 2, err);
+    } else if (!rc) {
+        ct_pack(q, z, ne1, ne0, g, a, b);
+        for (int64_t k = 0; k < ne1 * ng; k++)
+            sh[k] = q_fp32_to_fp16(sc[k]);
+        const int64_t shape[2] = {ne1, ne0};
+        rc = st_writer_write(w, a, (size_t)(ne1 * ((ne0 + 7) / 8)) * 4, err);
+        if (!rc)
+            rc = st_writer_write(w, sh, (size_t)(ne1 * ng) * 2, err);
+        if (!rc)
+            rc = st_writer_write(w, b, (size_t)(((ne1 + 7) / 8) * ng) * 4, err);
+        if (!rc)
+            rc = st_writer_write(w, shape, sizeof shape, err);
+    }
+    free(q), free(z), free(sc), free(sh), free(a), free(b);
+    return rc;
+}
+
+static int write_weights(const hf_out *h, const char *dir, qk_err *err)
+{
+    const size_t n = cv_plan_n_tensors(h->plan);
+    size_t ns = 0;
+    for (size_t i = 0; i < n; i++)
+        if (cv_plan_tensor(h->plan, i)->src_name[0])
+            ns += (size_t)n_parts_of(h, cv_plan_tensor(h->plan, i));
+    st_tensor_spec *specs = calloc(ns ? ns : 1, sizeof *specs);
+    char (*names)[192] = calloc(ns ? ns : 1, sizeof *names);
+    if (!specs || !names) {
+        free(specs), free(names);
+        return qk_err_set(err, QK_ENOMEM, "out of memory");
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const cv_tensor *t = cv_plan_tensor(h->plan, i);
+        if (!t->src_name[0])
+            continue;
+        for (int part = 0; part < n_parts_of(h, t); part++, k++)
+            spec_of(h, t, part, &specs[k], names[k], sizeof names[k]);
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%.4000s/model.safetensors", dir);
+    static const char *const MK[] = {"format"}, *const MV[] = {"pt"};
+    st_writer *w = NULL;
+    int rc = st_writer_open(&w, path, specs, ns, MK, MV, 1, err);
+    for (size_t i = 0; !rc && i < n; i++) {
+        const cv_tensor *t = cv_plan_tensor(h->plan, i);
+        if (t->src_name[0])
+            rc = write_hf_tensor(h, i, t, w, err);
+    }
+    if (!rc)
+        rc = st_writer_commit(w, err);
+    else
+        st_writer_abort(w);
+    free(specs);
+    free(names);
+    return rc;
+}
+
+static int run_hf(const aw_params *p, aw_result *r, qk_err *err)
+{
+    if (!is_dir(p->model))
+        return qk_err_set(err, QK_EFORMAT, "%s: --format awq and ct need the Hugging Face folder (its "
+                          "config.json and tokenizer files are carried over); a GGUF takes --format gguf:TYPE",
+                          p->model);
+    int rc = of_dir_check(p->out, 0, err);
+    if (rc)
+        return rc;
+    cv_eval_model em = {0};
+    rc = cv_eval_open(&em, p->model, err);
+    if (!rc && em.m.n_expert > 0)
+        rc = qk_err_set(err, QK_EUNSUPPORTED, "%s: mixture-of-experts models are written with --format "
+                        "gguf:TYPE (AutoAWQ/compressed-tensors expert layouts are not written)", p->model);
+    for (int l = 0; !rc && l < em.m.n_layer; l++) {
+        static const ga_kind K[] = {GA_T_ATTN_Q, GA_T_ATTN_K, GA_T_ATTN_V, GA_T_ATTN_OUT, GA_T_FFN_GATE,
+                                    GA_T_FFN_UP, GA_T_FFN_DOWN};
+        for (size_t k = 0; !rc && k < sizeof K / sizeof K[0]; k++) {
+            const eng_tensor *t = &em.m.layers[l].w[K[k]];
+            if (t->data && (t->ne0 % p->group || t->ne1 % 8))
+                rc = qk_err_set(err, QK_EFORMAT, "%s: tensor '%s': %lld input columns are not a multiple "
+                                "of --group-size %d (or %lld rows not of 8)", p->model, t->name,
+                                (long long)t->ne0, p->group, (long long)t->ne1);
+        }
+    }
+    int32_t *tok = NULL;
+    int n_seq = 0, L = 0;
+    if (!rc)
+        rc = samples(&em, p, &tok, &n_seq, &L, err);
+    awq_run *run = NULL;
+    const double t0 = now_s();
+    if (!rc) {
+        awq_opts o = {.bits = p->bits, .group = p->group, .grid = p->grid, .clip = p->clip,
+                      .rtn = p->rtn, .duo = p->duo, .progress = p->progress, .progress_user = p->user};
+        rc = awq_run_model(&run, &em.m, tok, n_seq, L, &o, err);
+    }
+    r->seconds_search = now_s() - t0;
+    r->samples = n_seq;
+    r->seq_len = L;
+    r->n_blocks = em.m.n_layer;
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", p->out);
+    int made = 0;
+    if (!rc && !(made = mkdtemp(tmp) != NULL))
+        rc = qk_err_set(err, QK_EIO, "%s: cannot create a temporary folder: %s", p->out, strerror(errno));
+    if (made)
+        chmod(tmp, 0755); /* mkdtemp's 0700 is not what a checkpoint folder should be */
+    if (!rc) {
+        r->n_groups = awq_n_groups(run);
+        for (size_t i = 0; i < r->n_groups; i++)
+            r->mean_alpha += awq_group(run, i)->alpha / (double)r->n_groups;
+        const hf_out h = {em.plan, &em, run, p};
+        rc = write_weights(&h, tmp, err);
+    }
+    if (!rc)
+        rc = write_config(p, tmp, err);
+    if (!rc)
+        rc = copy_side_files(p->model, tmp, err);
+    if (!rc)
+        rc = of_dir_install(tmp, p->out, 0, err);
+    if (rc && made)
+        of_dir_remove_flat(tmp, NULL);
+    awq_run_free(run);
+    cv_eval_close(&em);
+    free(tok);
+    return rc;
+}
+
 int aw_run(const aw_params *p, aw_result *r, qk_err *err)
 {
     memset(r, 0, sizeof *r);
@@ -233,7 +567,7 @@ int aw_run(const aw_params *p, aw_result *r, qk_err *err)
     if (p->format == AW_GGUF)
         rc = run_gguf(p, r, err);
     else
-        rc = qk_err_set(err, QK_EUNSUPPORTED, "--format awq and ct are not written yet");
+        rc = run_hf(p, r, err);
     r->seconds_total = now_s() - t0;
     return rc;
 }

@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "../calib/tokenizer.h"
+#include "../formats/awq.h"
 #include "../formats/hash.h"
 #include "../formats/mapping.h"
 #include "../formats/safetensors.h"
@@ -28,11 +29,17 @@
  * rows × 1), with its FP8 block scales when it has them. */
 typedef struct {
     const st_tensor *t;
-    int type;           /* enum q_type of its values (F32, F16, BF16), or -1: FP8 */
+    int type;           /* enum q_type of its values (F32, F16, BF16), -1: FP8, -2: 4-bit groups */
     int64_t rows, cols;
-    float *scale;       /* FP8: [ceil(rows/br)][ceil(cols/bc)] float32, owned by the plan */
+    float *scale;       /* FP8: [ceil(rows/br)][ceil(cols/bc)] float32, owned by the plan;
+                           4-bit: the scales as f32 in the checkpoint's layout */
     int64_t br, bc;
+    const st_tensor *zeros; /* 4-bit: qzeros / weight_zero_point (NULL: symmetric) */
+    int64_t group;      /* 4-bit: input columns per group */
+    int w4;             /* 4-bit: CA_W4_AWQ or CA_W4_CT */
 } src_ref;
+
+#define SRC_W4 (-2)
 
 typedef struct {
     cv_tensor info;
@@ -138,11 +145,106 @@ static int load_scale(cv_plan *p, const st_tensor *w, src_ref *r, qk_err *err)
     return rc;
 }
 
+/* The packed tensors of a 4-bit linear `base` (its name without ".weight"), suffixes in order:
+ * weights, zeros, scales (and CT's weight_shape). */
+static const char *const W4_AWQ[] = {".qweight", ".qzeros", ".scales"};
+static const char *const W4_CT[] = {".weight_packed", ".weight_zero_point", ".weight_scale", ".weight_shape"};
+
+static int w4_bad(const st_tensor *t, const char *what, qk_err *err)
+{
+    char got[96];
+    hf_shape_str(t->shape, t->n_dims, got, sizeof got);
+    return qk_err_set(err, QK_EFORMAT, "%s: tensor '%s' (%s [%s]): %s", t->path, t->name,
+                      st_dtype_name(t->dtype), got, what);
+}
+
+/* Binds a 4-bit group-quantized linear of out x in (AutoAWQ GEMM or compressed-tensors
+ * pack-quantized; formats/awq.h) to r, its scales read as f32. */
+static int bind_w4(cv_plan *p, const char *wname, int64_t out, int64_t in, src_ref *r, qk_err *err)
+{
+    char base[160], n[200];
+    snprintf(base, sizeof base, "%.*s", (int)(strlen(wname) - 7), wname);
+    const int awq = p->cfg.w4 == CA_W4_AWQ;
+    const char *const *sfx = awq ? W4_AWQ : W4_CT;
+    const st_tensor *t[4] = {NULL};
+    for (int i = 0; i < (awq ? 3 : 4); i++) {
+        snprintf(n, sizeof n, "%s%s", base, sfx[i]);
+        t[i] = st_model_find(p->st, n);
+        if (!t[i] && !(i == 1 && !awq && p->cfg.w4_sym) && !(i == 3))
+            return qk_err_set(err, QK_EFORMAT, "missing tensor '%s' (a %s linear of %lld x %lld)", n,
+                              awq ? "AWQ" : "compressed-tensors", (long long)out, (long long)in);
+    }
+    const int64_t g = p->cfg.w4_group ? p->cfg.w4_group : in;
+    if (in % g)
+        return qk_err_set(err, QK_EFORMAT, "%s: tensor '%s': %lld input columns are not a multiple of "
+                          "the group size %lld", t[0]->path, t[0]->name, (long long)in, (long long)g);
+    const int64_t ng = in / g;
+#define SHAPE2(tt, a, b) ((tt)->n_dims == 2 && (tt)->shape[0] == (a) && (tt)->shape[1] == (b))
+    if (awq) {
+        if (out % 8)
+            return qk_err_set(err, QK_EFORMAT, "%s: '%s': %lld output rows are not a multiple of 8",
+                              t[0]->path, t[0]->name, (long long)out);
+        if (t[0]->dtype != ST_I32 || !SHAPE2(t[0], in, out / 8))
+            return w4_bad(t[0], "expected I32 [in, out/8]", err);
+        if (t[1]->dtype != ST_I32 || !SHAPE2(t[1], ng, out / 8))
+            return w4_bad(t[1], "expected I32 [in/group, out/8]", err);
+        if (type_of_dtype(t[2]->dtype) < 0 || !SHAPE2(t[2], ng, out))
+            return w4_bad(t[2], "expected F16/BF16/F32 [in/group, out]", err);
+    } else {
+        if (t[0]->dtype != ST_I32 || !SHAPE2(t[0], out, (in + 7) / 8))
+            return w4_bad(t[0], "expected I32 [out, ceil(in/8)]", err);
+        if (t[1] && (t[1]->dtype != ST_I32 || !SHAPE2(t[1], (out + 7) / 8, ng)))
+            return w4_bad(t[1], "expected I32 [ceil(out/8), in/group]", err);
+        if (type_of_dtype(t[2]->dtype) < 0 || !SHAPE2(t[2], out, ng))
+            return w4_bad(t[2], "expected F16/BF16/F32 [out, in/group]", err);
+        if (t[3]) {
+            int64_t sh[2] = {0, 0};
+            const int ok = (t[3]->dtype == ST_I64 || t[3]->dtype == ST_I32) && t[3]->n_elements == 2;
+            for (int i = 0; ok && i < 2; i++) {
+                if (t[3]->dtype == ST_I64)
+                    memcpy(&sh[i], (const char *)t[3]->data + 8 * i, 8);
+                else {
+                    int32_t v;
+                    memcpy(&v, (const char *)t[3]->data + 4 * i, 4);
+                    sh[i] = v;
+                }
+            }
+            if (!ok || sh[0] != out || sh[1] != in)
+                return w4_bad(t[3], "weight_shape must hold [out, in] of the linear", err);
+        }
+    }
+#undef SHAPE2
+    *r = (src_ref){.t = t[0], .type = SRC_W4, .rows = out, .cols = in, .zeros = t[1], .group = g,
+                   .w4 = p->cfg.w4};
+    const int64_t ns = ng * out;
+    if (!(r->scale = malloc((size_t)ns * sizeof(float))))
+        return oom(err);
+    int rc = q_dequantize_rows(type_of_dtype(t[2]->dtype), t[2]->data, r->scale, 1, ns, err);
+    for (int64_t i = 0; !rc && i < ns; i++)
+        if (!isfinite(r->scale[i]))
+            rc = qk_err_set(err, QK_ERANGE, "%s: scale tensor '%s': value %lld is not finite", t[2]->path,
+                            t[2]->name, (long long)i);
+    return rc;
+}
+
 static int bind_source(cv_plan *p, const ca_output *o, int k, src_ref *r, qk_err *err)
 {
     char name[160];
     ca_output_src_name(o, k, name, sizeof name);
     const st_tensor *t = st_model_find(p->st, name);
+    if (!t && p->cfg.w4) {
+        int nd;
+        int64_t want[4];
+        ca_output_src_shape(o, &nd, want);
+        size_t len = strlen(name);
+        if (nd == 2 && len > 7 && !strcmp(name + len - 7, ".weight")) {
+            char probe[200];
+            snprintf(probe, sizeof probe, "%.*s%s", (int)(len - 7), name,
+                     p->cfg.w4 == CA_W4_AWQ ? W4_AWQ[0] : W4_CT[0]);
+            if (st_model_find(p->st, probe))
+                return bind_w4(p, name, want[0], want[1], r, err);
+        }
+    }
     if (!t)
         return qk_err_set(err, QK_EFORMAT, "missing tensor '%s' (%s with %lld layers%s%s)", name,
                           p->cfg.hf_arch, (long long)p->cfg.hp.n_layer,
@@ -243,6 +345,24 @@ static int str_cmp(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+/* A 4-bit linear's packed tensor whose "<base>.weight" the description expects. */
+static bool w4_part_of_expected(const cv_plan *p, const char *name, char **names, size_t n_names)
+{
+    const char *const *sfx = p->cfg.w4 == CA_W4_AWQ ? W4_AWQ : W4_CT;
+    const int ns = p->cfg.w4 == CA_W4_AWQ ? 3 : 4;
+    const size_t n = strlen(name);
+    for (int i = 0; i < ns; i++) {
+        const size_t m = strlen(sfx[i]);
+        if (n <= m || strcmp(name + n - m, sfx[i]))
+            continue;
+        char w[200];
+        snprintf(w, sizeof w, "%.*s.weight", (int)(n - m), name);
+        const char *key = w;
+        return bsearch(&key, names, n_names, sizeof *names, str_cmp) != NULL;
+    }
+    return false;
+}
+
 /* Every checkpoint tensor must be one the description names (or one llama.cpp drops, or an FP8
  * scale). Checked before anything is bound, so a misnamed tensor is reported as unexpected. */
 static int check_unused(const cv_plan *p, const cv_options *opt, qk_err *err)
@@ -274,6 +394,8 @@ static int check_unused(const cv_plan *p, const cv_options *opt, qk_err *err)
             n_skipped++;
             continue;
         }
+        if (p->cfg.w4 && w4_part_of_expected(p, t->name, names, n_names))
+            continue;
         if (n > 10 && !strcmp(t->name + n - 10, "_scale_inv")) {
             char w[160];
             snprintf(w, sizeof w, "%.*s", (int)(n - 10), t->name);
@@ -624,6 +746,14 @@ static size_t src_row_bytes(const src_ref *s)
     return (size_t)s->cols * (s->type < 0 ? 1 : q_type_info(s->type)->type_size);
 }
 
+static void w4_row(const src_ref *s, int64_t row, float *dst)
+{
+    if (s->w4 == CA_W4_AWQ)
+        awq_gemm_row(s->t->data, s->zeros->data, s->scale, s->rows, s->cols, s->group, row, dst);
+    else
+        ct_row(s->t->data, s->zeros ? s->zeros->data : NULL, s->scale, s->rows, s->cols, s->group, row, dst);
+}
+
 static const uint8_t *src_row(const src_ref *s, int64_t row)
 {
     return (const uint8_t *)s->t->data + (size_t)row * src_row_bytes(s);
@@ -633,7 +763,9 @@ static const uint8_t *src_row(const src_ref *s, int64_t row)
 static void src_row_f32(const src_ref *s, int64_t row, float *dst)
 {
     const uint8_t *from = src_row(s, row);
-    if (s->type < 0) {
+    if (s->type == SRC_W4) {
+        w4_row(s, row, dst);
+    } else if (s->type < 0) {
         q_fp8_dequant_rows(s->t->dtype == ST_F8_E5M2 ? Q_FP8_E5M2 : Q_FP8_E4M3, s->t->data, s->scale,
                            s->cols, s->br, s->bc, row, 1, dst);
     } else if (s->type == Q_TYPE_F32) {
@@ -775,7 +907,8 @@ static void drop_sources(const plan_tensor *pt, const layout *l, int64_t u0, int
         int64_t lo = k == k0 ? u0 % l->src_rows : 0;
         int64_t hi = k == k1 ? (u0 + nu - 1) % l->src_rows + 1 : l->src_rows;
         const src_ref *sr = &pt->src[k];
-        mapping_drop(src_row(sr, lo), (size_t)(hi - lo) * src_row_bytes(sr));
+        if (sr->type != SRC_W4) /* packed rows are not contiguous */
+            mapping_drop(src_row(sr, lo), (size_t)(hi - lo) * src_row_bytes(sr));
     }
 }
 

@@ -512,88 +512,6 @@ static int copy_if_present(const char *src, const char *dst, int *copied, qk_err
     return rc;
 }
 
-/* Removes a folder holding only files (what sy_synth writes, or what --force may replace). */
-static int remove_flat_dir(const char *dir, qk_err *err)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return qk_err_set(err, QK_EIO, "%s: cannot open folder: %s", dir, strerror(errno));
-    int rc = QK_OK;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        char p[SY_PATH_MAX];
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        if (sy_path_join(p, dir, e->d_name, err) != QK_OK || unlink(p) != 0)
-            rc = qk_err_set(err, QK_EIO, "%s: cannot remove '%s'", dir, e->d_name);
-    }
-    closedir(d);
-    if (rc == QK_OK && rmdir(dir) != 0)
-        rc = qk_err_set(err, QK_EIO, "%s: cannot remove folder: %s", dir, strerror(errno));
-    return rc;
-}
-
-/* OUT must be absent, an empty folder, or (with force) a folder holding only files: --force
- * replaces a checkpoint, it never deletes a tree. Checked before any work. */
-static int check_out_dir(const char *out, int force, qk_err *err)
-{
-    struct stat st;
-    if (lstat(out, &st) != 0)
-        return errno == ENOENT ? QK_OK
-                               : qk_err_set(err, QK_EIO, "%s: %s", out, strerror(errno));
-    if (!S_ISDIR(st.st_mode))
-        return qk_err_set(err, QK_EFORMAT, "%s: exists and is not a folder", out);
-    DIR *d = opendir(out);
-    if (!d)
-        return qk_err_set(err, QK_EIO, "%s: cannot open folder: %s", out, strerror(errno));
-    int rc = QK_OK;
-    struct dirent *e;
-    while (rc == QK_OK && (e = readdir(d))) {
-        char p[SY_PATH_MAX];
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        if (!force)
-            rc = qk_err_set(err, QK_EFORMAT,
-                            "%s: folder exists and is not empty (--force replaces it)", out);
-        else if ((rc = sy_path_join(p, out, e->d_name, err)) == QK_OK &&
-                 (lstat(p, &st) != 0 || S_ISDIR(st.st_mode)))
-            rc = qk_err_set(err, QK_EFORMAT,
-                            "%s: holds the sub-folder '%.100s'; refusing to replace it", out,
-                            e->d_name);
-    }
-    closedir(d);
-    return rc;
-}
-
-/* Renames the finished folder into place; with force, the old one is moved aside first and
- * removed only once the new one is in place. */
-static int install_dir(const char *tmp, const char *out, int force, qk_err *err)
-{
-    if (rename(tmp, out) == 0)
-        return QK_OK;
-    int e = errno, occupied = e == ENOTEMPTY || e == EEXIST;
-    if (!occupied || !force)
-        return qk_err_set(err, occupied ? QK_EFORMAT : QK_EIO,
-                          "%s: cannot rename the finished folder into place: %s", out,
-                          strerror(e));
-    char old[SY_PATH_MAX];
-    if (snprintf(old, sizeof old, "%s.old-XXXXXX", out) >= (int)sizeof old || !mkdtemp(old))
-        return qk_err_set(err, QK_EIO, "%s: cannot create a folder to move it aside", out);
-    if (rename(out, old) != 0) {
-        e = errno;
-        rmdir(old);
-        return qk_err_set(err, QK_EIO, "%s: cannot move it aside: %s", out, strerror(e));
-    }
-    if (rename(tmp, out) != 0) {
-        e = errno;
-        if (rename(old, out) != 0)
-            return qk_err_set(err, QK_EIO, "%s: rename failed (%s); the old folder is now %s",
-                              out, strerror(e), old);
-        return qk_err_set(err, QK_EIO, "%s: rename failed: %s", out, strerror(e));
-    }
-    return remove_flat_dir(old, err);
-}
-
 /* ---- background writer -------------------------------------------------------------------- */
 
 /* Writes one buffer while the next is generated, so the disk and the generator work at once at
@@ -873,7 +791,7 @@ static int make_tmp_dir(job *j, qk_err *err)
     j->out[len] = 0;
     if (!strcmp(j->out, "/") || !strcmp(j->out, ".") || !strcmp(j->out, ".."))
         return qk_err_set(err, QK_EFORMAT, "%s: not usable as an output folder", j->out);
-    int rc = check_out_dir(j->out, j->o->force, err);
+    int rc = of_dir_check(j->out, j->o->force, err);
     if (rc != QK_OK)
         return rc;
     snprintf(j->tmp, sizeof j->tmp, "%s.tmp-XXXXXX", j->out);
@@ -1284,9 +1202,9 @@ int sy_synth(const sy_options *o, sy_result *res, qk_err *err)
     if (rc == QK_OK)
         rc = write_all(&j, cfg, res, err);
     if (rc == QK_OK)
-        rc = install_dir(j.tmp, j.out, o->force, err);
+        rc = of_dir_install(j.tmp, j.out, o->force, err);
     if (rc != QK_OK && j.tmp[0])
-        remove_flat_dir(j.tmp, NULL);
+        of_dir_remove_flat(j.tmp, NULL);
     sig_active = 0;
     cJSON_Delete(cfg);
     free(j.t);

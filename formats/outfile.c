@@ -2,7 +2,9 @@
 #include "outfile.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,3 +226,88 @@ int of_write_all(const char *path, const void *data, size_t n, qk_err *err)
     }
     return of_commit(f, err);
 }
+
+/* ---- folders ------------------------------------------------------------------------------ */
+
+/* Removes a folder holding only files (what sy_synth writes, or what --force may replace). */
+int of_dir_remove_flat(const char *dir, qk_err *err)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return qk_err_set(err, QK_EIO, "%s: cannot open folder: %s", dir, strerror(errno));
+    int rc = QK_OK;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char p[4096];
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof p || unlink(p) != 0)
+            rc = qk_err_set(err, QK_EIO, "%s: cannot remove '%s'", dir, e->d_name);
+    }
+    closedir(d);
+    if (rc == QK_OK && rmdir(dir) != 0)
+        rc = qk_err_set(err, QK_EIO, "%s: cannot remove folder: %s", dir, strerror(errno));
+    return rc;
+}
+
+/* OUT must be absent, an empty folder, or (with force) a folder holding only files: --force
+ * replaces a checkpoint, it never deletes a tree. Checked before any work. */
+int of_dir_check(const char *out, int force, qk_err *err)
+{
+    struct stat st;
+    if (lstat(out, &st) != 0)
+        return errno == ENOENT ? QK_OK
+                               : qk_err_set(err, QK_EIO, "%s: %s", out, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return qk_err_set(err, QK_EFORMAT, "%s: exists and is not a folder", out);
+    DIR *d = opendir(out);
+    if (!d)
+        return qk_err_set(err, QK_EIO, "%s: cannot open folder: %s", out, strerror(errno));
+    int rc = QK_OK;
+    struct dirent *e;
+    while (rc == QK_OK && (e = readdir(d))) {
+        char p[4096];
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        if (!force)
+            rc = qk_err_set(err, QK_EFORMAT,
+                            "%s: folder exists and is not empty (--force replaces it)", out);
+        else if (snprintf(p, sizeof p, "%s/%s", out, e->d_name) < (int)sizeof p &&
+                 (lstat(p, &st) != 0 || S_ISDIR(st.st_mode)))
+            rc = qk_err_set(err, QK_EFORMAT,
+                            "%s: holds the sub-folder '%.100s'; refusing to replace it", out,
+                            e->d_name);
+    }
+    closedir(d);
+    return rc;
+}
+
+/* Renames the finished folder into place; with force, the old one is moved aside first and
+ * removed only once the new one is in place. */
+int of_dir_install(const char *tmp, const char *out, int force, qk_err *err)
+{
+    if (rename(tmp, out) == 0)
+        return QK_OK;
+    int e = errno, occupied = e == ENOTEMPTY || e == EEXIST;
+    if (!occupied || !force)
+        return qk_err_set(err, occupied ? QK_EFORMAT : QK_EIO,
+                          "%s: cannot rename the finished folder into place: %s", out,
+                          strerror(e));
+    char old[4096];
+    if (snprintf(old, sizeof old, "%s.old-XXXXXX", out) >= (int)sizeof old || !mkdtemp(old))
+        return qk_err_set(err, QK_EIO, "%s: cannot create a folder to move it aside", out);
+    if (rename(out, old) != 0) {
+        e = errno;
+        rmdir(old);
+        return qk_err_set(err, QK_EIO, "%s: cannot move it aside: %s", out, strerror(e));
+    }
+    if (rename(tmp, out) != 0) {
+        e = errno;
+        if (rename(old, out) != 0)
+            return qk_err_set(err, QK_EIO, "%s: rename failed (%s); the old folder is now %s",
+                              out, strerror(e), old);
+        return qk_err_set(err, QK_EIO, "%s: rename failed: %s", out, strerror(e));
+    }
+    return of_dir_remove_flat(old, err);
+}
+

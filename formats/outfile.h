@@ -52,4 +52,13 @@ int of_write_all(const char *path, const void *data, size_t n, qk_err *err);
 /* Unlinks every registered temporary. Async-signal-safe: for SIGINT/SIGTERM handlers. */
 void of_remove_all_temporaries(void);
 
+/* Folders written whole (checkpoints): write everything into a temporary folder beside OUT, then
+ * of_dir_install(). of_dir_check: OUT must be absent, an empty folder, or (force) a folder
+ * holding only files — a tree is never deleted. of_dir_install renames tmp to out; with force an
+ * existing out is moved aside first and removed only once the new one is in place.
+ * of_dir_remove_flat removes a folder of files. */
+int of_dir_check(const char *out, int force, qk_err *err);
+int of_dir_install(const char *tmp, const char *out, int force, qk_err *err);
+int of_dir_remove_flat(const char *dir, qk_err *err);
+
 #endif
