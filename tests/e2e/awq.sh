@@ -1,0 +1,68 @@
+# End-to-end checks of `qkit awq`: the AutoAWQ and compressed-tensors folders decoded by an
+# independent reader (tests/e2e/tools/w4_reader.py: round-to-nearest output within half a step
+# of the original weights, both layouts the same floats), read back as models, folding that keeps
+# the function, determinism, and bad input (one line, exit 2, nothing at OUT).
+. tests/e2e/lib.inc
+have_shared || { echo "shared data missing: awq e2e skipped"; exit 0; }
+M=$SHARED/models/stories3M
+C=$SHARED/text/tinystories-calib.txt
+E=$SHARED/text/tinystories-eval.txt
+S="--samples 4 --seq-len 128"
+nothing_at() {
+    if [ -e "$2" ] || ls "$(dirname "$2")" | grep -q "$(basename "$2")\.tmp-"; then echo "FAIL $1: $2 written"
+    else echo "PASS $1"; fi
+}
+check awq-rtn 0 "$QKIT" awq "$M" -f "$C" -o "$TMP/rtn-awq" --format awq --rtn $S -q
+check ct-rtn 0 "$QKIT" awq "$M" -f "$C" -o "$TMP/rtn-ct" --format ct --rtn $S -q
+python3 tests/e2e/tools/w4_reader.py check "$TMP/rtn-awq" "$TMP/rtn-ct" "$M" 0.51 | sort | uniq -c | awk '{print $2, $3}' | sort -u
+check awq-search 0 "$QKIT" awq "$M" -f "$C" -o "$TMP/awq" --format awq $S --json
+expect_json awq-json 'd["samples"] == 4 and d["seq_len"] == 128 and d["blocks"] == 4 and d["groups"] == 12'
+check ct-search 0 "$QKIT" awq "$M" -f "$C" -o "$TMP/ct" --format ct $S -q --threads 1
+python3 tests/e2e/tools/w4_reader.py check "$TMP/awq" "$TMP/ct" - 0 | grep -c PASS | sed 's/^28$/PASS awq-ct-same-floats-after-search (28 linears)/;t;s/^/FAIL awq-ct-same-floats-after-search: /'
+check awq-config 0 python3 -c 'import json,sys
+q = json.load(open(sys.argv[1]))["quantization_config"]
+assert q == {"quant_method": "awq", "zero_point": True, "group_size": 128, "bits": 4, "version": "gemm", "modules_to_not_convert": None}, q
+c = json.load(open(sys.argv[2]))["quantization_config"]
+w = c["config_groups"]["group_0"]["weights"]
+assert c["quant_method"] == "compressed-tensors" and c["format"] == "pack-quantized" and c["ignore"] == ["lm_head"]
+assert (w["num_bits"], w["group_size"], w["strategy"], w["symmetric"], w["type"]) == (4, 128, "group", False, "int")' "$TMP/awq/config.json" "$TMP/ct/config.json"
+check awq-tokenizer-copied 0 cmp "$M/tokenizer.model" "$TMP/awq/tokenizer.model"
+# both folders are models: the same perplexity (the same floats), and verify measures them
+check awq-ppl 0 "$QKIT" perplexity "$TMP/awq" -f "$E" --ctx 128 --chunks 4 --json
+P1=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ppl"])' "$OUT")
+check ct-ppl 0 "$QKIT" perplexity "$TMP/ct" -f "$E" --ctx 128 --chunks 4 --json
+expect_json awq-ct-same-ppl "d['ppl'] == $P1"
+check awq-verify 0 "$QKIT" verify --ref "$M" "$TMP/rtn-awq" "$TMP/awq" -f "$E" --ctx 128 --chunks 8 --json
+expect_json awq-verify-json 'all(0 < c["kld_mean"] < 0.1 and c["top1"] > 80 for c in d["candidates"])'
+check awq-inspect 0 "$QKIT" inspect "$TMP/awq"
+# folding keeps the function: gguf:F32 (no quantization) against the model
+check fold-f32 0 "$QKIT" awq "$M" -f "$C" -o "$TMP/fold.gguf" --format gguf:F32 $S -q
+check fold-verify 0 "$QKIT" verify --ref "$M" "$TMP/fold.gguf" -f "$E" --ctx 128 --chunks 4 --json
+expect_json fold-same-function 'abs(d["candidates"][0]["kld_mean"]) < 1e-6 and d["candidates"][0]["top1"] == 100'
+# gguf:TYPE with the searched type; deterministic across thread counts
+check awq-gguf 0 "$QKIT" awq "$M" -f "$C" -o "$TMP/a.gguf" --format gguf:Q4_K_M $S -q
+check awq-gguf-1t 0 "$QKIT" awq "$M" -f "$C" -o "$TMP/b.gguf" --format gguf:Q4_K_M $S -q --threads 1
+check awq-gguf-deterministic 0 cmp "$TMP/a.gguf" "$TMP/b.gguf"
+check awq-gguf-ppl 0 "$QKIT" perplexity "$TMP/a.gguf" -f "$E" --ctx 128 --chunks 2 -q
+
+# ---- bad input ---------------------------------------------------------------------------------
+check bad-gguf-to-awq 2 "$QKIT" awq "$TMP/a.gguf" -f "$C" -o "$TMP/bad" --format awq $S
+expect_err bad-gguf-to-awq-msg "need the Hugging Face folder"
+check bad-group 2 "$QKIT" awq "$M" -f "$C" -o "$TMP/bad" --format awq --group-size 96 $S
+expect_err bad-group-msg "not a multiple of --group-size 96"
+printf 'Once upon a time.' >"$TMP/short.txt"
+check bad-short-text 2 "$QKIT" awq "$M" -f "$TMP/short.txt" -o "$TMP/bad" --format awq
+expect_err bad-short-text-msg "are needed"
+check bad-format 2 "$QKIT" awq "$M" -f "$C" -o "$TMP/bad" --format gguf:Q9_X
+check bad-moe-awq 2 "$QKIT" awq "$SHARED/models/storiesMoE" -f "$C" -o "$TMP/bad" --format awq $S
+expect_err bad-moe-awq-msg "mixture-of-experts models are written with --format gguf:TYPE"
+nothing_at bad-nothing "$TMP/bad"
+# a folder whose quantization_config or shapes do not fit is refused when read
+mkdir -p "$TMP/b8"
+cp "$TMP/awq"/* "$TMP/b8/"
+python3 -c 'import json,sys; p=sys.argv[1]; c=json.load(open(p)); c["quantization_config"]["bits"]=8; json.dump(c, open(p,"w"))' "$TMP/b8/config.json"
+check bad-bits 2 "$QKIT" perplexity "$TMP/b8" -f "$E" --ctx 128 --chunks 1
+expect_err bad-bits-msg "only AWQ bits 4"
+python3 -c 'import json,sys; p=sys.argv[1]; c=json.load(open(p)); c["quantization_config"]["bits"]=4; c["quantization_config"]["group_size"]=64; json.dump(c, open(p,"w"))' "$TMP/b8/config.json"
+check bad-shapes 2 "$QKIT" perplexity "$TMP/b8" -f "$E" --ctx 128 --chunks 1
+expect_err bad-shapes-msg "expected I32 [in/group, out/8]"
