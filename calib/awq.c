@@ -10,6 +10,7 @@
 #include "../quant/fp16.h"
 #include "../quant/quant.h"
 #include "../quant/types.h"
+#include "metrics.h"
 
 /* ---- the AutoAWQ quantizer ------------------------------------------------------------------ */
 
@@ -52,6 +53,7 @@ typedef struct {
     int64_t ne0, ne1;
     void *run;         /* what the engine runs after the block is done (fake-quantized) */
     eng_tensor *t;     /* the engine's tensor (data points to w, or run once the block is done) */
+    float *in_scale;   /* [ne0] the scale its input columns were multiplied by (NULL: none) */
 } owned_w;
 
 /* One capture point: the input of a group of linears. */
@@ -80,7 +82,8 @@ struct awq_run {
     eng_ctx *ctx;
     int block, n_eval;
     const float *x_in; /* [n_eval][seq_len][n_embd] the block's inputs */
-    float *ref, *work; /* [n_eval][seq_len][n_embd] */
+    float *ref, *work; /* [n_eval][seq_len][n_embd]; output loss: log-probabilities / logits
+                          [n_eval][seq_len][n_vocab] */
 };
 
 enum { G_QKV, G_O, G_GATEUP, G_DOWN };
@@ -107,6 +110,7 @@ void awq_run_free(awq_run *r)
     for (size_t i = 0; i < r->n_w; i++) {
         free(r->w[i]->w);
         free(r->w[i]->run);
+        free(r->w[i]->in_scale);
         free(r->w[i]);
     }
     for (int k = 0; k < 4; k++) {
@@ -129,6 +133,14 @@ const float *awq_weight(const awq_run *r, const char *name, int64_t *ne0, int64_
             *ne1 = r->w[i]->ne1;
             return r->w[i]->w;
         }
+    return NULL;
+}
+
+const float *awq_input_scale(const awq_run *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_w; i++)
+        if (!strcmp(r->w[i]->name, name))
+            return r->w[i]->in_scale;
     return NULL;
 }
 
@@ -259,16 +271,52 @@ static double sq_err(const float *a, const float *b, size_t n)
     return e;
 }
 
-/* The block's output on the evaluation sequences, into out. */
+static size_t eval_width(const awq_run *r)
+{
+    return (size_t)(r->o.output_loss ? r->m->n_vocab : r->m->n_embd);
+}
+
+/* The block's output on the evaluation sequences into out, or with output_loss the model's
+ * logits from there on (later blocks and the head). */
 static int block_out(awq_run *r, float *out)
 {
-    const size_t per = (size_t)r->seq_len * (size_t)r->m->n_embd;
+    const size_t d = (size_t)r->m->n_embd, per = (size_t)r->seq_len * d;
+    const size_t pw = (size_t)r->seq_len * eval_width(r);
+    float *x = r->o.output_loss ? malloc(per * sizeof *x) : NULL;
+    if (r->o.output_loss && !x)
+        return qk_err_set(r->err, QK_ENOMEM, "out of memory");
     int rc = QK_OK;
     for (int k = 0; k < r->n_eval && !rc; k++) {
-        memcpy(out + k * per, r->x_in + k * per, per * sizeof *out);
-        rc = eng_blocks(r->ctx, out + k * per, r->seq_len, r->block, r->block + 1, r->err);
+        float *h = r->o.output_loss ? x : out + k * per;
+        memcpy(h, r->x_in + k * per, per * sizeof *h);
+        rc = eng_blocks(r->ctx, h, r->seq_len, r->block, r->o.output_loss ? r->m->n_layer : r->block + 1,
+                        r->err);
+        if (!rc && r->o.output_loss)
+            rc = eng_head(r->ctx, h, r->seq_len, out + k * pw, r->err);
     }
+    free(x);
     return rc;
+}
+
+/* Loss of a candidate's output against the reference: mean squared error of the block output,
+ * or the mean KL divergence of the next-token distributions (ref holds log-probabilities). */
+static double eval_loss(const awq_run *r, float *cand)
+{
+    const size_t W = eval_width(r), rows = (size_t)r->n_eval * r->seq_len;
+    if (!r->o.output_loss)
+        return sq_err(cand, r->ref, rows * W) / (double)(rows * W);
+    double kl = 0;
+#pragma omp parallel for schedule(static) reduction(+ : kl)
+    for (size_t t = 0; t < rows; t++) {
+        float *lc = cand + t * W;
+        eng_log_softmax(lc, (int)W, 0, lc);
+        const float *lr = r->ref + t * W;
+        double s = 0;
+        for (size_t v = 0; v < W; v++)
+            s += exp((double)lr[v]) * ((double)lr[v] - lc[v]);
+        kl += s;
+    }
+    return kl / (double)rows;
 }
 
 /* Searches the input-channel scales of group gr on capture c (nothing is folded yet): candidates
@@ -279,7 +327,6 @@ static int block_out(awq_run *r, float *out)
 static int search(awq_run *r, const group *gr, const capture *c, float *s, awq_group_report *rep)
 {
     const int64_t n_in = c->n_in;
-    const size_t per = (size_t)r->n_eval * r->seq_len * (size_t)r->m->n_embd;
     float *xm = malloc((size_t)n_in * sizeof *xm), *wm = calloc((size_t)n_in, sizeof *wm);
     float *imat = malloc((size_t)n_in * sizeof *imat), *cand = malloc((size_t)n_in * sizeof *cand);
     float *buf[3] = {NULL, NULL, NULL};
@@ -287,6 +334,9 @@ static int search(awq_run *r, const group *gr, const capture *c, float *s, awq_g
     for (int k = 0; k < gr->n_lin && ok; k++)
         ok = (buf[k] = malloc((size_t)(gr->lin[k]->ne0 * gr->lin[k]->ne1) * sizeof(float))) != NULL;
     int rc = ok ? block_out(r, r->ref) : qk_err_set(r->err, QK_ENOMEM, "out of memory in the AWQ search");
+    const size_t W = eval_width(r);
+    for (size_t t = 0; !rc && r->o.output_loss && t < (size_t)r->n_eval * r->seq_len; t++)
+        eng_log_softmax(r->ref + t * W, (int)W, 0, r->ref + t * W);
     for (int64_t j = 0; j < n_in; j++)
         s[j] = 1.0f;
     if (rc || r->o.rtn || c->count == 0) {
@@ -350,7 +400,7 @@ static int search(awq_run *r, const group *gr, const capture *c, float *s, awq_g
         rc = block_out(r, r->work);
         for (int k = 0; k < gr->n_lin; k++)
             gr->lin[k]->t->data = gr->lin[k]->w;
-        const double loss = rc ? INFINITY : sq_err(r->work, r->ref, per) / (double)per;
+        const double loss = rc ? INFINITY : eval_loss(r, r->work);
         if (ci == 0)
             rep->loss0 = loss;
         if (loss < best) {
@@ -396,9 +446,12 @@ static void clip_linear(awq_run *r, owned_w *L, const float *x, int T, const flo
         for (int64_t i = 0; i < L->ne1; i++) {
             for (int64_t g0 = 0; g0 < n_in; g0 += gs) {
                 float *w = L->w + i * n_in + g0;
-                float mx = 0;
-                for (int j = 0; j < gs; j++)
+                float mx = 0, lo = w[0], hi = w[0];
+                for (int j = 0; j < gs; j++) {
                     mx = fabsf(w[j]) > mx ? fabsf(w[j]) : mx;
+                    lo = w[j] < lo ? w[j] : lo;
+                    hi = w[j] > hi ? w[j] : hi;
+                }
                 if (!(mx > 0))
                     continue;
                 for (int t = 0; t < T; t++) {
@@ -407,25 +460,33 @@ static void clip_linear(awq_run *r, owned_w *L, const float *x, int T, const flo
                         acc += (double)x[(size_t)t * n_in + g0 + j] * w[j];
                     orig[t] = acc;
                 }
+                /* the range [lo·(1 − a/grid), hi·(1 − b/grid)]: AutoAWQ shrinks max|w| on both
+                 * sides alike (a = b); shrinking each end alone also fits skewed groups */
                 double best = INFINITY;
-                float best_max = mx;
-                for (int k = 0; k < n_shrink; k++) {
-                    const float lim = mx * (1.0f - (float)k / (float)r->o.grid);
-                    for (int j = 0; j < gs; j++)
-                        cur[j] = w[j] > lim ? lim : w[j] < -lim ? -lim : w[j];
-                    fake_row(r, type, cur, gs, imat ? imat + g0 : NULL, deq, scratch);
-                    double e = 0;
-                    for (int t = 0; t < T; t++) {
-                        double acc = 0;
+                float best_lo = lo, best_hi = hi;
+                for (int a = 0; a < n_shrink; a++)
+                    for (int b = 0; b < n_shrink; b++) {
+                        if (!r->o.asym_clip && a != b)
+                            continue;
+                        const float l0 = r->o.asym_clip ? lo * (1.0f - (float)a / (float)r->o.grid)
+                                                        : -mx * (1.0f - (float)a / (float)r->o.grid);
+                        const float h0 = r->o.asym_clip ? hi * (1.0f - (float)b / (float)r->o.grid)
+                                                        : mx * (1.0f - (float)b / (float)r->o.grid);
                         for (int j = 0; j < gs; j++)
-                            acc += (double)x[(size_t)t * n_in + g0 + j] * deq[j];
-                        e += (acc - orig[t]) * (acc - orig[t]);
+                            cur[j] = w[j] > h0 ? h0 : w[j] < l0 ? l0 : w[j];
+                        fake_row(r, type, cur, gs, imat ? imat + g0 : NULL, deq, scratch);
+                        double e = 0;
+                        for (int t = 0; t < T; t++) {
+                            double acc = 0;
+                            for (int j = 0; j < gs; j++)
+                                acc += (double)x[(size_t)t * n_in + g0 + j] * deq[j];
+                            e += (acc - orig[t]) * (acc - orig[t]);
+                        }
+                        if (e < best)
+                            best = e, best_lo = l0, best_hi = h0;
                     }
-                    if (e < best)
-                        best = e, best_max = lim;
-                }
                 for (int j = 0; j < gs; j++)
-                    w[j] = w[j] > best_max ? best_max : w[j] < -best_max ? -best_max : w[j];
+                    w[j] = w[j] > best_hi ? best_hi : w[j] < best_lo ? best_lo : w[j];
             }
         }
         free(cur), free(deq), free(scratch), free(orig);
@@ -464,10 +525,17 @@ static int fold_and_clip(awq_run *r, int l, const group *gr, capture *c, float *
         if (prev_bias)
             prev_bias[j] /= s[j];
     }
-    for (int k = 0; k < gr->n_lin; k++)
-        for (int64_t i = 0; i < gr->lin[k]->ne1; i++)
+    for (int k = 0; k < gr->n_lin; k++) {
+        owned_w *L = gr->lin[k];
+        for (int64_t i = 0; i < L->ne1; i++)
             for (int64_t j = 0; j < n_in; j++)
-                gr->lin[k]->w[i * n_in + j] *= s[j];
+                L->w[i * n_in + j] *= s[j];
+        if (!L->in_scale && (L->in_scale = malloc((size_t)n_in * sizeof(float))))
+            for (int64_t j = 0; j < n_in; j++)
+                L->in_scale[j] = 1.0f;
+        for (int64_t j = 0; L->in_scale && j < n_in; j++)
+            L->in_scale[j] *= s[j];
+    }
     /* the captured input as the folded model sees it */
     for (int t = 0; t < c->n_rows; t++)
         for (int64_t j = 0; j < n_in; j++)
@@ -575,8 +643,9 @@ static int process_block(awq_run *r, int l, eng_ctx *ctx, float *X, int n_seq)
     float *xin = malloc((size_t)ne * per * sizeof *xin);
     free(r->ref);
     free(r->work);
-    r->ref = malloc((size_t)ne * per * sizeof *r->ref);
-    r->work = malloc((size_t)ne * per * sizeof *r->work);
+    const size_t pw = (size_t)r->seq_len * eval_width(r);
+    r->ref = malloc((size_t)ne * pw * sizeof *r->ref);
+    r->work = malloc((size_t)ne * pw * sizeof *r->work);
     if (!xin || !r->ref || !r->work) {
         free(xin);
         return qk_err_set(r->err, QK_ENOMEM, "out of memory for the AWQ evaluation sequences");
@@ -609,14 +678,14 @@ static int process_block(awq_run *r, int l, eng_ctx *ctx, float *X, int n_seq)
     }
     free(xin);
     r->x_in = NULL;
-    /* the engine's weights point at the folded copies; now at their fake-quantized versions */
-    if (!rc)
+    /* the next block's inputs: from this block as quantized (or, fp_inputs, as folded in float,
+     * AutoAWQ's choice); then the engine runs it fake-quantized for good */
+    if (!rc && !r->o.fp_inputs)
         rc = quantize_block_for_run(r, L);
-    /* the next block's inputs, from this block as quantized */
-    x = malloc((size_t)r->seq_len * d * sizeof *x);
     for (int s = 0; s < n_seq && !rc; s++)
         rc = eng_blocks(ctx, X + (size_t)s * r->seq_len * d, r->seq_len, l, l + 1, r->err);
-    free(x);
+    if (!rc && r->o.fp_inputs)
+        rc = quantize_block_for_run(r, L);
     return rc;
 }
 

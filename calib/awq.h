@@ -37,11 +37,19 @@ typedef struct {
     int bits, group;       /* AutoAWQ fake quantizer: 4, 128 */
     int grid;              /* α grid points (20) */
     int clip;              /* search clipping ranges */
+    int asym_clip;         /* shrink each end of a group's range on its own (else AutoAWQ's
+                              symmetric ±max|w| shrink) */
     int duo;               /* duo scaling (default on) */
     int rtn;               /* no search, no clipping: scales of 1 (the round-to-nearest baseline) */
     int use_imatrix;       /* a ggml quantizer gets importance weights (mean x² / s²), as the
                               final quantization will when it has an importance matrix */
     int search_tokens;     /* tokens (evenly spaced over all samples) the losses use; 0: 2048 */
+    int fp_inputs;         /* feed the next block the float outputs (AutoAWQ) instead of the
+                              quantized block's */
+    int output_loss;       /* score candidates by the model's output (mean KL divergence of the
+                              next-token distribution against the model before the group was
+                              quantized, through all later blocks and the head) instead of the
+                              block's output error: costlier, closer to what perplexity sees */
     int clip_tokens;       /* tokens for the clipping search; 0: 512 */
     /* NULL: AutoAWQ's quantizer for every linear; else the ggml type (enum q_type) a linear will
      * be written in, searched with that type's quantizer */
@@ -70,6 +78,11 @@ void awq_run_free(awq_run *r); /* accepts NULL; the model's weights then point t
 /* The processed (folded, clipped, unquantized) f32 weight of a GGUF-named linear, NULL when AWQ
  * did not change it; [ne1][ne0]. Borrowed until awq_run_free. */
 const float *awq_weight(const awq_run *r, const char *name, int64_t *ne0, int64_t *ne1);
+
+/* The factor s [ne0] a linear's input columns were multiplied by (its inputs are divided by it in
+ * the folded model), NULL when unscaled. An importance matrix of the original model becomes
+ * Σx²/s² for it. */
+const float *awq_input_scale(const awq_run *r, const char *name);
 
 size_t awq_n_groups(const awq_run *r);
 const awq_group_report *awq_group(const awq_run *r, size_t i);

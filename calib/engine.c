@@ -702,6 +702,18 @@ int eng_blocks(eng_ctx *c, float *x, int n, int l0, int l1, qk_err *err)
     return QK_OK;
 }
 
+int eng_head(eng_ctx *c, const float *x, int n, float *logits, qk_err *err)
+{
+    const eng_model *m = c->m;
+    if (n <= 0 || n > c->n_ctx)
+        return qk_err_set(err, QK_ERANGE, "sequence of %d tokens for a context of %d", n, c->n_ctx);
+    for (int t = 0; t < n; t++)
+        rmsnorm(c->xb + (size_t)t * m->n_embd, x + (size_t)t * m->n_embd, m->output_norm,
+                m->n_embd, m->rms_eps);
+    matmul(c, &m->output, -1, c->xb, n, logits);
+    return QK_OK;
+}
+
 int eng_forward(eng_ctx *c, const int32_t *tokens, int n, float *logits, qk_err *err)
 {
     const eng_model *m = c->m;

@@ -83,6 +83,8 @@ void eng_ctx_free(eng_ctx *c);
  * block l0's input for positions 0..n-1; the observer sees these blocks' products). */
 int eng_embed(eng_ctx *c, const int32_t *tokens, int n, float *x, qk_err *err);
 int eng_blocks(eng_ctx *c, float *x, int n, int l0, int l1, qk_err *err);
+/* The output norm and head on the residual stream x [n][n_embd]: logits [n][n_vocab]. */
+int eng_head(eng_ctx *c, const float *x, int n, float *logits, qk_err *err);
 
 /* y [n][n_out] = x [n][n_in] · w [n_out][n_in]ᵀ in f32 with the engine's kernels and threads
  * (results independent of the thread count). */

@@ -13,7 +13,8 @@
 static const char USAGE[] =
     "usage: qkit awq MODEL -f CALIB_TEXT -o OUT --format awq|ct|gguf:TYPE [--bits 4]\n"
     "                [--group-size 128] [--samples N] [--seq-len L] [--grid 20] [--no-clip]\n"
-    "                [--no-duo] [--rtn] [--imatrix F] [--threads N] [--json] [-q]\n"
+    "                [--no-duo] [--rtn] [--loss block|output] [--imatrix F] [--threads N]\n"
+    "                [--json] [-q]\n"
     "  MODEL: a Hugging Face folder, or (gguf:TYPE only) a GGUF F32/F16/BF16. awq: AutoAWQ's GEMM\n"
     "  folder; ct: compressed-tensors pack-quantized (W4A16 asymmetric); gguf:TYPE: any quantize\n"
     "  type or mix (Q4_K_M, Q4_0 ...), searched with that type's own quantizer. --rtn writes plain\n"
@@ -70,6 +71,11 @@ static int parse_args(int argc, char **argv, awq_args *a)
         else if (!strcmp(f, "--seq-len")) rc = parse_int_opt(f, v, 8, 1 << 20, &a->p.seq_len);
         else if (!strcmp(f, "--grid")) rc = parse_int_opt(f, v, 1, 1000, &a->p.grid);
         else if (!strcmp(f, "--threads") || !strcmp(f, "-t")) rc = parse_int_opt(f, v, 1, 1024, &a->p.n_threads);
+        else if (!strcmp(f, "--loss")) {
+            if (strcmp(v, "block") && strcmp(v, "output"))
+                return cli_usage_error("awq", "--loss needs block or output, got '%s'", v);
+            a->p.output_loss = !strcmp(v, "output");
+        }
         else if (!strcmp(f, "--format")) {
             if (!strcmp(v, "awq"))
                 a->p.format = AW_AWQ;

@@ -19,6 +19,7 @@
 #include "../formats/awq.h"
 #include "../formats/file.h"
 #include "../formats/gguf.h"
+#include "../formats/imatrix.h"
 #include "../formats/gguf_arch.h"
 #include "../formats/outfile.h"
 #include "../formats/safetensors.h"
@@ -158,18 +159,80 @@ static int write_folded(const cv_eval_model *em, const awq_run *run, const char 
     return gguf_writer_commit(w, err);
 }
 
+/* ---- the importance matrix, rescaled ------------------------------------------------------------ */
+
+/* The imatrix of the original model for the folded one: each scaled linear's Σx² divided by s²
+ * (folding divided its inputs by s), written as GGUF to path. */
+static int rescale_imatrix(const char *in, const awq_run *run, const char *path, qk_err *err)
+{
+    imx_file *f = NULL;
+    int rc = imx_load(&f, in, err);
+    if (rc)
+        return rc;
+    const size_t n = imx_count(f);
+    imx_out_entry *e = calloc(n ? n : 1, sizeof *e);
+    uint64_t **sums = calloc(n ? n : 1, sizeof *sums);
+    int64_t **counts = calloc(n ? n : 1, sizeof *counts);
+    rc = e && sums && counts ? QK_OK : qk_err_set(err, QK_ENOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < n; i++) {
+        const imx_entry *x = imx_entry_at(f, i);
+        const float *s = awq_input_scale(run, x->name);
+        const int64_t nv = x->n_per_mat * x->n_mat;
+        sums[i] = malloc((size_t)nv * 2 * sizeof **sums);
+        counts[i] = malloc((size_t)x->n_mat * sizeof **counts);
+        if (!sums[i] || !counts[i]) {
+            rc = qk_err_set(err, QK_ENOMEM, "out of memory");
+            break;
+        }
+        for (int64_t m = 0; m < x->n_mat; m++) {
+            const int64_t cnt = x->ncall > 0 ? x->ncall : 1;
+            counts[i][m] = cnt;
+            for (int64_t j = 0; j < x->n_per_mat && !rc; j++) {
+                double v = (double)x->values[m * x->n_per_mat + j] * (double)cnt;
+                if (s)
+                    v /= (double)s[j] * (double)s[j];
+                if (imx_fx_from_double(v, sums[i] + 2 * (m * x->n_per_mat + j)))
+                    rc = qk_err_set(err, QK_ERANGE, "%s: entry '%s' does not fit after rescaling", in, x->name);
+            }
+        }
+        e[i] = (imx_out_entry){x->name, x->n_per_mat, x->n_mat, sums[i], counts[i]};
+    }
+    const char *ds[1] = {"awq-rescaled"};
+    const size_t nds = imx_n_datasets(f);
+    const char *const *dsp = ds;
+    if (nds)
+        ds[0] = imx_dataset(f, 0);
+    if (!rc) {
+        const imx_out o = {e, n, dsp, 1, imx_chunk_count(f) > 0 ? imx_chunk_count(f) : 1,
+                           imx_chunk_size(f) ? imx_chunk_size(f) : 1, NULL, {0, 0, 0, 0}};
+        rc = imx_write(&o, path, IMX_GGUF, NULL, err);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (sums)
+            free(sums[i]);
+        if (counts)
+            free(counts[i]);
+    }
+    free(sums);
+    free(counts);
+    free(e);
+    imx_free(f);
+    return rc;
+}
+
 /* ---- driver ------------------------------------------------------------------------------------- */
 
 static int run_gguf(const aw_params *p, aw_result *r, qk_err *err)
 {
     const size_t olen = strlen(p->out) + 32;
-    char *src = malloc(olen), *folded = malloc(olen);
-    if (!src || !folded) {
-        free(src), free(folded);
+    char *src = malloc(olen), *folded = malloc(olen), *imx = malloc(olen);
+    if (!src || !folded || !imx) {
+        free(src), free(folded), free(imx);
         return qk_err_set(err, QK_ENOMEM, "out of memory");
     }
     snprintf(src, olen, "%s.awq-src.tmp", p->out);
     snprintf(folded, olen, "%s.awq-folded.tmp", p->out);
+    snprintf(imx, olen, "%s.awq-imatrix.tmp", p->out);
     const char *model = p->model;
     int rc = QK_OK;
     if (is_dir(p->model)) { /* an HF folder: the engine works on its F32 GGUF */
@@ -193,8 +256,8 @@ static int run_gguf(const aw_params *p, aw_result *r, qk_err *err)
     awq_run *run = NULL;
     const double t0 = now_s();
     if (!rc) {
-        awq_opts o = {.bits = 4, .group = 128, .grid = p->grid, .clip = p->clip, .rtn = p->rtn,
-                      .use_imatrix = p->imatrix != NULL,
+        awq_opts o = {.bits = 4, .group = 128, .grid = p->grid, .clip = p->clip, .asym_clip = 1, .rtn = p->rtn,
+                      .use_imatrix = p->imatrix != NULL, .output_loss = p->output_loss,
                       .duo = p->duo, .type_of = lookup_type, .user = &tt, .progress = p->progress,
                       .progress_user = p->user};
         rc = awq_run_model(&run, &em.m, tok, n_seq, L, &o, err);
@@ -209,6 +272,8 @@ static int run_gguf(const aw_params *p, aw_result *r, qk_err *err)
             r->mean_alpha += awq_group(run, i)->alpha / (double)r->n_groups;
         rc = write_folded(&em, run, folded, err);
     }
+    if (!rc && p->imatrix)
+        rc = rescale_imatrix(p->imatrix, run, imx, err);
     awq_run_free(run);
     cv_eval_close(&em);
     free(tok);
@@ -220,7 +285,7 @@ static int run_gguf(const aw_params *p, aw_result *r, qk_err *err)
         q.out_path = p->out;
         q.ftype = p->ftype;
         q.n_threads = p->n_threads;
-        q.imatrix_path = p->imatrix;
+        q.imatrix_path = p->imatrix ? imx : NULL;
         qz_report *qr = NULL;
         rc = qz_quantize(&q, &qr, NULL, err);
         if (!rc)
@@ -228,10 +293,12 @@ static int run_gguf(const aw_params *p, aw_result *r, qk_err *err)
         qz_report_free(qr);
     }
     unlink(folded);
+    unlink(imx);
     if (model == src)
         unlink(src);
     free(src);
     free(folded);
+    free(imx);
     return rc;
 }
 
@@ -523,8 +590,9 @@ static int run_hf(const aw_params *p, aw_result *r, qk_err *err)
     awq_run *run = NULL;
     const double t0 = now_s();
     if (!rc) {
-        awq_opts o = {.bits = p->bits, .group = p->group, .grid = p->grid, .clip = p->clip,
-                      .rtn = p->rtn, .duo = p->duo, .progress = p->progress, .progress_user = p->user};
+        awq_opts o = {.bits = p->bits, .group = p->group, .grid = p->grid, .clip = p->clip, .asym_clip = 1,
+                      .rtn = p->rtn, .duo = p->duo, .output_loss = p->output_loss,
+                      .progress = p->progress, .progress_user = p->user};
         rc = awq_run_model(&run, &em.m, tok, n_seq, L, &o, err);
     }
     r->seconds_search = now_s() - t0;

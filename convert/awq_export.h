@@ -29,6 +29,7 @@ typedef struct {
     int bits, group;       /* AW_AWQ / AW_CT: 4, 128 */
     int grid, clip, duo;
     int rtn;               /* no search at all: plain round-to-nearest (the baseline) */
+    int output_loss;       /* candidates scored by the model's output KLD (calib/awq.h) */
     int samples, seq_len;  /* calibration sequences (defaults 128 x 512, or what the text holds) */
     int n_threads;
     void (*progress)(void *user, int block, int n_blocks);
