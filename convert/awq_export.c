@@ -84,6 +84,35 @@ static int samples(const cv_eval_model *em, const aw_params *p, int32_t **out, i
     return QK_OK;
 }
 
+/* Samples from the text, then the AWQ run on em's model; r gets the counts and timing. type_of
+ * NULL: AutoAWQ's quantizer (--format awq/ct), else the mix's types (gguf:TYPE). */
+static int search_model(const aw_params *p, cv_eval_model *em, int (*type_of)(void *, const char *),
+                        void *types, awq_run **run, aw_result *r, qk_err *err)
+{
+    int32_t *tok = NULL;
+    int n_seq = 0, L = 0;
+    int rc = samples(em, p, &tok, &n_seq, &L, err);
+    const double t0 = now_s();
+    if (!rc) {
+        awq_opts o = {.bits = p->bits, .group = p->group, .grid = p->grid, .clip = p->clip,
+                      .asym_clip = 1, .rtn = p->rtn, .duo = p->duo, .output_loss = p->output_loss,
+                      .use_imatrix = type_of && p->imatrix != NULL, .type_of = type_of,
+                      .user = types, .progress = p->progress, .progress_user = p->user};
+        rc = awq_run_model(run, &em->m, tok, n_seq, L, &o, err);
+    }
+    free(tok);
+    r->seconds_search = now_s() - t0;
+    r->samples = n_seq;
+    r->seq_len = L;
+    r->n_blocks = em->m.n_layer;
+    if (!rc) {
+        r->n_groups = awq_n_groups(*run);
+        for (size_t i = 0; i < r->n_groups; i++)
+            r->mean_alpha += awq_group(*run, i)->alpha / (double)r->n_groups;
+    }
+    return rc;
+}
+
 /* ---- types the search uses (AW_GGUF) ------------------------------------------------------------ */
 
 typedef struct {
@@ -249,34 +278,16 @@ static int run_gguf(const aw_params *p, aw_result *r, qk_err *err)
     cv_eval_model em = {0};
     if (!rc)
         rc = cv_eval_open(&em, model, err);
-    int32_t *tok = NULL;
-    int n_seq = 0, L = 0;
-    if (!rc)
-        rc = samples(&em, p, &tok, &n_seq, &L, err);
     awq_run *run = NULL;
-    const double t0 = now_s();
+    if (!rc)
+        rc = search_model(p, &em, lookup_type, &tt, &run, r, err);
     if (!rc) {
-        awq_opts o = {.bits = 4, .group = 128, .grid = p->grid, .clip = p->clip, .asym_clip = 1, .rtn = p->rtn,
-                      .use_imatrix = p->imatrix != NULL, .output_loss = p->output_loss,
-                      .duo = p->duo, .type_of = lookup_type, .user = &tt, .progress = p->progress,
-                      .progress_user = p->user};
-        rc = awq_run_model(&run, &em.m, tok, n_seq, L, &o, err);
-    }
-    r->seconds_search = now_s() - t0;
-    r->samples = n_seq;
-    r->seq_len = L;
-    r->n_blocks = em.m.n_layer;
-    if (!rc) {
-        r->n_groups = awq_n_groups(run);
-        for (size_t i = 0; i < r->n_groups; i++)
-            r->mean_alpha += awq_group(run, i)->alpha / (double)r->n_groups;
         rc = write_folded(&em, run, folded, err);
     }
     if (!rc && p->imatrix)
         rc = rescale_imatrix(p->imatrix, run, imx, err);
     awq_run_free(run);
     cv_eval_close(&em);
-    free(tok);
     type_table_free(&tt);
     if (!rc) {
         qz_params q;
@@ -583,22 +594,9 @@ static int run_hf(const aw_params *p, aw_result *r, qk_err *err)
                                 (long long)t->ne0, p->group, (long long)t->ne1);
         }
     }
-    int32_t *tok = NULL;
-    int n_seq = 0, L = 0;
-    if (!rc)
-        rc = samples(&em, p, &tok, &n_seq, &L, err);
     awq_run *run = NULL;
-    const double t0 = now_s();
-    if (!rc) {
-        awq_opts o = {.bits = p->bits, .group = p->group, .grid = p->grid, .clip = p->clip, .asym_clip = 1,
-                      .rtn = p->rtn, .duo = p->duo, .output_loss = p->output_loss,
-                      .progress = p->progress, .progress_user = p->user};
-        rc = awq_run_model(&run, &em.m, tok, n_seq, L, &o, err);
-    }
-    r->seconds_search = now_s() - t0;
-    r->samples = n_seq;
-    r->seq_len = L;
-    r->n_blocks = em.m.n_layer;
+    if (!rc)
+        rc = search_model(p, &em, NULL, NULL, &run, r, err);
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", p->out);
     int made = 0;
@@ -607,9 +605,6 @@ static int run_hf(const aw_params *p, aw_result *r, qk_err *err)
     if (made)
         chmod(tmp, 0755); /* mkdtemp's 0700 is not what a checkpoint folder should be */
     if (!rc) {
-        r->n_groups = awq_n_groups(run);
-        for (size_t i = 0; i < r->n_groups; i++)
-            r->mean_alpha += awq_group(run, i)->alpha / (double)r->n_groups;
         const hf_out h = {em.plan, &em, run, p};
         rc = write_weights(&h, tmp, err);
     }
@@ -623,7 +618,6 @@ static int run_hf(const aw_params *p, aw_result *r, qk_err *err)
         of_dir_remove_flat(tmp, NULL);
     awq_run_free(run);
     cv_eval_close(&em);
-    free(tok);
     return rc;
 }
 

@@ -10,14 +10,6 @@ T=$SHARED/text/tinystories-calib.txt
 nothing_at() {
     if ls "$2" 2>/dev/null | grep -q .; then echo "FAIL $1: $2 written"; else echo "PASS $1"; fi
 }
-same_set() { # NAME DIR_A DIR_B PREFIX N: the N parts are identical
-    ok=1
-    for k in $(seq 1 "$5"); do
-        f=$(printf '%s-%05d-of-%05d.gguf' "$4" "$k" "$5")
-        cmp -s "$2/$f" "$3/$f" || { ok=0; echo "  differs or missing: $f"; }
-    done
-    [ $ok = 1 ] && echo "PASS $1" || echo "FAIL $1"
-}
 mkdir -p "$TMP/one" "$TMP/jobs" "$TMP/q1" "$TMP/qj" "$TMP/bad"
 
 # ---- convert: 4 jobs = one run with --split-parts 4 ------------------------------------------

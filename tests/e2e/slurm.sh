@@ -36,15 +36,6 @@ mkdir -p "$D/one" "$D/arr" "$D/q1" "$D/kill"
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 
-# same_set NAME DIR_A DIR_B PREFIX N: the N parts are identical
-same_set() {
-    ok=1
-    for k in $(seq 1 "$5"); do
-        f=$(printf '%s-%05d-of-%05d.gguf' "$4" "$k" "$5")
-        cmp -s "$2/$f" "$3/$f" || { ok=0; echo "  differs or missing: $f"; }
-    done
-    [ $ok = 1 ] && echo "PASS $1" || echo "FAIL $1"
-}
 
 # sb ARGS...: sbatch ARGS, printing the job ID; a refused submission is a FAIL line.
 sb() {
