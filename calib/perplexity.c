@@ -175,7 +175,12 @@ struct eng_kld_probe {
     float *ref_logp; /* [n_chunks][n_scored][n_vocab] */
     float *logits, *scratch;
     int32_t *tok;
+    float *hidden;   /* [n_chunks][n_layer + 1][n_ctx][n_embd]: block inputs (and the last block's
+                        output) of the reference, or NULL when they would take too much memory */
+    float *x;        /* [n_ctx][n_embd] */
 };
+
+#define PROBE_HIDDEN_MAX ((size_t)1 << 30) /* bytes of cached hidden states at most */
 
 void eng_kld_probe_free(eng_kld_probe *p)
 {
@@ -186,7 +191,15 @@ void eng_kld_probe_free(eng_kld_probe *p)
     free(p->logits);
     free(p->scratch);
     free(p->tok);
+    free(p->hidden);
+    free(p->x);
     free(p);
+}
+
+static float *hidden_at(const eng_kld_probe *p, int ch, int layer)
+{
+    const size_t per = (size_t)p->o.n_ctx * (size_t)p->m->n_embd;
+    return p->hidden + ((size_t)ch * (size_t)(p->m->n_layer + 1) + (size_t)layer) * per;
 }
 
 int eng_kld_probe_create(eng_kld_probe **out, eng_model *m, const int32_t *tokens, size_t n_tokens,
@@ -213,10 +226,26 @@ int eng_kld_probe_create(eng_kld_probe **out, eng_model *m, const int32_t *token
     }
     if (!rc)
         rc = eng_ctx_create(&p->ctx, m, o->n_ctx, err);
+    const size_t per = (size_t)o->n_ctx * (size_t)m->n_embd;
+    const double hb = (double)p->n_chunks * (m->n_layer + 1) * (double)per * sizeof(float);
+    if (!rc && hb <= (double)PROBE_HIDDEN_MAX)
+        p->hidden = malloc((size_t)hb); /* optional: NULL means full passes */
+    if (!rc && !(p->x = malloc(per * sizeof(float))))
+        rc = qk_err_set(err, QK_ENOMEM, "out of memory");
     const int first = o->n_ctx / 2;
     for (int ch = 0; !rc && ch < p->n_chunks; ch++) {
         chunk_tokens(tokens, ch, o, p->tok);
-        rc = eng_forward(p->ctx, p->tok, o->n_ctx, p->logits, err);
+        if (p->hidden) { /* block by block, keeping every block's input: the same arithmetic */
+            rc = eng_embed(p->ctx, p->tok, o->n_ctx, hidden_at(p, ch, 0), err);
+            for (int l = 0; !rc && l < m->n_layer; l++) {
+                memcpy(hidden_at(p, ch, l + 1), hidden_at(p, ch, l), per * sizeof(float));
+                rc = eng_blocks(p->ctx, hidden_at(p, ch, l + 1), o->n_ctx, l, l + 1, err);
+            }
+            if (!rc)
+                rc = eng_head(p->ctx, hidden_at(p, ch, m->n_layer), o->n_ctx, p->logits, err);
+        } else {
+            rc = eng_forward(p->ctx, p->tok, o->n_ctx, p->logits, err);
+        }
         float *dst = p->ref_logp + (size_t)ch * (size_t)p->n_scored * V;
         for (int j = 0; !rc && j < p->n_scored; j++)
             eng_log_softmax(p->logits + (size_t)(first + j) * V, (int)V, 0, dst + (size_t)j * V);
@@ -233,13 +262,26 @@ int eng_kld_probe_chunks(const eng_kld_probe *p) { return p->n_chunks; }
 
 int eng_kld_probe_run(eng_kld_probe *p, double *mean_kld, qk_err *err)
 {
+    return eng_kld_probe_run_from(p, 0, mean_kld, err);
+}
+
+int eng_kld_probe_run_from(eng_kld_probe *p, int layer, double *mean_kld, qk_err *err)
+{
     const size_t V = (size_t)p->m->n_vocab;
+    const size_t per = (size_t)p->o.n_ctx * (size_t)p->m->n_embd;
     const int first = p->o.n_ctx / 2;
     eng_kld_acc acc = {0};
     int rc = QK_OK;
     for (int ch = 0; !rc && ch < p->n_chunks; ch++) {
         chunk_tokens(p->tokens, ch, &p->o, p->tok);
-        rc = eng_forward(p->ctx, p->tok, p->o.n_ctx, p->logits, err);
+        if (p->hidden && layer >= 0 && layer <= p->m->n_layer) {
+            memcpy(p->x, hidden_at(p, ch, layer), per * sizeof(float));
+            rc = eng_blocks(p->ctx, p->x, p->o.n_ctx, layer, p->m->n_layer, err);
+            if (!rc)
+                rc = eng_head(p->ctx, p->x, p->o.n_ctx, p->logits, err);
+        } else {
+            rc = eng_forward(p->ctx, p->tok, p->o.n_ctx, p->logits, err);
+        }
         const float *ref = p->ref_logp + (size_t)ch * (size_t)p->n_scored * V;
         const int32_t *next = p->tokens + (size_t)ch * p->o.n_ctx + first + 1;
         for (int j = 0; !rc && j < p->n_scored; j++)

@@ -60,6 +60,11 @@ typedef struct eng_kld_probe eng_kld_probe;
 int eng_kld_probe_create(eng_kld_probe **out, eng_model *m, const int32_t *tokens, size_t n_tokens,
                          const eng_ppl_opts *o, qk_err *err);
 int eng_kld_probe_run(eng_kld_probe *p, double *mean_kld, qk_err *err);
+/* The same when only blocks from `layer` on (n_layer: only the head; -1: the embeddings too)
+ * changed: the reference's hidden states before that block are reused (kept when they fit in
+ * 1 GiB), so a probe of block l costs n_layer − l blocks instead of all — bit for bit the
+ * result of eng_kld_probe_run. */
+int eng_kld_probe_run_from(eng_kld_probe *p, int layer, double *mean_kld, qk_err *err);
 int eng_kld_probe_chunks(const eng_kld_probe *p);
 void eng_kld_probe_free(eng_kld_probe *p); /* accepts NULL */
 

@@ -192,6 +192,16 @@ static double round_sig(double v)
     return round(v / pow(10, e)) * pow(10, e);
 }
 
+/* The first block a tensor's change affects: blk.N → N, output.weight → the head only, anything
+ * else (the token embeddings) → everything. */
+static int first_block(const char *name, int n_layer)
+{
+    int l;
+    if (sscanf(name, "blk.%d.", &l) == 1 && l >= 0 && l < n_layer)
+        return l;
+    return !strcmp(name, "output.weight") ? n_layer : -1;
+}
+
 static int sensitivities(state *s, cv_eval_model *em, int *passes)
 {
     tok_ids ids = {0};
@@ -223,7 +233,7 @@ static int sensitivities(state *s, cv_eval_model *em, int *passes)
         }
         double kld = 0;
         if (!rc)
-            rc = eng_kld_probe_run(pr, &kld, s->err_out);
+            rc = eng_kld_probe_run_from(pr, first_block(t->name, em->m.n_layer), &kld, s->err_out);
         for (size_t k = 0; k < ne && q; k++)
             *et[k] = saved[k];
         free(q);

@@ -34,11 +34,14 @@ if phase == "cold" and t["engine_passes"] > 1:
     per = t["seconds_sensitivity"] / t["engine_passes"]
     print("bench_target: %-22s      %.3f s per engine pass" % (name, per))
     if name.startswith("TinyLlama"):
-        # a pass is 2 blocks + the output head (about 1.5 blocks of work at this width and
-        # vocabulary); the 22-block model takes 1 + 22 x 7 + 2 = 157 passes of 22 + 1.5 blocks
-        full = per * (22 + 1.5) / (2 + 1.5)
-        print("bench_target: %-22s      22 layers (estimate): 157 passes x %.1f s = %.0f s with this calibration"
-              % ("TinyLlama-1.1B", full, 157 * full))
+        # a pass is at most 2 blocks + the output head (about 1.5 blocks of work at this width
+        # and vocabulary). On the 22-block model the reference pass and the token-embedding probe
+        # run everything (23.5 units), a probe of block l's 7 tensors runs blocks l..21 and the
+        # head (the earlier blocks' outputs are cached), the output probe the head alone
+        unit = t["seconds_sensitivity"] / (2 * 3.5 + 7 * (3.5 + 2.5) + 1.5)
+        units = 2 * 23.5 + sum(7 * (22 - l + 1.5) for l in range(22)) + 1.5
+        print("bench_target: %-22s      22 layers (estimate): 157 passes, %.0f block-units x %.2f s = %.0f s"
+              % ("TinyLlama-1.1B", units, unit, units * unit))
 PY
     done
 }
