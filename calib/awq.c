@@ -461,12 +461,13 @@ static void clip_linear(awq_run *r, owned_w *L, const float *x, int T, const flo
                     orig[t] = acc;
                 }
                 /* the range [lo·(1 − a/grid), hi·(1 − b/grid)]: AutoAWQ shrinks max|w| on both
-                 * sides alike (a = b); shrinking each end alone also fits skewed groups */
+                 * sides alike (a = b); shrinking one end alone also fits skewed groups */
                 double best = INFINITY;
                 float best_lo = lo, best_hi = hi;
                 for (int a = 0; a < n_shrink; a++)
                     for (int b = 0; b < n_shrink; b++) {
-                        if (!r->o.asym_clip && a != b)
+                        /* symmetric shrinks, and one end shrunk with the other kept */
+                        if (a != b && (!r->o.asym_clip || (a && b)))
                             continue;
                         const float l0 = r->o.asym_clip ? lo * (1.0f - (float)a / (float)r->o.grid)
                                                         : -mx * (1.0f - (float)a / (float)r->o.grid);
