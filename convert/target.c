@@ -535,8 +535,8 @@ int tg_allocate(const tg_params *p, const tg_tensor *t, size_t n, tg_result *r, 
         for (size_t q = 0; q < p->n_types; q++)
             any |= fits(p->types[q], t[i].ne[0]);
         if (!any)
-            rc = qk_err_set(err, QK_EFORMAT, "tensor '%s': rows of %lld values fit none of the "
-                            "candidate types", t[i].name, (long long)t[i].ne[0]);
+            rc = qk_err_set(err, QK_EFORMAT, "%s: tensor '%s': rows of %lld values fit none of the "
+                            "candidate types", p->model_path, t[i].name, (long long)t[i].ne[0]);
     }
     /* the cache */
     if (!rc)

@@ -55,6 +55,9 @@ nothing_at t-too-small-nothing "$TMP/bad.gguf"
 # the refusal is the budget: a q6_K-only list cannot make 4 bits per weight
 check t-types-none 2 "$QKIT" quantize "$TMP/f32.gguf" "$TMP/bad.gguf" --target-bpw 4 --types q6_K --calib "$C"
 expect_err t-types-none-msg "is below the smallest possible file"
+# stories260K's rows are 64 wide: no q4_K block (256) fits them
+check t-types-fit-none 2 "$QKIT" quantize "$SHARED/models/stories260K.gguf" "$TMP/bad.gguf" --target-bpw 5 --types q4_K --calib "$C"
+expect_err t-types-fit-none-msg "fit none of the candidate types"
 check t-types-bad 2 "$QKIT" quantize "$TMP/f32.gguf" "$TMP/bad.gguf" --target-bpw 4 --types q4_K,bogus --calib "$C"
 check t-both 2 "$QKIT" quantize "$TMP/f32.gguf" "$TMP/bad.gguf" --target-bpw 4 --target-size 2M --calib "$C"
 check t-no-calib 2 "$QKIT" quantize "$TMP/f32.gguf" "$TMP/bad.gguf" --target-bpw 4
