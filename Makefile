@@ -34,7 +34,7 @@ TESTS     := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 FUZZERS   := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 BENCHES   := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps test test-all test-neon bench demo install clean fuzz fuzz-smoke
+.PHONY: test-more all deps test test-all test-neon bench demo install clean fuzz fuzz-smoke
 .SECONDARY:
 all: $(QKIT)
 
@@ -79,8 +79,10 @@ test: $(QKIT) $(TESTS) $(FUZZERS)
 	@QKIT=$(QKIT) BUILD=$(BUILD) sh tests/run.sh $(TESTS) $(FUZZERS)
 
 # Adds an ASan+UBSan build of every test, the long cases and a short libFuzzer run of every fuzz
-# target (FUZZ_SECONDS each, 10 here).
-test-all: test test-neon
+# target (FUZZ_SECONDS each, 10 here). test-more is that without the fast tier (CI runs `make
+# test` first, then test-more).
+test-all: test test-more
+test-more: $(QKIT) $(TESTS) test-neon
 	$(MAKE) BUILD=build-asan SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" test
 	@QKIT_LONG=1 QKIT=$(QKIT) BUILD=$(BUILD) sh tests/run.sh $(TESTS)
 	$(MAKE) fuzz-smoke FUZZ_SECONDS=$${FUZZ_SECONDS:-10}

@@ -14,7 +14,10 @@ nothing_at() {
 }
 size_of() { stat -c %s "$1"; }
 check t-f32 0 "$QKIT" convert "$HF" -o "$TMP/f32.gguf" --outtype f32 -q
-check t-imatrix 0 "$QKIT" imatrix "$TMP/f32.gguf" -f "$C" --ctx 256 -o "$TMP/imx.gguf" -q
+# The sanitizer tier checks memory, not quality: a shorter calibration and no KLD goal there
+CHUNKS=""
+case "$QKIT" in *asan*) CHUNKS="--chunks 60" ;; esac
+check t-imatrix 0 "$QKIT" imatrix "$TMP/f32.gguf" -f "$C" --ctx 256 $CHUNKS -o "$TMP/imx.gguf" -q
 check t-q4km 0 "$QKIT" quantize -q --imatrix "$TMP/imx.gguf" "$TMP/f32.gguf" "$TMP/q4km.gguf" Q4_K_M
 S=$(size_of "$TMP/q4km.gguf")
 
@@ -40,8 +43,10 @@ check t-reads 0 "$QKIT" inspect "$TMP/t.gguf" --json
 expect_json t-ftype 'd["metadata"]["general.file_type"] in (1, 2, 7, 8, 10, 12, 15, 17, 18, 25, 30)'
 
 # ---- the goal: mean KLD on held-out text at most 0.45x llama.cpp's Q4_K_M with an imatrix ------
-check t-verify 0 "$QKIT" verify --ref "$TMP/f32.gguf" "$TMP/q4km.gguf" "$TMP/t.gguf" -f "$E" --ctx 256 --chunks 40 --json
-expect_json t-kld-goal 'd["candidates"][1]["kld_mean"] <= 0.45 * d["candidates"][0]["kld_mean"]'
+if [ -z "$CHUNKS" ]; then
+    check t-verify 0 "$QKIT" verify --ref "$TMP/f32.gguf" "$TMP/q4km.gguf" "$TMP/t.gguf" -f "$E" --ctx 256 --chunks 40 --json
+    expect_json t-kld-goal 'd["candidates"][1]["kld_mean"] <= 0.45 * d["candidates"][0]["kld_mean"]'
+fi
 check t-verify-flag 0 "$QKIT" quantize --json --imatrix "$TMP/imx.gguf" "$TMP/f32.gguf" "$TMP/tv.gguf" \
     --target-bpw 4 --calib "$C" --sens-cache "$TMP/sens.json" --verify "$E" --calib-ctx 256
 expect_json t-verify-flag-json 'd["verify"]["kld_mean"] > 0 and d["verify"]["top1"] > 50'
