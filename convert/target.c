@@ -538,6 +538,21 @@ int tg_allocate(const tg_params *p, const tg_tensor *t, size_t n, tg_result *r, 
             rc = qk_err_set(err, QK_EFORMAT, "%s: tensor '%s': rows of %lld values fit none of the "
                             "candidate types", p->model_path, t[i].name, (long long)t[i].ne[0]);
     }
+    /* the smallest possible size, before any measuring */
+    for (size_t i = 0; !rc && i < n; i++) {
+        uint64_t smallest = UINT64_MAX;
+        for (size_t q = 0; q < p->n_types; q++)
+            if (fits(p->types[q], t[i].ne[0])) {
+                const uint64_t b = pad(q_row_size(p->types[q], t[i].ne[0]) * (uint64_t)n_rows(&t[i]),
+                                       p->alignment ? p->alignment : 32);
+                smallest = b < smallest ? b : smallest;
+            }
+        r->min_bytes += smallest;
+    }
+    if (!rc && r->min_bytes > p->budget)
+        rc = qk_err_set(err, QK_ERANGE, "the budget leaves %llu bytes for the quantized tensors; "
+                        "the smallest possible is %llu bytes (every tensor at its smallest type)",
+                        (unsigned long long)p->budget, (unsigned long long)r->min_bytes);
     /* the cache */
     if (!rc)
         rc = cv_eval_open(&em, p->model_path, err);
@@ -573,7 +588,6 @@ int tg_allocate(const tg_params *p, const tg_tensor *t, size_t n, tg_result *r, 
     /* the options: every fitting candidate, cost s · e */
     for (size_t i = 0; !rc && i < n; i++) {
         const double sens = probe_err[i] > 0 ? s.probe[i] / probe_err[i] : 0.0;
-        uint64_t smallest = UINT64_MAX;
         for (size_t q = 0; q < p->n_types; q++) {
             if (!fits(p->types[q], t[i].ne[0]))
                 continue;
@@ -584,16 +598,10 @@ int tg_allocate(const tg_params *p, const tg_tensor *t, size_t n, tg_result *r, 
             o->bytes[o->n] = b;
             o->cost[o->n] = sens * *err_at(&s, i, (int)q);
             o->n++;
-            smallest = b < smallest ? b : smallest;
         }
-        r->min_bytes += smallest;
         r->t[i] = (tg_choice){.index = t[i].index, .sens = sens, .probe_kld = s.probe[i],
                               .probe_type = s.probe_type[i]};
     }
-    if (!rc && r->min_bytes > p->budget)
-        rc = qk_err_set(err, QK_ERANGE, "the budget leaves %llu bytes for the quantized tensors; "
-                        "the smallest possible is %llu bytes (every tensor at its smallest type)",
-                        (unsigned long long)p->budget, (unsigned long long)r->min_bytes);
     if (!rc)
         rc = allocate(opt, n, p->budget, pick, err);
     for (size_t i = 0; !rc && i < n; i++) {
