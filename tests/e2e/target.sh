@@ -67,7 +67,7 @@ check t-types-bad 2 "$QKIT" quantize "$TMP/f32.gguf" "$TMP/bad.gguf" --target-bp
 check t-both 2 "$QKIT" quantize "$TMP/f32.gguf" "$TMP/bad.gguf" --target-bpw 4 --target-size 2M --calib "$C"
 check t-no-calib 2 "$QKIT" quantize "$TMP/f32.gguf" "$TMP/bad.gguf" --target-bpw 4
 expect_err t-no-calib-msg "needs --calib TEXT"
-check t-other-cache 2 "$QKIT" quantize "$SHARED/models/stories260K.gguf" "$TMP/bad.gguf" --target-bpw 5 --calib "$C" --sens-cache "$TMP/sens.json"
+check t-other-cache 2 "$QKIT" quantize "$SHARED/models/stories260K.gguf" "$TMP/bad.gguf" --target-bpw 9 --calib "$C" --sens-cache "$TMP/sens.json"
 expect_err t-other-cache-msg "a sensitivity cache of another model"
 printf '{"qkit": 1}' >"$TMP/junk.json"
 check t-junk-cache 2 "$QKIT" quantize "$TMP/f32.gguf" "$TMP/bad.gguf" --target-bpw 4 --calib "$C" --sens-cache "$TMP/junk.json"
