@@ -497,7 +497,7 @@ static void clip_linear(awq_run *r, owned_w *L, const float *x, int T, const flo
 /* ---- one block ---------------------------------------------------------------------------------- */
 
 static int fold_and_clip(awq_run *r, int l, const group *gr, capture *c, float *prev_vec,
-                         owned_w *prev_lin, float *prev_bias, int gi)
+                         owned_w *prev_lin, float *prev_bias)
 {
     const int64_t n_in = c->n_in;
     float *s = malloc((size_t)n_in * sizeof *s);
@@ -559,7 +559,6 @@ static int fold_and_clip(awq_run *r, int l, const group *gr, capture *c, float *
             clip_linear(r, gr->lin[k], xc, T, r->o.use_imatrix ? imat : NULL);
         free(xc);
     }
-    (void)gi;
     free(s);
     free(imat);
     return QK_OK;
@@ -658,35 +657,30 @@ static int process_block(awq_run *r, int l, eng_ctx *ctx, float *X, int n_seq)
     r->n_eval = ne;
     r->x_in = xin;
     const group g_qkv = {{q, k, v}, 3, 1};
-    rc = fold_and_clip(r, l, &g_qkv, &r->cap[G_QKV], L->v[GA_T_ATTN_NORM], NULL, NULL, G_QKV);
+    rc = fold_and_clip(r, l, &g_qkv, &r->cap[G_QKV], L->v[GA_T_ATTN_NORM], NULL, NULL);
     if (!rc && v->ne1 == o->ne0) { /* o ← v only without grouped-query attention */
         const group g_o = {{o}, 1, 0};
-        rc = fold_and_clip(r, l, &g_o, &r->cap[G_O], NULL, v, L->v[GA_T_ATTN_V_B], G_O);
+        rc = fold_and_clip(r, l, &g_o, &r->cap[G_O], NULL, v, L->v[GA_T_ATTN_V_B]);
     } else if (!rc && r->o.clip && !r->o.rtn) { /* not scaled, still clipped */
-        const group g_o = {{o}, 1, 0};
         capture *c = &r->cap[G_O];
         const int T = c->n_rows < r->o.clip_tokens ? c->n_rows : r->o.clip_tokens;
-        (void)g_o;
         clip_linear(r, o, c->rows, T, NULL);
     }
     if (!rc && !L->moe) {
         const group g_gu = {{gate, up}, 2, 0};
-        rc = fold_and_clip(r, l, &g_gu, &r->cap[G_GATEUP], L->v[GA_T_FFN_NORM], NULL, NULL, G_GATEUP);
+        rc = fold_and_clip(r, l, &g_gu, &r->cap[G_GATEUP], L->v[GA_T_FFN_NORM], NULL, NULL);
     }
     if (!rc && !L->moe) {
         const group g_d = {{down}, 1, 0};
-        rc = fold_and_clip(r, l, &g_d, &r->cap[G_DOWN], NULL, up, L->v[GA_T_FFN_UP_B], G_DOWN);
+        rc = fold_and_clip(r, l, &g_d, &r->cap[G_DOWN], NULL, up, L->v[GA_T_FFN_UP_B]);
     }
     free(xin);
     r->x_in = NULL;
-    /* the next block's inputs: from this block as quantized (or, fp_inputs, as folded in float,
-     * AutoAWQ's choice); then the engine runs it fake-quantized for good */
-    if (!rc && !r->o.fp_inputs)
+    /* the next block's inputs, from this block as quantized */
+    if (!rc)
         rc = quantize_block_for_run(r, L);
     for (int s = 0; s < n_seq && !rc; s++)
         rc = eng_blocks(ctx, X + (size_t)s * r->seq_len * d, r->seq_len, l, l + 1, r->err);
-    if (!rc && r->o.fp_inputs)
-        rc = quantize_block_for_run(r, L);
     return rc;
 }
 

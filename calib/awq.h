@@ -44,8 +44,6 @@ typedef struct {
     int use_imatrix;       /* a ggml quantizer gets importance weights (mean x² / s²), as the
                               final quantization will when it has an importance matrix */
     int search_tokens;     /* tokens (evenly spaced over all samples) the losses use; 0: 2048 */
-    int fp_inputs;         /* feed the next block the float outputs (AutoAWQ) instead of the
-                              quantized block's */
     int output_loss;       /* score candidates by the model's output (mean KL divergence of the
                               next-token distribution against the model before the group was
                               quantized, through all later blocks and the head) instead of the

@@ -53,6 +53,7 @@ typedef struct {
     size_t f32_cap, row_cap, q_cap, err_cap;
     int mute;                 /* warnings of a preliminary plan are not reported */
     int *forced;              /* per input tensor: the size budget's type, or -1 */
+    long *tg_of;              /* per input tensor: its entry in tg, or -1 */
     tg_result tg;
 } job;
 
@@ -677,9 +678,10 @@ static int process_tensor(job *j, size_t k)
     if (!(tr->name = strdup(t->name)))
         return qk_err_set(j->err, QK_ENOMEM, "out of memory");
     tr->bytes = q_row_size(d->type, t->ne[0]) * (uint64_t)n_rows_of(t);
-    for (size_t m = 0; j->forced && m < j->tg.n; m++)
-        if (j->tg.t[m].index == i)
-            tr->targeted = 1, tr->sens = j->tg.t[m].sens, tr->pred_kld = j->tg.t[m].pred;
+    if (j->tg_of && j->tg_of[i] >= 0) {
+        const tg_choice *c = &j->tg.t[j->tg_of[i]];
+        tr->targeted = 1, tr->sens = c->sens, tr->pred_kld = c->pred;
+    }
     if (d->quantize && j->imx)
         tr->imatrix = j->imat[i] ? QZ_IMAT_USED : QZ_IMAT_NONE;
     j->tensor_index = k;
@@ -926,8 +928,14 @@ static int apply_target(job *j, qz_params *eff)
     free(tt);
     if (rc)
         return rc;
-    for (size_t k = 0; k < j->tg.n; k++)
+    if (!(j->tg_of = malloc((n ? n : 1) * sizeof *j->tg_of)))
+        return qk_err_set(j->err, QK_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        j->tg_of[i] = -1;
+    for (size_t k = 0; k < j->tg.n; k++) {
         j->forced[j->tg.t[k].index] = j->tg.t[k].type;
+        j->tg_of[j->tg.t[k].index] = (long)k;
+    }
     eff->ftype = dominant_ftype(j, &j->tg, p->ftype);
     j->r->target = 1;
     j->r->ftype = eff->ftype;
@@ -960,6 +968,7 @@ static void job_free(job *j)
     free(j->qbuf);
     free(j->row_err);
     free(j->forced);
+    free(j->tg_of);
     tg_result_free(&j->tg);
     qz_report_free(j->r);
 }
