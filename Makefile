@@ -34,7 +34,7 @@ TESTS     := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 FUZZERS   := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 BENCHES   := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: test-more all deps test test-all test-neon bench demo install clean fuzz fuzz-smoke
+.PHONY: test-more all deps test test-all test-neon bench demo install clean fuzz fuzz-smoke fuzz-long
 .SECONDARY:
 all: $(QKIT)
 
@@ -121,19 +121,16 @@ fuzz:
 	    clang -fsanitize=fuzzer,address,undefined $(CPPFLAGS) -std=c11 -g -O1 -fopenmp $$f \
 	    $(FUZZ_LIB) $(LDLIBS) -o build-fuzz/fuzz/$$n || exit 1; done
 
-# A short libFuzzer run of every target: FUZZ_SECONDS each (default 30), seeded with its corpus;
-# new inputs go to build-fuzz/corpus/NAME (the checked-in seeds are not touched). Prints the
-# executions per target; a crash stops it with the reproducer's path.
+# libFuzzer campaigns of every target (tests/fuzz/run.sh): FUZZ_SECONDS each (default 30),
+# FUZZ_JOBS at a time (default 1), seeded with its corpus; new inputs go to build-fuzz/corpus/NAME
+# (the checked-in seeds are not touched). Prints the executions per target; a crash fails it with
+# the reproducer's path. fuzz-long is the 20-minute campaign the README's figures come from.
 FUZZ_SECONDS ?= 30
+FUZZ_JOBS ?= 1
 fuzz-smoke: fuzz
-	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); c=$${n#fuzz_}; \
-	    mkdir -p build-fuzz/corpus/$$c build-fuzz/crashes; \
-	    ASAN_OPTIONS=detect_leaks=1 build-fuzz/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
-	        -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix=build-fuzz/crashes/$$n- \
-	        build-fuzz/corpus/$$c tests/fuzz/corpus/$$c >build-fuzz/$$n.log 2>&1 \
-	        || { echo "FAIL $$n"; tail -n 40 build-fuzz/$$n.log; exit 1; }; \
-	    echo "PASS $$n: $$(sed -n 's/^stat::number_of_executed_units: *//p' build-fuzz/$$n.log) executions in $(FUZZ_SECONDS) s, corpus $$(ls tests/fuzz/corpus/$$c | wc -l) seeds + $$(ls build-fuzz/corpus/$$c | wc -l) found"; \
-	done
+	@sh tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_JOBS)
+fuzz-long: fuzz
+	@sh tests/fuzz/run.sh 1200 2
 
 install: $(QKIT)
 	install -D -m 755 $(QKIT) $(DESTDIR)$(PREFIX)/bin/qkit

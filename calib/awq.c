@@ -10,6 +10,7 @@
 #include "../quant/fp16.h"
 #include "../quant/quant.h"
 #include "../quant/types.h"
+#include "detmath.h"
 #include "metrics.h"
 
 /* ---- the AutoAWQ quantizer ------------------------------------------------------------------ */
@@ -313,7 +314,7 @@ static double eval_loss(const awq_run *r, float *cand)
         const float *lr = r->ref + t * W;
         double s = 0;
         for (size_t v = 0; v < W; v++)
-            s += exp((double)lr[v]) * ((double)lr[v] - lc[v]);
+            s += qk_exp((double)lr[v]) * ((double)lr[v] - lc[v]);
         kl += s;
     }
     return kl / (double)rows;
@@ -372,8 +373,8 @@ static int search(awq_run *r, const group *gr, const capture *c, float *s, awq_g
         const double alpha = ci == 0 ? -1 : (double)((ci - 1) % r->o.grid) / r->o.grid;
         double smax = 0, smin = INFINITY;
         for (int64_t j = 0; j < n_in; j++) {
-            double v = ci == 0 ? 1.0 : duo ? pow(xm[j], alpha) / (pow(wm[j], 1 - alpha) + 1e-4)
-                                           : pow(xm[j], alpha);
+            double v = ci == 0 ? 1.0 : duo ? qk_pow(xm[j], alpha) / (qk_pow(wm[j], 1 - alpha) + 1e-4)
+                                           : qk_pow(xm[j], alpha);
             v = v < 1e-4 ? 1e-4 : v;
             if (!isfinite(v))
                 v = 1;

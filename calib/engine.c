@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "../quant/quant.h"
+#include "detmath.h"
 
 /* Queries per attention task. */
 #define ENG_ATT_BLOCK 32
@@ -332,13 +333,13 @@ static void rmsnorm(float *y, const float *x, const float *weight /* [d] or NULL
 static void rope_cache(eng_ctx *c, int n)
 {
     const eng_model *m = c->m;
-    const float theta_scale = powf(m->rope_base, -2.0f / (float)m->n_rot);
+    const float theta_scale = qk_powf(m->rope_base, -2.0f / (float)m->n_rot);
     for (int p = 0; p < n; p++) {
         float theta = (float)p, *cache = c->rope + (size_t)p * m->n_rot;
         for (int i0 = 0; i0 < m->n_rot; i0 += 2) {
             const float ff = m->rope_freqs ? m->rope_freqs[i0 / 2] : 1.0f;
-            cache[i0] = cosf(theta / ff);
-            cache[i0 + 1] = sinf(theta / ff);
+            cache[i0] = qk_cosf(theta / ff);
+            cache[i0 + 1] = qk_sinf(theta / ff);
             theta *= theta_scale;
         }
     }
@@ -375,7 +376,7 @@ static float attn_temp(int t, int floor_scale, float temp_scale)
 {
     const float pos = (float)t;
     const float fl = floorf((pos + 1.0f) / (float)floor_scale);
-    return (float)(log((double)fl + 1.0) * (double)temp_scale + 1.0);
+    return (float)(qk_log((double)fl + 1.0) * (double)temp_scale + 1.0);
 }
 
 /* q and k in place, per head, in llama.cpp's order: the weighted per-head RMSNorm (Qwen3), then
@@ -432,7 +433,7 @@ static void softmax_range(float *s, int lo, int hi, int nk, float scale)
     }
     double sum = 0.0;
     for (int j = lo; j <= hi; j++)
-        sum += (double)(s[j] = expf(s[j] - mx));
+        sum += (double)(s[j] = qk_expf(s[j] - mx));
     const float inv = (float)(1.0 / sum);
     for (int j = lo; j <= hi; j++)
         s[j] *= inv;
@@ -492,7 +493,7 @@ static void swiglu(eng_ctx *c, const ffn_weights *f, const float *x /* [n][n_emb
     add_bias(c->hb2, f->up_b, n, ff);
     for (size_t i = 0; i < (size_t)n * ff; i++) {
         const float g = c->hb[i];
-        c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i];
+        c->hb[i] = g / (1.0f + qk_expf(-g)) * c->hb2[i];
     }
     matmul(c, &f->down, f->expert, c->hb, n, out);
     add_bias(out, f->down_b, n, (int)f->down.ne1);
@@ -535,15 +536,15 @@ void eng_moe_route(const float *logits, int n_expert, int k, int norm, ga_gating
         for (int e = 0; e < n_expert; e++)
             mx = logits[e] > mx ? logits[e] : mx;
         for (int e = 0; e < n_expert; e++)
-            sum += (double)expf(logits[e] - mx);
+            sum += (double)qk_expf(logits[e] - mx);
         inv = (float)(1.0 / sum);
     }
     /* top k by insertion, descending; a later expert passes only a strictly smaller weight, so
      * ties go to the lower index */
     int filled = 0;
     for (int e = 0; e < n_expert; e++) {
-        const float p = gating == GA_GATING_SOFTMAX ? expf(logits[e] - mx) * inv
-                                                    : 1.0f / (1.0f + expf(-logits[e]));
+        const float p = gating == GA_GATING_SOFTMAX ? qk_expf(logits[e] - mx) * inv
+                                                    : 1.0f / (1.0f + qk_expf(-logits[e]));
         int pos = filled;
         while (pos > 0 && p > w[pos - 1])
             pos--;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "../quant/buf.h"
+#include "detmath.h"
 
 double eng_log_softmax(const float *logits, int n_vocab, int tok, float *out)
 {
@@ -13,8 +14,8 @@ double eng_log_softmax(const float *logits, int n_vocab, int tok, float *out)
         mx = logits[i] > mx ? logits[i] : mx;
     double sum = 0.0;
     for (int i = 0; i < n_vocab; i++)
-        sum += expf(logits[i] - mx);
-    const double lse = log(sum);
+        sum += qk_expf(logits[i] - mx);
+    const double lse = qk_log(sum);
     if (out)
         for (int i = 0; i < n_vocab; i++)
             out[i] = (float)((double)(logits[i] - mx) - lse);
@@ -28,7 +29,7 @@ void eng_ppl_add(eng_ppl_acc *a, double nll)
     a->count++;
 }
 
-double eng_ppl_value(const eng_ppl_acc *a) { return a->count ? exp(a->sum_nll / (double)a->count) : NAN; }
+double eng_ppl_value(const eng_ppl_acc *a) { return a->count ? qk_exp(a->sum_nll / (double)a->count) : NAN; }
 
 double eng_ppl_stderr(const eng_ppl_acc *a)
 {
@@ -36,7 +37,7 @@ double eng_ppl_stderr(const eng_ppl_acc *a)
         return NAN;
     const double n = (double)a->count, mean = a->sum_nll / n;
     const double var = a->sum_nll2 / n - mean * mean;
-    return var > 0 ? sqrt(var / (n - 1)) * exp(mean) : 0.0;
+    return var > 0 ? sqrt(var / (n - 1)) * qk_exp(mean) : 0.0;
 }
 
 int eng_kld_add(eng_kld_acc *a, const float *ref_logp, const float *cand_logits, int n_vocab,
@@ -52,7 +53,7 @@ int eng_kld_add(eng_kld_acc *a, const float *ref_logp, const float *cand_logits,
     int top = 0, top_ref = 0;
     for (int i = 0; i < n_vocab; i++) {
         const double lp = ref_logp[i];
-        kld += exp(lp) * (lp - (double)scratch[i]);
+        kld += qk_exp(lp) * (lp - (double)scratch[i]);
         top = scratch[i] > scratch[top] ? i : top;
         top_ref = ref_logp[i] > ref_logp[top_ref] ? i : top_ref;
     }
@@ -61,7 +62,7 @@ int eng_kld_add(eng_kld_acc *a, const float *ref_logp, const float *cand_logits,
     a->sum_nll_nll_ref += nll * nll_ref;
     a->sum_kld += kld;
     a->sum_kld2 += kld * kld;
-    const double dp = exp(-nll) - exp(-nll_ref);
+    const double dp = qk_exp(-nll) - qk_exp(-nll_ref);
     a->sum_dp += dp;
     a->sum_dp2 += dp * dp;
     a->sum_dp4 += dp * dp * dp * dp;
@@ -106,7 +107,7 @@ void eng_kld_summarize(eng_kld_acc *a, eng_kld_summary *s)
     const double mq = a->ppl.sum_nll / n, mr = a->ref.sum_nll / n;
     const double vq = a->ppl.sum_nll2 / n - mq * mq, vr = a->ref.sum_nll2 / n - mr * mr;
     const double cov = a->sum_nll_nll_ref / n - mq * mr;
-    s->ppl_ratio = exp(mq - mr);
+    s->ppl_ratio = qk_exp(mq - mr);
     const double var_log_ratio = (vq + vr - 2 * cov) / (n - 1);
     s->ppl_ratio_stderr = var_log_ratio > 0 ? s->ppl_ratio * sqrt(var_log_ratio) : 0.0;
     mean_unc(a->sum_kld, a->sum_kld2, a->count, &s->kld_mean, &s->kld_mean_stderr);

@@ -39,7 +39,7 @@ static int print_json(const char *model, const eng_ppl_acc *acc, const cli_eval_
 {
     cJSON *d = cJSON_CreateObject();
     cJSON_AddStringToObject(d, "model", model);
-    cJSON_AddStringToObject(d, "kernels", q_isa_name(q_isa_active())); /* see README: Reliability */
+    cJSON_AddStringToObject(d, "kernels", q_isa_name(q_isa_active())); /* for the record: same figures on all */
     cli_json_number(d, "ppl", invalid ? NAN : eng_ppl_value(acc));
     cli_json_number(d, "ppl_stderr", invalid ? NAN : eng_ppl_stderr(acc));
     if (invalid)

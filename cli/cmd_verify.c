@@ -105,8 +105,8 @@ static int print_json(const verify_args *a, const eng_ppl_acc *ref, const eng_kl
                       const int *failed, const char *ref_invalid, char (*invalid)[QK_ERR_MSG_MAX])
 {
     cJSON *d = cJSON_CreateObject();
-    /* the figures are the same for any thread count, but depend on the kernels' instruction set
-     * (README: Reliability): name it, so a verdict can be reproduced */
+    /* the figures are the same bits for any thread count and instruction set (README:
+     * Reliability); the kernels used are named for the record */
     cJSON_AddStringToObject(d, "kernels", q_isa_name(q_isa_active()));
     cJSON *r = cJSON_AddObjectToObject(d, "reference");
     cJSON_AddStringToObject(r, "model", a->ref ? a->ref : a->ref_logits);

@@ -171,8 +171,9 @@ static int bind_w4(cv_plan *p, const char *wname, int64_t out, int64_t in, src_r
         snprintf(n, sizeof n, "%s%s", base, sfx[i]);
         t[i] = st_model_find(p->st, n);
         if (!t[i] && !(i == 1 && !awq && p->cfg.w4_sym) && !(i == 3))
-            return qk_err_set(err, QK_EFORMAT, "missing tensor '%s' (a %s linear of %lld x %lld)", n,
-                              awq ? "AWQ" : "compressed-tensors", (long long)out, (long long)in);
+            return qk_err_set(err, QK_EFORMAT, "%s: missing tensor '%s' (%s linear of %lld x %lld)",
+                              t[0] ? t[0]->path : p->dir, n, awq ? "an AWQ" : "a compressed-tensors",
+                              (long long)out, (long long)in);
     }
     const int64_t g = p->cfg.w4_group ? p->cfg.w4_group : in;
     if (in % g)
@@ -232,7 +233,7 @@ static int bind_source(cv_plan *p, const ca_output *o, int k, src_ref *r, qk_err
     char name[160];
     ca_output_src_name(o, k, name, sizeof name);
     const st_tensor *t = st_model_find(p->st, name);
-    if (!t && p->cfg.w4) {
+    if (p->cfg.w4) {
         int nd;
         int64_t want[4];
         ca_output_src_shape(o, &nd, want);
@@ -241,7 +242,11 @@ static int bind_source(cv_plan *p, const ca_output *o, int k, src_ref *r, qk_err
             char probe[200];
             snprintf(probe, sizeof probe, "%.*s%s", (int)(len - 7), name,
                      p->cfg.w4 == CA_W4_AWQ ? W4_AWQ[0] : W4_CT[0]);
-            if (st_model_find(p->st, probe))
+            const st_tensor *packed = st_model_find(p->st, probe);
+            if (packed && t)
+                return qk_err_set(err, QK_EFORMAT, "%s: '%s' is stored twice, as '%s' and packed as '%s'",
+                                  t->path, name, name, probe);
+            if (packed)
                 return bind_w4(p, name, want[0], want[1], r, err);
         }
     }
@@ -402,11 +407,12 @@ static int check_unused(const cv_plan *p, const cv_options *opt, qk_err *err)
             const st_tensor *wt = st_model_find(p->st, w);
             if (wt && is_fp8(wt->dtype))
                 continue;
-            rc = qk_err_set(err, QK_EFORMAT, "%s: scale tensor '%s' belongs to no FP8 weight", t->path, t->name);
+            rc = qk_err_set(err, QK_EFORMAT, "%s: scale tensor '%s' belongs to no FP8 weight", t->path,
+                            qk_show(t->name).s);
             break;
         }
         rc = qk_err_set(err, QK_EFORMAT, "%s: unexpected tensor '%s' for %s with %lld layers", t->path,
-                        t->name, p->cfg.hf_arch, (long long)p->cfg.hp.n_layer);
+                        qk_show(t->name).s, p->cfg.hf_arch, (long long)p->cfg.hp.n_layer);
     }
     for (size_t i = 0; names && i < n_names; i++)
         free(names[i]);

@@ -7,7 +7,7 @@
 #include "dot_x86.h"
 
 const q_kernels q_kernels_avx2_dot[Q_TYPE_COUNT] =
-    QX_TABLE(QX_ENTRY(f16, f32), QX_ENTRY(bf16, f32));
+    QX_TABLE(QX_DEQ(f16), QX_DEQ(bf16));
 
 #else
 

@@ -1,22 +1,24 @@
 /* dot_neon.c — AArch64 NEON dequantizers and dot products.
  *
- * Same contract as the x86 kernels (dot_x86.h): dequantizers give the scalar reference's floats
- * bit for bit (levels convert exactly; d*q, d*q + m, dl*q - ml in the reference's order, never
- * fused: the build uses -ffp-contract=off and nothing here calls a fused intrinsic), dot products
- * form exact integer sums per block and differ from the reference only in float rounding.
+ * Same contract as the x86 kernels: dequantizers give the scalar reference's floats bit for bit
+ * (levels convert exactly; d*q, d*q + m, dl*q - ml in the reference's order, never fused: the
+ * build uses -ffp-contract=off), and dot products compute the canonical summation order of
+ * quant.h bit for bit: the float dots keep the 16 partial sums as four float32x4 FMA accumulators
+ * (lanes 0-3, 4-7, 8-11, 12-15) and reduce them in the canonical tree (never vaddvq_f32, whose
+ * pairing differs); the quantized dots form each block's exact integer sum in vector lanes
+ * (integer reductions are exact in any order) and feed one scalar fmaf chain, block by block.
  * Baseline ARMv8.0 NEON (widening multiplies); a build for ARMv8.2+dotprod uses SDOT instead.
- * NEON's s8*s8 products are exact for every byte, so unlike x86 there is no operand range to mind.
+ * NEON's s8*s8 products are exact for every byte, so unlike x86 there is no operand range to mind:
+ * the k-quant dots multiply signed levels directly and need q8_K's bsums only for the mins.
  *
  * The Makefile compiles every file of quant/ on every architecture: elsewhere the table is empty. The
  * table is data only, like the x86 ones. */
 #include "quant.h"
 
-/* Belongs in quant.h next to the x86 tables once quant.c overlays it (see the report). */
-extern const q_kernels q_kernels_neon_dot[Q_TYPE_COUNT];
-
 #if defined(__aarch64__) && defined(__ARM_NEON)
 
 #include <arm_neon.h>
+#include <math.h>
 #include <string.h>
 
 #include "blocks.h"
@@ -170,7 +172,6 @@ static inline float32x4_t qn_load4_bf16(const uint16_t *p)
 {
     return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16));
 }
-static inline float qn_f32(float f) { return f; }
 
 /* Four values at a time, the tail one by one with the scalar conversion. */
 #define QN_HALF_DEQUANT(NAME, LOAD4, SCALAR)                                                               \
@@ -187,31 +188,43 @@ static inline float qn_f32(float f) { return f; }
 QN_HALF_DEQUANT(q_dequantize_row_f16_neon, qn_load4_f16, q_fp16_to_fp32)
 QN_HALF_DEQUANT(q_dequantize_row_bf16_neon, qn_load4_bf16, q_bf16_to_fp32)
 
-/* Four accumulators of 4 lanes; the tail is added in double, as the reference would. */
-#define QN_FLOAT_DOT(NAME, XT, LOAD4, SCALAR)                                                              \
+/* The canonical order: partial sum p[l] lives in lane l % 4 of accumulator l / 4, each step of 16
+ * values is one fused multiply-add per lane, and a tail of n % 16 values is one more step over a
+ * zero-padded copy (the padded lanes' fma(0, 0, p) turns a -0 partial sum into +0, as the
+ * definition requires). Then a = P0+P2 | P1+P3, b = a_lo + a_hi, c = b_lo + b_hi, c0 + c1. */
+#define QN_FLOAT_DOT(NAME, XT, LOAD4)                                                                      \
     static void NAME(int n, float *s, const void *vx, const void *vy)                                      \
     {                                                                                                      \
         const XT *x = vx;                                                                                  \
         const float *y = vy;                                                                               \
-        float32x4_t a0 = vdupq_n_f32(0), a1 = a0, a2 = a0, a3 = a0;                                        \
+        float32x4_t p0 = vdupq_n_f32(0), p1 = p0, p2 = p0, p3 = p0;                                        \
         int i = 0;                                                                                         \
         for (; i + 16 <= n; i += 16) {                                                                     \
-            a0 = vfmaq_f32(a0, LOAD4(x + i), vld1q_f32(y + i));                                            \
-            a1 = vfmaq_f32(a1, LOAD4(x + i + 4), vld1q_f32(y + i + 4));                                    \
-            a2 = vfmaq_f32(a2, LOAD4(x + i + 8), vld1q_f32(y + i + 8));                                    \
-            a3 = vfmaq_f32(a3, LOAD4(x + i + 12), vld1q_f32(y + i + 12));                                  \
+            p0 = vfmaq_f32(p0, LOAD4(x + i), vld1q_f32(y + i));                                            \
+            p1 = vfmaq_f32(p1, LOAD4(x + i + 4), vld1q_f32(y + i + 4));                                    \
+            p2 = vfmaq_f32(p2, LOAD4(x + i + 8), vld1q_f32(y + i + 8));                                    \
+            p3 = vfmaq_f32(p3, LOAD4(x + i + 12), vld1q_f32(y + i + 12));                                  \
         }                                                                                                  \
-        for (; i + 4 <= n; i += 4)                                                                         \
-            a0 = vfmaq_f32(a0, LOAD4(x + i), vld1q_f32(y + i));                                            \
-        double sum = vaddvq_f32(vaddq_f32(vaddq_f32(a0, a1), vaddq_f32(a2, a3)));                          \
-        for (; i < n; i++)                                                                                 \
-            sum += (double)SCALAR(x[i]) * (double)y[i];                                                    \
-        *s = (float)sum;                                                                                   \
+        if (i < n) {                                                                                       \
+            XT xt[16];                                                                                     \
+            float yt[16];                                                                                  \
+            memset(xt, 0, sizeof xt);                                                                      \
+            memset(yt, 0, sizeof yt);                                                                      \
+            memcpy(xt, x + i, (size_t)(n - i) * sizeof(XT));                                               \
+            memcpy(yt, y + i, (size_t)(n - i) * sizeof(float));                                            \
+            p0 = vfmaq_f32(p0, LOAD4(xt), vld1q_f32(yt));                                                  \
+            p1 = vfmaq_f32(p1, LOAD4(xt + 4), vld1q_f32(yt + 4));                                          \
+            p2 = vfmaq_f32(p2, LOAD4(xt + 8), vld1q_f32(yt + 8));                                          \
+            p3 = vfmaq_f32(p3, LOAD4(xt + 12), vld1q_f32(yt + 12));                                        \
+        }                                                                                                  \
+        const float32x4_t b = vaddq_f32(vaddq_f32(p0, p2), vaddq_f32(p1, p3));                             \
+        const float32x2_t c = vadd_f32(vget_low_f32(b), vget_high_f32(b));                                 \
+        *s = vget_lane_f32(c, 0) + vget_lane_f32(c, 1);                                                    \
     }
 
-QN_FLOAT_DOT(q_vec_dot_f32_f32_neon, float, qn_load4_f32, qn_f32)
-QN_FLOAT_DOT(q_vec_dot_f16_f32_neon, uint16_t, qn_load4_f16, q_fp16_to_fp32)
-QN_FLOAT_DOT(q_vec_dot_bf16_f32_neon, uint16_t, qn_load4_bf16, q_bf16_to_fp32)
+QN_FLOAT_DOT(q_vec_dot_f32_f32_neon, float, qn_load4_f32)
+QN_FLOAT_DOT(q_vec_dot_f16_f32_neon, uint16_t, qn_load4_f16)
+QN_FLOAT_DOT(q_vec_dot_bf16_f32_neon, uint16_t, qn_load4_bf16)
 
 /* ---- block-32 types ---------------------------------------------------------------------------- */
 
@@ -289,44 +302,36 @@ static inline int32x4_t qn_sums_q5_1(const block_q5_1 *x, const block_q8_1 *y)
     return qn_dot32(qn_levels(qn_q5_codes(x->qs, x->qh), 0), y->qs);
 }
 
-/* The min term m·s of the offset types (q8_1's s = d_y·Σ q); none for the others. */
-static inline float qn_min_q4_1(const block_q4_1 *x, const block_q8_1 *y)
+/* The second link of the offset types: s = fma(m_w, s_y, s) (q8_1's s_y = d_y·Σ q); none for the
+ * others. */
+static inline float qn_min_q4_1(const block_q4_1 *x, const block_q8_1 *y, float s)
 {
-    return qn_h2f(x->m) * qn_h2f(y->s);
+    return fmaf(qn_h2f(x->m), qn_h2f(y->s), s);
 }
-static inline float qn_min_q5_1(const block_q5_1 *x, const block_q8_1 *y)
+static inline float qn_min_q5_1(const block_q5_1 *x, const block_q8_1 *y, float s)
 {
-    return qn_h2f(x->m) * qn_h2f(y->s);
+    return fmaf(qn_h2f(x->m), qn_h2f(y->s), s);
 }
-static inline float qn_min_none(const void *x, const void *y)
+static inline float qn_min_none(const void *x, const void *y, float s)
 {
     (void)x, (void)y;
-    return 0;
+    return s;
 }
 
-/* Alternate blocks go to two accumulators so that consecutive FMAs do not wait on each other. */
+/* One float chain in block order: s = fma(d_w·d_y, (float)Σ, s) (then the min link). The chain's
+ * latency bounds the loop; the integer work of the next blocks overlaps it. */
 #define QN_BLOCK32_DOT(NAME, XT, YT, SUMS, MIN)                                                            \
     static void NAME(int n, float *s, const void *vx, const void *vy)                                      \
     {                                                                                                      \
         const XT *x = vx;                                                                                  \
         const YT *y = vy;                                                                                  \
-        const int nb = n / 32;                                                                             \
-        float32x4_t acc0 = vdupq_n_f32(0), acc1 = acc0;                                                    \
-        float mins = 0;                                                                                    \
-        int i = 0;                                                                                         \
-        for (; i + 2 <= nb; i += 2) {                                                                      \
-            const float d0 = qn_h2f(x[i].d) * qn_h2f(y[i].d);                                              \
-            const float d1 = qn_h2f(x[i + 1].d) * qn_h2f(y[i + 1].d);                                      \
-            acc0 = vfmaq_n_f32(acc0, vcvtq_f32_s32(SUMS(&x[i], &y[i])), d0);                               \
-            acc1 = vfmaq_n_f32(acc1, vcvtq_f32_s32(SUMS(&x[i + 1], &y[i + 1])), d1);                       \
-            mins += MIN(&x[i], &y[i]) + MIN(&x[i + 1], &y[i + 1]);                                         \
+        float sum = 0;                                                                                     \
+        for (int i = 0; i < n / 32; i++) {                                                                 \
+            const float d = qn_h2f(x[i].d) * qn_h2f(y[i].d);                                               \
+            sum = fmaf(d, (float)vaddvq_s32(SUMS(&x[i], &y[i])), sum);                                     \
+            sum = MIN(&x[i], &y[i], sum);                                                                  \
         }                                                                                                  \
-        if (i < nb) {                                                                                      \
-            const float d0 = qn_h2f(x[i].d) * qn_h2f(y[i].d);                                              \
-            acc0 = vfmaq_n_f32(acc0, vcvtq_f32_s32(SUMS(&x[i], &y[i])), d0);                               \
-            mins += MIN(&x[i], &y[i]);                                                                     \
-        }                                                                                                  \
-        *s = vaddvq_f32(vaddq_f32(acc0, acc1)) + mins;                                                     \
+        *s = sum;                                                                                          \
     }
 
 QN_BLOCK32_DOT(q_vec_dot_q4_0_q8_0_neon, block_q4_0, block_q8_0, qn_sums_q4_0, qn_min_none)
@@ -369,14 +374,15 @@ static void q_vec_dot_iq4_xs_q8_K_neon(int n, float *s, const void *vx, const vo
         int32x4_t isum = vdupq_n_s32(0);
         for (int ib = 0; ib < 8; ib++)
             isum = vmlaq_n_s32(isum, qn_dot32(qn_iq4_levels(x[i].qs + 16 * ib), y[i].qs + 32 * ib), ls[ib]);
-        sum += qn_h2f(x[i].d) * y[i].d * (float)vaddvq_s32(isum);
+        sum = fmaf(qn_h2f(x[i].d) * y[i].d, (float)vaddvq_s32(isum), sum);
     }
     *s = sum;
 }
 
 /* ---- k-quants ---------------------------------------------------------------------------------- */
 /* As on x86 (dot_x86.h): a header of per-group (16 values) multipliers and mins, then 8 runs of 32
- * unsigned codes (level + off); the offset and the mins go through q8_K's bsums. */
+ * unsigned codes (level + off); subtracting off gives the signed levels, and the mins go through
+ * q8_K's bsums. */
 
 enum { QN_Q2K, QN_Q3K, QN_Q4K, QN_Q5K, QN_Q6K };
 
@@ -524,9 +530,13 @@ static inline int32_t qn_dot_i16x16(const int16_t *a, const int16_t *b)
     return vaddvq_s32(s);
 }
 
+/* Per block the exact isum = Σ_g sc_g·Σ level·q over signed levels (codes minus the offset fit
+ * int8, and s8·s8 products are exact), then the chain s = fma(d_y·d, isum, s) and, for the types
+ * with mins, s = fma(-(d_y·dmin), Σ_g mn_g·bsum_g, s). */
 static inline void qn_kq_dot(int kind, size_t bsize, int n, float *s, const void *vx, const void *vy)
 {
     const block_q8_K *y = vy;
+    const int has_min = kind == QN_Q2K || kind == QN_Q4K || kind == QN_Q5K;
     float sum = 0;
     for (int i = 0; i < n / Q_QK_K; i++) {
         const void *blk = (const char *)vx + (size_t)i * bsize;
@@ -534,16 +544,15 @@ static inline void qn_kq_dot(int kind, size_t bsize, int n, float *s, const void
         qn_kq_head_get(kind, blk, &h);
         int32x4_t acc = vdupq_n_s32(0);
         for (int c = 0; c < 8; c++) {
-            const uint8x16x2_t r = qn_kq_run(kind, blk, c);
+            const int8x16x2_t q = qn_levels(qn_kq_run(kind, blk, c), h.off);
             const int32x4_t z = vdupq_n_s32(0);
             const int8_t *q8 = y[i].qs + 32 * c;
-            acc = vmlaq_n_s32(acc, qn_dot16(z, vreinterpretq_s8_u8(r.val[0]), vld1q_s8(q8)), h.sc[2 * c]);
-            acc = vmlaq_n_s32(acc, qn_dot16(z, vreinterpretq_s8_u8(r.val[1]), vld1q_s8(q8 + 16)),
-                              h.sc[2 * c + 1]);
+            acc = vmlaq_n_s32(acc, qn_dot16(z, q.val[0], vld1q_s8(q8)), h.sc[2 * c]);
+            acc = vmlaq_n_s32(acc, qn_dot16(z, q.val[1], vld1q_s8(q8 + 16)), h.sc[2 * c + 1]);
         }
-        const int32_t isum = vaddvq_s32(acc) - h.off * qn_dot_i16x16(h.sc, y[i].bsums);
-        const int32_t msum = qn_dot_i16x16(h.mn, y[i].bsums);
-        sum += y[i].d * h.d * (float)isum - y[i].d * h.dmin * (float)msum;
+        sum = fmaf(y[i].d * h.d, (float)vaddvq_s32(acc), sum);
+        if (has_min)
+            sum = fmaf(-(y[i].d * h.dmin), (float)qn_dot_i16x16(h.mn, y[i].bsums), sum);
     }
     *s = sum;
 }

@@ -12,8 +12,8 @@
  * kquants.c) in its order, never fused (the build uses -ffp-contract=off; only the explicit
  * _fmadd_ intrinsics below fuse, and only in dot products). F16C's vcvtph2ps equals
  * q_fp16_to_fp32 for all 65536 halves, NaN payloads included.
- * Dot products form each block's integer sum exactly, as the reference does, and accumulate the
- * scaled block sums in float lanes with FMA: they differ from the reference only by rounding.
+ * Dot products form each block's integer sum exactly, as the reference does, and then follow the
+ * canonical float order of quant.h: they equal the reference bit for bit.
  *
  * Operand ranges. Activations (q8_0, q8_1, q8_K) come from qkit's quantizers, whose levels lie in
  * [-127, 127]; weights may hold any byte. maddubs adds two u8*s8 products into a saturating
@@ -28,6 +28,7 @@
 #endif
 
 #include <immintrin.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -158,8 +159,11 @@ QX_KERNEL void QX(q_dequantize_row_f16)(const void *vx, float *y, int64_t k)
     int64_t i = 0;
     for (; i + 8 <= k; i += 8)
         _mm256_storeu_ps(y + i, qx_load8_f16(x + i));
-    for (; i < k; i++)
-        y[i] = qx_h2f(x[i]);
+    for (; i < k; i++) { /* memcpy: the data may start at an odd byte */
+        uint16_t h;
+        memcpy(&h, (const uint8_t *)vx + 2 * i, sizeof h);
+        y[i] = qx_h2f(h);
+    }
 }
 
 QX_KERNEL void QX(q_dequantize_row_bf16)(const void *vx, float *y, int64_t k)
@@ -168,39 +172,12 @@ QX_KERNEL void QX(q_dequantize_row_bf16)(const void *vx, float *y, int64_t k)
     int64_t i = 0;
     for (; i + 8 <= k; i += 8)
         _mm256_storeu_ps(y + i, qx_load8_bf16(x + i));
-    for (; i < k; i++)
-        y[i] = q_bf16_to_fp32(x[i]);
-}
-
-/* Four independent accumulators hide the FMA latency; the tail is added in double, as the
- * reference would. */
-#define QX_FLOAT_DOT(NAME, XT, LOAD8, SCALAR)                                                              \
-    QX_KERNEL void QX(NAME)(int n, float *s, const void *vx, const void *vy)                               \
-    {                                                                                                      \
-        const XT *x = vx;                                                                                  \
-        const float *y = vy;                                                                               \
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                        \
-        int i = 0;                                                                                         \
-        for (; i + 32 <= n; i += 32) {                                                                     \
-            a0 = _mm256_fmadd_ps(LOAD8(x + i), _mm256_loadu_ps(y + i), a0);                                \
-            a1 = _mm256_fmadd_ps(LOAD8(x + i + 8), _mm256_loadu_ps(y + i + 8), a1);                        \
-            a2 = _mm256_fmadd_ps(LOAD8(x + i + 16), _mm256_loadu_ps(y + i + 16), a2);                      \
-            a3 = _mm256_fmadd_ps(LOAD8(x + i + 24), _mm256_loadu_ps(y + i + 24), a3);                      \
-        }                                                                                                  \
-        for (; i + 8 <= n; i += 8)                                                                         \
-            a0 = _mm256_fmadd_ps(LOAD8(x + i), _mm256_loadu_ps(y + i), a0);                                \
-        double tail = qx_hsum_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));             \
-        for (; i < n; i++)                                                                                 \
-            tail += (double)SCALAR(x[i]) * (double)y[i];                                                   \
-        *s = (float)tail;                                                                                  \
+    for (; i < k; i++) {
+        uint16_t h;
+        memcpy(&h, (const uint8_t *)vx + 2 * i, sizeof h);
+        y[i] = q_bf16_to_fp32(h);
     }
-
-static inline __m256 qx_load8_f32(const float *p) { return _mm256_loadu_ps(p); }
-static inline float qx_f32(float f) { return f; }
-
-QX_FLOAT_DOT(q_vec_dot_f32_f32, float, qx_load8_f32, qx_f32)
-QX_FLOAT_DOT(q_vec_dot_f16_f32, uint16_t, qx_load8_f16, qx_h2f)
-QX_FLOAT_DOT(q_vec_dot_bf16_f32, uint16_t, qx_load8_bf16, q_bf16_to_fp32)
+}
 
 /* ---- block-32 types: dequantization ---------------------------------------------------------- */
 
@@ -310,11 +287,9 @@ QX_KERNEL void QX(q_dequantize_row_iq4_xs)(const void *vx, float *y, int64_t k)
 }
 
 /* ---- block-32 types: dot products ------------------------------------------------------------ */
-/* Per block, the exact integer sums land in 8 int32 lanes (qx_sums_<t>); the float step scales
- * them by d_x·d_y. Converting two halves per block one at a time would cost as much as the
- * integer work, so the scales of 8 blocks are gathered with scalar loads and converted together,
- * and each block takes its lane with one permute. Alternate blocks go to two accumulators so that
- * consecutive FMAs do not wait on each other. */
+/* Per block, the exact integer sums land in 8 int32 lanes (qx_sums_<t>) and are reduced to the
+ * block's total; the float steps are the canonical chain of quant.h. q8_0 and q4_0 use the tiled
+ * products of gemm_x86.h (same order) instead. */
 
 /* Σ (c - off)·y = Σ c·y - off·Σ y, with c unsigned: two unsigned multiply-adds instead of the
  * sign trick's three steps. Without VNNI the difference is taken in int16 (|pair sums| <= 2·31·127)
@@ -363,90 +338,48 @@ static inline __m256i qx_sums_q5_1(const block_q5_1 *x, const block_q8_1 *y)
     return qx_dpbusd(_mm256_setzero_si256(), qx_q5_codes(x->qs, x->qh), qx_load_q8_0(y->qs));
 }
 
-/* The halves at p, p + stride, ..., p + 7·stride, converted to floats. */
-static inline __m256 qx_halves8(const void *p, size_t stride)
+static inline int32_t qx_hsum_epi32(__m256i v)
 {
-    const uint8_t *b = p;
-    uint64_t lo = 0, hi = 0;
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; j++) {
-        uint16_t h0, h1;
-        memcpy(&h0, b + (size_t)j * stride, sizeof h0);
-        memcpy(&h1, b + (size_t)(j + 4) * stride, sizeof h1);
-        lo |= (uint64_t)h0 << 16 * j;
-        hi |= (uint64_t)h1 << 16 * j;
-    }
-    return _mm256_cvtph_ps(_mm_set_epi64x((long long)hi, (long long)lo));
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
 }
 
 /* With a min m: Σ (d·c + m)(d_y·q) = d·d_y·Σ c·q + m·(d_y·Σ q), and q8_1 stores d_y·Σ q as s. */
-static inline __m256 qx_mins8_q4_1(const block_q4_1 *x, const block_q8_1 *y)
+static inline float qx_min_q4_1(float acc, const block_q4_1 *x, const block_q8_1 *y)
 {
-    return _mm256_mul_ps(qx_halves8(&x->m, sizeof *x), qx_halves8(&y->s, sizeof *y));
+    return fmaf(qx_h2f(x->m), qx_h2f(y->s), acc);
 }
 
-static inline float qx_min1_q4_1(const block_q4_1 *x, const block_q8_1 *y)
+static inline float qx_min_q5_1(float acc, const block_q5_1 *x, const block_q8_1 *y)
 {
-    return qx_h2f(x->m) * qx_h2f(y->s);
+    return fmaf(qx_h2f(x->m), qx_h2f(y->s), acc);
 }
 
-static inline __m256 qx_mins8_q5_1(const block_q5_1 *x, const block_q8_1 *y)
-{
-    return _mm256_mul_ps(qx_halves8(&x->m, sizeof *x), qx_halves8(&y->s, sizeof *y));
-}
-
-static inline float qx_min1_q5_1(const block_q5_1 *x, const block_q8_1 *y)
-{
-    return qx_h2f(x->m) * qx_h2f(y->s);
-}
-
-static inline __m256 qx_mins8_none(const void *x, const void *y)
+static inline float qx_min_none(float acc, const void *x, const void *y)
 {
     (void)x, (void)y;
-    return _mm256_setzero_ps();
+    return acc;
 }
 
-static inline float qx_min1_none(const void *x, const void *y)
-{
-    (void)x, (void)y;
-    return 0;
-}
-
-#define QX_BLOCK32_DOT(NAME, XT, YT, SUMS, MINS8, MIN1)                                                    \
+#define QX_BLOCK32_DOT(NAME, XT, YT, SUMS, MIN)                                                            \
     QX_KERNEL void QX(NAME)(int n, float *s, const void *vx, const void *vy)                               \
     {                                                                                                      \
         const XT *x = vx;                                                                                  \
         const YT *y = vy;                                                                                  \
-        const int nb = n / 32;                                                                             \
-        __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, accm = acc0;                                       \
-        int i = 0;                                                                                         \
-        for (; i + 8 <= nb; i += 8) {                                                                      \
-            const __m256 d =                                                                               \
-                _mm256_mul_ps(qx_halves8(&x[i].d, sizeof *x), qx_halves8(&y[i].d, sizeof *y));             \
-            _Pragma("GCC unroll 8")                                                                        \
-            for (int j = 0; j < 8; j += 2) {                                                               \
-                const __m256 d0 = _mm256_permutevar8x32_ps(d, _mm256_set1_epi32(j));                       \
-                const __m256 d1 = _mm256_permutevar8x32_ps(d, _mm256_set1_epi32(j + 1));                   \
-                acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(SUMS(&x[i + j], &y[i + j])), acc0);          \
-                acc1 = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(SUMS(&x[i + j + 1], &y[i + j + 1])), acc1);  \
-            }                                                                                              \
-            accm = _mm256_add_ps(accm, MINS8(&x[i], &y[i]));                                               \
+        float acc = 0.0f;                                                                                  \
+        for (int i = 0; i < n / 32; i++) {                                                                 \
+            acc = fmaf(qx_h2f(x[i].d) * qx_h2f(y[i].d), (float)qx_hsum_epi32(SUMS(&x[i], &y[i])), acc);   \
+            acc = MIN(acc, &x[i], &y[i]);                                                                  \
         }                                                                                                  \
-        float tail = 0;                                                                                    \
-        for (; i < nb; i++) {                                                                              \
-            const __m256 d = _mm256_set1_ps(qx_h2f(x[i].d) * qx_h2f(y[i].d));                              \
-            acc0 = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(SUMS(&x[i], &y[i])), acc0);                       \
-            tail += MIN1(&x[i], &y[i]);                                                                    \
-        }                                                                                                  \
-        *s = qx_hsum_ps(_mm256_add_ps(_mm256_add_ps(acc0, acc1), accm)) + tail;                            \
+        *s = acc;                                                                                          \
     }
 
-QX_BLOCK32_DOT(q_vec_dot_q4_0_q8_0, block_q4_0, block_q8_0, qx_sums_q4_0, qx_mins8_none, qx_min1_none)
-QX_BLOCK32_DOT(q_vec_dot_q4_1_q8_1, block_q4_1, block_q8_1, qx_sums_q4_1, qx_mins8_q4_1, qx_min1_q4_1)
-QX_BLOCK32_DOT(q_vec_dot_q5_0_q8_0, block_q5_0, block_q8_0, qx_sums_q5_0, qx_mins8_none, qx_min1_none)
-QX_BLOCK32_DOT(q_vec_dot_q5_1_q8_1, block_q5_1, block_q8_1, qx_sums_q5_1, qx_mins8_q5_1, qx_min1_q5_1)
-QX_BLOCK32_DOT(q_vec_dot_q8_0_q8_0, block_q8_0, block_q8_0, qx_sums_q8_0, qx_mins8_none, qx_min1_none)
-QX_BLOCK32_DOT(q_vec_dot_iq4_nl_q8_0, block_iq4_nl, block_q8_0, qx_sums_iq4_nl, qx_mins8_none, qx_min1_none)
+QX_BLOCK32_DOT(q_vec_dot_q4_1_q8_1, block_q4_1, block_q8_1, qx_sums_q4_1, qx_min_q4_1)
+QX_BLOCK32_DOT(q_vec_dot_q5_0_q8_0, block_q5_0, block_q8_0, qx_sums_q5_0, qx_min_none)
+QX_BLOCK32_DOT(q_vec_dot_q5_1_q8_1, block_q5_1, block_q8_1, qx_sums_q5_1, qx_min_q5_1)
+QX_BLOCK32_DOT(q_vec_dot_iq4_nl_q8_0, block_iq4_nl, block_q8_0, qx_sums_iq4_nl, qx_min_none)
 
 /* Per group of 32: the levels times q (sign trick, then maddubs), weighted by the group's
  * multiplier; the super-block's sum is scaled once. */
@@ -455,7 +388,7 @@ QX_KERNEL void QX(q_vec_dot_iq4_xs_q8_K)(int n, float *s, const void *vx, const 
     const block_iq4_xs *x = vx;
     const block_q8_K *y = vy;
     const __m256i table = qx_iq4_table();
-    __m256 acc = _mm256_setzero_ps();
+    float acc = 0.0f;
     for (int i = 0; i < n / Q_QK_K; i++) {
         const __m256i sc = _mm256_broadcastsi128_si256(qx_iq4_xs_scales(&x[i]));
         __m256i sum0 = _mm256_setzero_si256(), sum1 = sum0;
@@ -470,10 +403,9 @@ QX_KERNEL void QX(q_vec_dot_iq4_xs_q8_K)(int n, float *s, const void *vx, const 
             sum0 = qx_dpwssd(sum0, p0, _mm256_shuffle_epi8(sc, QX_SEL16(ib)));
             sum1 = qx_dpwssd(sum1, p1, _mm256_shuffle_epi8(sc, QX_SEL16(ib + 1)));
         }
-        const float d = qx_h2f(x[i].d) * y[i].d;
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(sum0, sum1)), acc);
+        acc = fmaf(qx_h2f(x[i].d) * y[i].d, (float)qx_hsum_epi32(_mm256_add_epi32(sum0, sum1)), acc);
     }
-    *s = qx_hsum_ps(acc);
+    *s = acc;
 }
 
 /* ---- k-quants ---------------------------------------------------------------------------------- */
@@ -679,11 +611,11 @@ QX_KERNEL void QX(q_dequantize_row_q6_K)(const void *x, float *y, int64_t k)
 }
 
 /* ---- k-quants: dot products ------------------------------------------------------------------ */
-/* Per super-block: isum = Σ_c Σ_groups mult·Σ code·q (maddubs of codes and q8, then a multiply-
- * add with the group's int16 multiplier), minus off·Σ_g mult_g·bsums_g for the offset codes;
- * msum = Σ_g mn_g·bsums_g (q8_K's bsums are the sums of each 16 q). Then d_y·d·isum and
- * d_y·dmin·msum go to two float accumulators. All integer sums fit int32 with room to spare
- * (q6_K's largest: 16 groups · 16 · 63 · 127 · 128). */
+/* The building blocks of gemm_x86.h's k-quant tiles (vec_dot is their 1 × 1 product). Per
+ * super-block: isum = Σ_c Σ_groups mult·Σ code·q (maddubs of codes and q8, then a multiply-add
+ * with the group's int16 multiplier), minus off·Σ_g mult_g·bsums_g for the offset codes;
+ * msum = Σ_g mn_g·bsums_g (q8_K's bsums are the sums of each 16 q). All integer sums fit int32
+ * with room to spare (q6_K's largest: 16 groups · 16 · 63 · 127 · 128). */
 
 /* int16 multiplier of groups 2c (low 128-bit lane) and 2c+1 (high lane), from the 16 in sc
  * (lo/hi: groups 0..7 / 8..15 in both lanes). */
@@ -695,93 +627,29 @@ QX_INLINE __m256i qx_group_pair(__m256i lo, __m256i hi, int c)
     return _mm256_shuffle_epi8(c < 4 ? lo : hi, sel);
 }
 
-QX_INLINE __m256i qx_kq_isum(int kind, const void *blk, const block_q8_K *y, __m256i sc)
-{
-    const __m256i lo = _mm256_permute2x128_si256(sc, sc, 0x00);
-    const __m256i hi = _mm256_permute2x128_si256(sc, sc, 0x11);
-    __m256i s0 = _mm256_setzero_si256(), s1 = s0;
-#pragma GCC unroll 8
-    for (int c = 0; c < 8; c += 2) {
-        const __m256i p0 =
-            _mm256_maddubs_epi16(qx_kq_run(kind, blk, c), qx_load32((const uint8_t *)y->qs + 32 * c));
-        const __m256i p1 = _mm256_maddubs_epi16(qx_kq_run(kind, blk, c + 1),
-                                                qx_load32((const uint8_t *)y->qs + 32 * c + 32));
-        s0 = qx_dpwssd(s0, p0, qx_group_pair(lo, hi, c));
-        s1 = qx_dpwssd(s1, p1, qx_group_pair(lo, hi, c + 1));
-    }
-    return _mm256_add_epi32(s0, s1);
-}
-
-QX_INLINE void qx_kq_dot(int kind, size_t bsize, int n, float *s, const void *vx, const void *vy)
-{
-    const block_q8_K *y = vy;
-    const int asym = kind == QX_Q2K || kind == QX_Q4K || kind == QX_Q5K;
-    __m256 acc = _mm256_setzero_ps(), accm = acc;
-    for (int i = 0; i < n / Q_QK_K; i++) {
-        const void *blk = (const char *)vx + (size_t)i * bsize;
-        const qx_kq_head h = qx_kq_head_get(kind, blk);
-        const __m256i bsums = _mm256_loadu_si256((const __m256i *)y[i].bsums);
-        __m256i isum = qx_kq_isum(kind, blk, &y[i], h.sc);
-        if (h.off) {
-            const __m256i corr = _mm256_madd_epi16(h.sc, bsums);
-            isum = _mm256_sub_epi32(isum, _mm256_mullo_epi32(corr, _mm256_set1_epi32(h.off)));
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * h.d), _mm256_cvtepi32_ps(isum), acc);
-        if (asym) {
-            const __m256i msum = _mm256_madd_epi16(h.mn, bsums);
-            accm = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * h.dmin), _mm256_cvtepi32_ps(msum), accm);
-        }
-    }
-    *s = qx_hsum_ps(_mm256_sub_ps(acc, accm));
-}
-
-QX_KERNEL void QX(q_vec_dot_q2_K_q8_K)(int n, float *s, const void *x, const void *y)
-{
-    qx_kq_dot(QX_Q2K, sizeof(block_q2_K), n, s, x, y);
-}
-
-QX_KERNEL void QX(q_vec_dot_q3_K_q8_K)(int n, float *s, const void *x, const void *y)
-{
-    qx_kq_dot(QX_Q3K, sizeof(block_q3_K), n, s, x, y);
-}
-
-QX_KERNEL void QX(q_vec_dot_q4_K_q8_K)(int n, float *s, const void *x, const void *y)
-{
-    qx_kq_dot(QX_Q4K, sizeof(block_q4_K), n, s, x, y);
-}
-
-QX_KERNEL void QX(q_vec_dot_q5_K_q8_K)(int n, float *s, const void *x, const void *y)
-{
-    qx_kq_dot(QX_Q5K, sizeof(block_q5_K), n, s, x, y);
-}
-
-QX_KERNEL void QX(q_vec_dot_q6_K_q8_K)(int n, float *s, const void *x, const void *y)
-{
-    qx_kq_dot(QX_Q6K, sizeof(block_q6_K), n, s, x, y);
-}
-
 /* ---- table entries ---------------------------------------------------------------------------- */
 
 /* Only the dequantizer and the dot product: quantizers and from_float live in quant_<isa>.c. The
  * vec_dot_type field is the reference table's; overlays ignore it here. */
 #define QX_ENTRY(t, vdt) {.dequantize = QX(q_dequantize_row_##t), .vec_dot = QX(q_vec_dot_##t##_##vdt)}
+/* Types whose vec_dot is the tiled product's (gemm_x86.h). */
+#define QX_DEQ(t) {.dequantize = QX(q_dequantize_row_##t)}
 
 /* The whole table, with the f16 and bf16 entries each ISA file chooses for itself. */
 #define QX_TABLE(F16_ENTRY, BF16_ENTRY)                                                            \
     {                                                                                              \
-        [Q_TYPE_F32] = {.vec_dot = QX(q_vec_dot_f32_f32)},                                           \
         [Q_TYPE_F16] = F16_ENTRY,                                                                  \
         [Q_TYPE_BF16] = BF16_ENTRY,                                                                \
-        [Q_TYPE_Q4_0] = QX_ENTRY(q4_0, q8_0),                                                      \
+        [Q_TYPE_Q4_0] = QX_DEQ(q4_0),                                                                  \
         [Q_TYPE_Q4_1] = QX_ENTRY(q4_1, q8_1),                                                      \
         [Q_TYPE_Q5_0] = QX_ENTRY(q5_0, q8_0),                                                      \
         [Q_TYPE_Q5_1] = QX_ENTRY(q5_1, q8_1),                                                      \
-        [Q_TYPE_Q8_0] = QX_ENTRY(q8_0, q8_0),                                                      \
-        [Q_TYPE_Q2_K] = QX_ENTRY(q2_K, q8_K),                                                      \
-        [Q_TYPE_Q3_K] = QX_ENTRY(q3_K, q8_K),                                                      \
-        [Q_TYPE_Q4_K] = QX_ENTRY(q4_K, q8_K),                                                      \
-        [Q_TYPE_Q5_K] = QX_ENTRY(q5_K, q8_K),                                                      \
-        [Q_TYPE_Q6_K] = QX_ENTRY(q6_K, q8_K),                                                      \
+        [Q_TYPE_Q8_0] = QX_DEQ(q8_0),                                                                  \
+        [Q_TYPE_Q2_K] = QX_DEQ(q2_K),                                                                  \
+        [Q_TYPE_Q3_K] = QX_DEQ(q3_K),                                                                  \
+        [Q_TYPE_Q4_K] = QX_DEQ(q4_K),                                                                  \
+        [Q_TYPE_Q5_K] = QX_DEQ(q5_K),                                                                  \
+        [Q_TYPE_Q6_K] = QX_DEQ(q6_K),                                                                  \
         [Q_TYPE_IQ4_NL] = QX_ENTRY(iq4_nl, q8_0),                                                  \
         [Q_TYPE_IQ4_XS] = QX_ENTRY(iq4_xs, q8_K),                                                  \
     }

@@ -1,12 +1,12 @@
 /* gemm_avx2.c — AVX2 (+FMA, F16C) tiled matrix products (gemm_x86.h). With 16 vector registers
- * the tiles keep their accumulators plus one row of operands in registers: 4 rows × 3 tokens of
- * floats, 2 × 3 for the block types, 2 × 2 for the k-quants (whose integer sums need a second
- * set). The table is data only; off x86 it is empty and every type uses the vec_dot loop. */
+ * the tiles keep their accumulators plus one row of operands in registers: 2 rows × 2 tokens of
+ * floats (each element's 16 canonical lanes take two registers), 2 × 3 for the block types,
+ * 2 × 2 for the k-quants (whose integer sums need a second set). The table is data only; off x86 it is empty and every type uses the vec_dot loop. */
 #if defined(__x86_64__) || defined(__i386__)
 
 #define QX_SUFFIX avx2
-#define QG_F_RM 4
-#define QG_F_RN 3
+#define QG_F_RM 2
+#define QG_F_RN 2
 #define QG_B_RM 2
 #define QG_B_RN 3
 #define QG_K_RM 2

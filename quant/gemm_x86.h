@@ -8,14 +8,16 @@
  * tile decodes RM rows' blocks once, loads RN tokens' activations once, and forms the RM·RN
  * products from registers, so each load is reused RN (or RM) times.
  *
- * Determinism: every output element is computed by the same instruction sequence whatever tile
- * it falls in (edge tiles are the same code with RM or RN set to 1): its own accumulator, the
- * same block order, the same final horizontal sum. So an element depends only on its weight row
- * and activation row, never on nrows, ntok or where a caller splits the work — the engine's
- * results stay independent of the thread count. Versus vec_dot only the float rounding order
- * differs (integer block sums are exact in both). */
+ * Determinism: every output element follows the canonical order of quant.h whatever tile it
+ * falls in (edge tiles are the same code with RM or RN set to 1): 16 float lanes and a fixed tree
+ * for float weights; per block the exact integer total and one FMA chain for quantized weights.
+ * So an element depends only on its weight row and activation row, never on nrows, ntok, where a
+ * caller splits the work or the instruction set: the scalar reference, AVX2, AVX-512 and NEON
+ * give the same bits, and vec_dot is the 1 × 1 product. */
 #ifndef QKIT_QUANT_GEMM_X86_H
 #define QKIT_QUANT_GEMM_X86_H
+
+#include <math.h>
 
 #include "dot_x86.h"
 
@@ -25,7 +27,7 @@
 /* Tokens per pass over a row block: keeps that many activation rows hot in L2. */
 #define QG_TOK_BLOCK 64
 
-/* ---- float vectors: 16 lanes with AVX-512, 8 with AVX2 ----------------------------------------- */
+/* ---- float vectors: the canonical 16 lanes, one register with AVX-512, two with AVX2 ------------ */
 
 enum { QG_F32, QG_F16, QG_BF16 };
 
@@ -34,6 +36,7 @@ typedef __m512 qg_vf;
 enum { QG_VL = 16 };
 QG_INLINE qg_vf qg_zero(void) { return _mm512_setzero_ps(); }
 QG_INLINE qg_vf qg_fma(qg_vf a, qg_vf b, qg_vf c) { return _mm512_fmadd_ps(a, b, c); }
+/* The canonical tree: lanes l + l+8, then (qx_hsum_ps) l + l+4, l + l+2, 0 + 1. */
 QG_INLINE float qg_hsum(qg_vf v)
 {
     return qx_hsum_ps(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
@@ -52,12 +55,18 @@ QG_INLINE qg_vf qg_load(int kind, const void *p, int m)
     }
 }
 #else
-typedef __m256 qg_vf;
-enum { QG_VL = 8 };
-QG_INLINE qg_vf qg_zero(void) { return _mm256_setzero_ps(); }
-QG_INLINE qg_vf qg_fma(qg_vf a, qg_vf b, qg_vf c) { return _mm256_fmadd_ps(a, b, c); }
-QG_INLINE float qg_hsum(qg_vf v) { return qx_hsum_ps(v); }
-QG_INLINE qg_vf qg_load_full(int kind, const void *p)
+/* The canonical 16 lanes (quant.h) as two 8-lane halves: lanes 0..7 and 8..15. */
+typedef struct {
+    __m256 lo, hi;
+} qg_vf;
+enum { QG_VL = 16 };
+QG_INLINE qg_vf qg_zero(void) { return (qg_vf){_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+QG_INLINE qg_vf qg_fma(qg_vf a, qg_vf b, qg_vf c)
+{
+    return (qg_vf){_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
+}
+QG_INLINE float qg_hsum(qg_vf v) { return qx_hsum_ps(_mm256_add_ps(v.lo, v.hi)); }
+QG_INLINE __m256 qg_load8_full(int kind, const void *p)
 {
     switch (kind) {
     case QG_F32:
@@ -68,16 +77,24 @@ QG_INLINE qg_vf qg_load_full(int kind, const void *p)
         return qx_load8_bf16(p);
     }
 }
-/* min(m, 8) values from p, the rest 0; a short tail goes through a zeroed copy so that nothing
- * past the row is read. */
-QG_INLINE qg_vf qg_load(int kind, const void *p, int m)
+/* min(m, 8) values from p, the rest 0 (m <= 0: all 0); a short tail goes through a zeroed copy
+ * so that nothing past the row is read. */
+QG_INLINE __m256 qg_load8(int kind, const void *p, int m)
 {
     if (m >= 8)
-        return qg_load_full(kind, p);
+        return qg_load8_full(kind, p);
+    if (m <= 0)
+        return _mm256_setzero_ps();
     const size_t esize = kind == QG_F32 ? 4 : 2;
     _Alignas(32) uint8_t tmp[32] = {0};
     memcpy(tmp, p, (size_t)m * esize);
-    return qg_load_full(kind, tmp);
+    return qg_load8_full(kind, tmp);
+}
+/* min(m, 16) values from p, the rest 0. */
+QG_INLINE qg_vf qg_load(int kind, const void *p, int m)
+{
+    const size_t esize = kind == QG_F32 ? 4 : 2;
+    return (qg_vf){qg_load8(kind, p, m), qg_load8(kind, (const char *)p + 8 * esize, m - 8)};
 }
 #endif
 
@@ -114,6 +131,34 @@ QG_INLINE void qg_float_tile(int kind, int RM, int RN, int n, const char *w, siz
             y[(size_t)t * ys + r] = qg_hsum(acc[r][t]);
 }
 
+/* ---- block totals ------------------------------------------------------------------------------ */
+/* The canonical order (quant.h) needs each block's exact integer total per output element. Four
+ * 8-lane integer vectors reduce together (three horizontal adds and one add), so the reduction
+ * costs about one instruction per element and block. */
+
+QG_INLINE __m128i qg_hsum4_epi32(__m256i a, __m256i b, __m256i c, __m256i d)
+{
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+/* tot[e] = the sum of v[e]'s lanes for e < ne (ne <= 16). */
+QG_INLINE void qg_totals(const __m256i *v, int ne, int32_t *tot)
+{
+    QG_UNROLL
+    for (int e = 0; e < ne; e += 4) {
+        const __m256i z = _mm256_setzero_si256();
+        const __m128i t = qg_hsum4_epi32(v[e], e + 1 < ne ? v[e + 1] : z, e + 2 < ne ? v[e + 2] : z,
+                                         e + 3 < ne ? v[e + 3] : z);
+        _Alignas(16) int32_t buf[4];
+        _mm_store_si128((__m128i *)buf, t);
+        QG_UNROLL
+        for (int j = 0; j < 4; j++)
+            if (e + j < ne)
+                tot[e + j] = buf[j];
+    }
+}
+
 /* ---- 32-value blocks: q8_0 and q4_0 weights times q8_0 activations ----------------------------- */
 
 enum { QG_Q8_0, QG_Q4_0 };
@@ -122,20 +167,19 @@ QG_INLINE void qg_b32_tile(int kind, int RM, int RN, int n, const char *w, size_
                            size_t xs, float *y, size_t ys)
 {
     const size_t wb = kind == QG_Q8_0 ? sizeof(block_q8_0) : sizeof(block_q4_0);
-    __m256 acc[QG_B_RM][QG_B_RN];
+    float acc[QG_B_RM * QG_B_RN];
     QG_UNROLL
-    for (int r = 0; r < RM; r++)
-        QG_UNROLL
-        for (int t = 0; t < RN; t++)
-            acc[r][t] = _mm256_setzero_ps();
+    for (int e = 0; e < RM * RN; e++)
+        acc[e] = 0.0f;
     for (int b = 0; b < n / 32; b++) {
-        __m256i yq[QG_B_RN], yoff[QG_B_RN];
-        __m256 yd[QG_B_RN];
+        __m256i yq[QG_B_RN], yoff[QG_B_RN], sums[QG_B_RM * QG_B_RN];
+        float yd[QG_B_RN], wd[QG_B_RM];
+        int32_t tot[QG_B_RM * QG_B_RN];
         QG_UNROLL
         for (int t = 0; t < RN; t++) {
             const block_q8_0 *yb = (const block_q8_0 *)(x + (size_t)t * xs) + b;
             yq[t] = qx_load_q8_0(yb->qs);
-            yd[t] = _mm256_set1_ps(qx_h2f(yb->d));
+            yd[t] = qx_h2f(yb->d);
             /* q4_0 codes are level + 8: Σ code·q - 8·Σ q, the second term per token. */
             if (kind == QG_Q4_0)
                 yoff[t] = qx_dpbusd(_mm256_setzero_si256(), _mm256_set1_epi8(8), yq[t]);
@@ -145,45 +189,49 @@ QG_INLINE void qg_b32_tile(int kind, int RM, int RN, int n, const char *w, size_
             const uint8_t *blk = (const uint8_t *)(w + (size_t)r * ws) + (size_t)b * wb;
             uint16_t dh;
             memcpy(&dh, blk, sizeof dh);
-            const __m256 wd = _mm256_set1_ps(qx_h2f(dh));
+            wd[r] = qx_h2f(dh);
             /* q8_0: |w| times y with w's sign; q4_0: unsigned codes times y. */
             const __m256i c = kind == QG_Q8_0 ? _mm256_loadu_si256((const __m256i *)(blk + 2))
                                               : qx_nibbles32(blk + 2);
             const __m256i u = kind == QG_Q8_0 ? _mm256_sign_epi8(c, c) : c;
             QG_UNROLL
-            for (int t = 0; t < RN; t++) {
-                const __m256i s = kind == QG_Q8_0
-                                      ? qx_dpbusd(_mm256_setzero_si256(), u, _mm256_sign_epi8(yq[t], c))
-                                      : _mm256_sub_epi32(qx_dpbusd(_mm256_setzero_si256(), u, yq[t]), yoff[t]);
-                acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(wd, yd[t]), _mm256_cvtepi32_ps(s), acc[r][t]);
-            }
+            for (int t = 0; t < RN; t++)
+                sums[r * RN + t] = kind == QG_Q8_0
+                                       ? qx_dpbusd(_mm256_setzero_si256(), u, _mm256_sign_epi8(yq[t], c))
+                                       : _mm256_sub_epi32(qx_dpbusd(_mm256_setzero_si256(), u, yq[t]), yoff[t]);
         }
+        qg_totals(sums, RM * RN, tot);
+        QG_UNROLL
+        for (int r = 0; r < RM; r++)
+            QG_UNROLL
+            for (int t = 0; t < RN; t++)
+                acc[r * RN + t] = fmaf(wd[r] * yd[t], (float)tot[r * RN + t], acc[r * RN + t]);
     }
     QG_UNROLL
     for (int r = 0; r < RM; r++)
         QG_UNROLL
         for (int t = 0; t < RN; t++)
-            y[(size_t)t * ys + r] = qx_hsum_ps(acc[r][t]);
+            y[(size_t)t * ys + r] = acc[r * RN + t];
 }
 
 /* ---- k-quants times q8_K activations ------------------------------------------------------------ */
-/* Per super-block, as qx_kq_dot: integer sums per group pair weighted by the int16 multipliers,
- * the offset correction through bsums, then d_y·d·isum - d_y·dmin·msum into one float lane set. */
+/* Per super-block, as qx_kq_isum: integer sums per group pair weighted by the int16 multipliers
+ * and the offset correction through bsums, reduced to the block's total; then the canonical
+ * float steps d_y·d·isum and, with mins, -(d_y·dmin)·msum. */
 
 QG_INLINE void qg_kq_tile(int kind, size_t bsize, int RM, int RN, int n, const char *w, size_t ws,
                           const char *x, size_t xs, float *y, size_t ys)
 {
     const int asym = kind == QX_Q2K || kind == QX_Q4K || kind == QX_Q5K;
-    __m256 acc[QG_K_RM][QG_K_RN];
+    float acc[QG_K_RM * QG_K_RN];
     QG_UNROLL
-    for (int r = 0; r < RM; r++)
-        QG_UNROLL
-        for (int t = 0; t < RN; t++)
-            acc[r][t] = _mm256_setzero_ps();
+    for (int e = 0; e < RM * RN; e++)
+        acc[e] = 0.0f;
     for (int b = 0; b < n / Q_QK_K; b++) {
         const void *blk[QG_K_RM];
         qx_kq_head h[QG_K_RM];
-        __m256i lo[QG_K_RM], hi[QG_K_RM], isum[QG_K_RM][QG_K_RN];
+        __m256i lo[QG_K_RM], hi[QG_K_RM], isum[QG_K_RM * QG_K_RN], msum[QG_K_RM * QG_K_RN];
+        int32_t itot[QG_K_RM * QG_K_RN], mtot[QG_K_RM * QG_K_RN];
         const block_q8_K *yb[QG_K_RN];
         QG_UNROLL
         for (int r = 0; r < RM; r++) {
@@ -193,7 +241,7 @@ QG_INLINE void qg_kq_tile(int kind, size_t bsize, int RM, int RN, int n, const c
             hi[r] = _mm256_permute2x128_si256(h[r].sc, h[r].sc, 0x11);
             QG_UNROLL
             for (int t = 0; t < RN; t++)
-                isum[r][t] = _mm256_setzero_si256();
+                isum[r * RN + t] = _mm256_setzero_si256();
         }
         QG_UNROLL
         for (int t = 0; t < RN; t++)
@@ -208,7 +256,7 @@ QG_INLINE void qg_kq_tile(int kind, size_t bsize, int RM, int RN, int n, const c
                 const __m256i codes = qx_kq_run(kind, blk[r], c), mult = qx_group_pair(lo[r], hi[r], c);
                 QG_UNROLL
                 for (int t = 0; t < RN; t++)
-                    isum[r][t] = qx_dpwssd(isum[r][t], _mm256_maddubs_epi16(codes, yq[t]), mult);
+                    isum[r * RN + t] = qx_dpwssd(isum[r * RN + t], _mm256_maddubs_epi16(codes, yq[t]), mult);
             }
         }
         QG_UNROLL
@@ -216,22 +264,32 @@ QG_INLINE void qg_kq_tile(int kind, size_t bsize, int RM, int RN, int n, const c
             const __m256i bsums = _mm256_loadu_si256((const __m256i *)yb[t]->bsums);
             QG_UNROLL
             for (int r = 0; r < RM; r++) {
-                __m256i s = isum[r][t];
                 if (h[r].off)
-                    s = _mm256_sub_epi32(s, _mm256_mullo_epi32(_mm256_madd_epi16(h[r].sc, bsums),
-                                                               _mm256_set1_epi32(h[r].off)));
-                acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(yb[t]->d * h[r].d), _mm256_cvtepi32_ps(s), acc[r][t]);
+                    isum[r * RN + t] =
+                        _mm256_sub_epi32(isum[r * RN + t], _mm256_mullo_epi32(_mm256_madd_epi16(h[r].sc, bsums),
+                                                                              _mm256_set1_epi32(h[r].off)));
                 if (asym)
-                    acc[r][t] = _mm256_fnmadd_ps(_mm256_set1_ps(yb[t]->d * h[r].dmin),
-                                                 _mm256_cvtepi32_ps(_mm256_madd_epi16(h[r].mn, bsums)), acc[r][t]);
+                    msum[r * RN + t] = _mm256_madd_epi16(h[r].mn, bsums);
             }
         }
+        qg_totals(isum, RM * RN, itot);
+        if (asym)
+            qg_totals(msum, RM * RN, mtot);
+        QG_UNROLL
+        for (int r = 0; r < RM; r++)
+            QG_UNROLL
+            for (int t = 0; t < RN; t++) {
+                float a = fmaf(yb[t]->d * h[r].d, (float)itot[r * RN + t], acc[r * RN + t]);
+                if (asym)
+                    a = fmaf(-(yb[t]->d * h[r].dmin), (float)mtot[r * RN + t], a);
+                acc[r * RN + t] = a;
+            }
     }
     QG_UNROLL
     for (int r = 0; r < RM; r++)
         QG_UNROLL
         for (int t = 0; t < RN; t++)
-            y[(size_t)t * ys + r] = qx_hsum_ps(acc[r][t]);
+            y[(size_t)t * ys + r] = acc[r * RN + t];
 }
 
 /* ---- drivers ------------------------------------------------------------------------------------ */
@@ -275,14 +333,32 @@ QG_DRIVER(QX(q_gemm_q4_K), qg_kq_tile, QG_K_RM, QG_K_RN, QX_Q4K, sizeof(block_q4
 QG_DRIVER(QX(q_gemm_q5_K), qg_kq_tile, QG_K_RM, QG_K_RN, QX_Q5K, sizeof(block_q5_K))
 QG_DRIVER(QX(q_gemm_q6_K), qg_kq_tile, QG_K_RM, QG_K_RN, QX_Q6K, sizeof(block_q6_K))
 
-/* Designated initializers: the table sets only gemm; everything else falls back. */
+/* vec_dot is the 1 × 1 product: the same instructions, so the same bits as any gemm element. */
+#define QG_DOT(T)                                                                                   \
+    static void QX(q_vec_dot_gemm_##T)(int n, float *s, const void *x, const void *y)                \
+    {                                                                                               \
+        QX(q_gemm_##T)(n, 1, 1, x, 0, y, 0, s, 1);                                                  \
+    }
+QG_DOT(f32)
+QG_DOT(f16)
+QG_DOT(bf16)
+QG_DOT(q8_0)
+QG_DOT(q4_0)
+QG_DOT(q2_K)
+QG_DOT(q3_K)
+QG_DOT(q4_K)
+QG_DOT(q5_K)
+QG_DOT(q6_K)
+
+#define QG_ENTRY(T) {.gemm = QX(q_gemm_##T), .vec_dot = QX(q_vec_dot_gemm_##T)}
+/* Designated initializers: the table sets gemm and vec_dot; everything else falls back. */
 #define QG_TABLE                                                                                    \
     {                                                                                               \
-        [Q_TYPE_F32] = {.gemm = QX(q_gemm_f32)}, [Q_TYPE_F16] = {.gemm = QX(q_gemm_f16)},           \
-        [Q_TYPE_BF16] = {.gemm = QX(q_gemm_bf16)}, [Q_TYPE_Q8_0] = {.gemm = QX(q_gemm_q8_0)},       \
-        [Q_TYPE_Q4_0] = {.gemm = QX(q_gemm_q4_0)}, [Q_TYPE_Q2_K] = {.gemm = QX(q_gemm_q2_K)},       \
-        [Q_TYPE_Q3_K] = {.gemm = QX(q_gemm_q3_K)}, [Q_TYPE_Q4_K] = {.gemm = QX(q_gemm_q4_K)},       \
-        [Q_TYPE_Q5_K] = {.gemm = QX(q_gemm_q5_K)}, [Q_TYPE_Q6_K] = {.gemm = QX(q_gemm_q6_K)},       \
+        [Q_TYPE_F32] = QG_ENTRY(f32), [Q_TYPE_F16] = QG_ENTRY(f16), [Q_TYPE_BF16] = QG_ENTRY(bf16),  \
+        [Q_TYPE_Q8_0] = QG_ENTRY(q8_0), [Q_TYPE_Q4_0] = QG_ENTRY(q4_0),                             \
+        [Q_TYPE_Q2_K] = QG_ENTRY(q2_K), [Q_TYPE_Q3_K] = QG_ENTRY(q3_K),                             \
+        [Q_TYPE_Q4_K] = QG_ENTRY(q4_K), [Q_TYPE_Q5_K] = QG_ENTRY(q5_K),                             \
+        [Q_TYPE_Q6_K] = QG_ENTRY(q6_K),                                                             \
     }
 
 #endif

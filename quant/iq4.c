@@ -228,8 +228,8 @@ void q_vec_dot_iq4_nl_q8_0(int n, float *s, const void *vx, const void *vy)
     const block_q8_0 *y = vy;
     float sum = 0;
     for (int i = 0; i < n / 32; i++) {
-        const float d = q_fp16_to_fp32(y[i].d) * q_fp16_to_fp32(x[i].d);
-        sum += d * (float)dot_group(x[i].qs, y[i].qs);
+        const float d = q_fp16_to_fp32(x[i].d) * q_fp16_to_fp32(y[i].d);
+        sum = fmaf(d, (float)dot_group(x[i].qs, y[i].qs), sum);
     }
     *s = sum;
 }
@@ -240,11 +240,10 @@ void q_vec_dot_iq4_xs_q8_K(int n, float *s, const void *vx, const void *vy)
     const block_q8_K *y = vy;
     float sum = 0;
     for (int i = 0; i < n / Q_QK_K; i++) {
-        const float d4d8 = q_fp16_to_fp32(x[i].d) * y[i].d;
-        for (int ib = 0; ib < Q_QK_K / 32; ib++) {
-            const int sumi = dot_group(x[i].qs + 16 * ib, y[i].qs + 32 * ib);
-            sum += d4d8 * (float)xs_group_scale(&x[i], ib) * (float)sumi;
-        }
+        int isum = 0;
+        for (int ib = 0; ib < Q_QK_K / 32; ib++)
+            isum += xs_group_scale(&x[i], ib) * dot_group(x[i].qs + 16 * ib, y[i].qs + 32 * ib);
+        sum = fmaf(q_fp16_to_fp32(x[i].d) * y[i].d, (float)isum, sum);
     }
     *s = sum;
 }

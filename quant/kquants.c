@@ -441,9 +441,10 @@ static void dequantize_blocks(kq_unpack_fn unpack, size_t bsize, const void *x, 
 }
 
 /* Per super-block: sum_g sc*<q, q8> minus sum_g mn*bsums, in 32-bit integers (at most
- * 16 * 127 * 16 * 32 * 128 for q6_K, well inside int32), then scaled once. */
-static void vec_dot_blocks(kq_unpack_fn unpack, size_t bsize, int n, float *s, const void *vx,
-                           const void *vy)
+ * 16 * 127 * 16 * 32 * 128 for q6_K, well inside int32), then the canonical float chain
+ * (quant.h): one FMA for the scales and, for the types with mins, one for the mins. */
+static void vec_dot_blocks(kq_unpack_fn unpack, size_t bsize, int asym, int n, float *s,
+                           const void *vx, const void *vy)
 {
     const block_q8_K *y = vy;
     kq_unpacked u;
@@ -458,7 +459,9 @@ static void vec_dot_blocks(kq_unpack_fn unpack, size_t bsize, int n, float *s, c
             isum += u.sc[g] * gsum;
             msum += u.mn[g] * y[i].bsums[g];
         }
-        sumf += y[i].d * u.d * isum - y[i].d * u.dmin * msum;
+        sumf = fmaf(y[i].d * u.d, (float)isum, sumf);
+        if (asym)
+            sumf = fmaf(-(y[i].d * u.dmin), (float)msum, sumf);
     }
     *s = sumf;
 }
@@ -498,25 +501,25 @@ void q_dequantize_row_q8_K(const void *vx, float *y, int64_t k)
 
 void q_vec_dot_q2_K_q8_K(int n, float *s, const void *x, const void *y)
 {
-    vec_dot_blocks(unpack_q2_K, sizeof(block_q2_K), n, s, x, y);
+    vec_dot_blocks(unpack_q2_K, sizeof(block_q2_K), 1, n, s, x, y);
 }
 
 void q_vec_dot_q3_K_q8_K(int n, float *s, const void *x, const void *y)
 {
-    vec_dot_blocks(unpack_q3_K, sizeof(block_q3_K), n, s, x, y);
+    vec_dot_blocks(unpack_q3_K, sizeof(block_q3_K), 0, n, s, x, y);
 }
 
 void q_vec_dot_q4_K_q8_K(int n, float *s, const void *x, const void *y)
 {
-    vec_dot_blocks(unpack_q4_K, sizeof(block_q4_K), n, s, x, y);
+    vec_dot_blocks(unpack_q4_K, sizeof(block_q4_K), 1, n, s, x, y);
 }
 
 void q_vec_dot_q5_K_q8_K(int n, float *s, const void *x, const void *y)
 {
-    vec_dot_blocks(unpack_q5_K, sizeof(block_q5_K), n, s, x, y);
+    vec_dot_blocks(unpack_q5_K, sizeof(block_q5_K), 1, n, s, x, y);
 }
 
 void q_vec_dot_q6_K_q8_K(int n, float *s, const void *x, const void *y)
 {
-    vec_dot_blocks(unpack_q6_K, sizeof(block_q6_K), n, s, x, y);
+    vec_dot_blocks(unpack_q6_K, sizeof(block_q6_K), 0, n, s, x, y);
 }

@@ -415,8 +415,8 @@ void q_dequantize_row_q8_1(const void *vx, float *y, int64_t k)
 }
 
 /* ---- dot products -------------------------------------------------------------------------- */
-/* Integer sums are exact (|Σ| <= 32·31·127), so only the float steps need ggml's order, which
- * differs slightly between types; it is kept per type so results match ggml's generic path. */
+/* The canonical order (quant.h): each block's exact integer sum (|Σ| <= 32·31·127), then one
+ * float chain of FMAs, the same on every ISA. */
 
 static int dot_codes(const uint8_t *L, int offset, const int8_t *q)
 {
@@ -428,10 +428,15 @@ static int dot_codes(const uint8_t *L, int offset, const int8_t *q)
 
 /* One block with an offset m: Σ (d_x·L + m)(d_y·q) = d_x·d_y·Σ L·q + m·(d_y·Σ q), and q8_1
  * caches d_y·Σ q in s. */
-static float asym_block_dot(const uint8_t *L, uint16_t dx, uint16_t mx, const block_q8_1 *y)
+static float asym_block_dot(float acc, const uint8_t *L, uint16_t dx, uint16_t mx, const block_q8_1 *y)
 {
-    return (q_fp16_to_fp32(dx) * q_fp16_to_fp32(y->d)) * (float)dot_codes(L, 0, y->qs) +
-           q_fp16_to_fp32(mx) * q_fp16_to_fp32(y->s);
+    acc = fmaf(q_fp16_to_fp32(dx) * q_fp16_to_fp32(y->d), (float)dot_codes(L, 0, y->qs), acc);
+    return fmaf(q_fp16_to_fp32(mx), q_fp16_to_fp32(y->s), acc);
+}
+
+static float sym_block_dot(float acc, uint16_t dx, uint16_t dy, int sumi)
+{
+    return fmaf(q_fp16_to_fp32(dx) * q_fp16_to_fp32(dy), (float)sumi, acc);
 }
 
 void q_vec_dot_q4_0_q8_0(int n, float *s, const void *vx, const void *vy)
@@ -442,8 +447,7 @@ void q_vec_dot_q4_0_q8_0(int n, float *s, const void *vx, const void *vy)
     for (int i = 0; i < n / 32; i++) {
         uint8_t L[32];
         unpack_q4(x[i].qs, L);
-        const int sumi = dot_codes(L, 8, y[i].qs);
-        sum += (float)sumi * q_fp16_to_fp32(x[i].d) * q_fp16_to_fp32(y[i].d);
+        sum = sym_block_dot(sum, x[i].d, y[i].d, dot_codes(L, 8, y[i].qs));
     }
     *s = sum;
 }
@@ -456,7 +460,7 @@ void q_vec_dot_q4_1_q8_1(int n, float *s, const void *vx, const void *vy)
     for (int i = 0; i < n / 32; i++) {
         uint8_t L[32];
         unpack_q4(x[i].qs, L);
-        sum += asym_block_dot(L, x[i].d, x[i].m, &y[i]);
+        sum = asym_block_dot(sum, L, x[i].d, x[i].m, &y[i]);
     }
     *s = sum;
 }
@@ -469,7 +473,7 @@ void q_vec_dot_q5_1_q8_1(int n, float *s, const void *vx, const void *vy)
     for (int i = 0; i < n / 32; i++) {
         uint8_t L[32];
         unpack_q5(x[i].qs, x[i].qh, L);
-        sum += asym_block_dot(L, x[i].d, x[i].m, &y[i]);
+        sum = asym_block_dot(sum, L, x[i].d, x[i].m, &y[i]);
     }
     *s = sum;
 }
@@ -482,8 +486,7 @@ void q_vec_dot_q5_0_q8_0(int n, float *s, const void *vx, const void *vy)
     for (int i = 0; i < n / 32; i++) {
         uint8_t L[32];
         unpack_q5(x[i].qs, x[i].qh, L);
-        const int sumi = dot_codes(L, 16, y[i].qs);
-        sum += (q_fp16_to_fp32(x[i].d) * q_fp16_to_fp32(y[i].d)) * (float)sumi;
+        sum = sym_block_dot(sum, x[i].d, y[i].d, dot_codes(L, 16, y[i].qs));
     }
     *s = sum;
 }
@@ -497,7 +500,7 @@ void q_vec_dot_q8_0_q8_0(int n, float *s, const void *vx, const void *vy)
         int sumi = 0;
         for (int j = 0; j < 32; j++)
             sumi += x[i].qs[j] * y[i].qs[j];
-        sum += (float)sumi * (q_fp16_to_fp32(x[i].d) * q_fp16_to_fp32(y[i].d));
+        sum = sym_block_dot(sum, x[i].d, y[i].d, sumi);
     }
     *s = sum;
 }

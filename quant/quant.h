@@ -19,6 +19,27 @@
 typedef size_t (*q_quantize_fn)(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
                                 const float *imatrix);
 typedef void (*q_dequantize_fn)(const void *x, float *y, int64_t k);
+/* Canonical summation order. Every dot product and every gemm element is computed in one order,
+ * on every ISA (scalar, AVX2, AVX-512, NEON), so results are identical bit for bit across
+ * instruction sets and thread counts (FMA is a single rounding everywhere; the scalar code calls
+ * fmaf):
+ *  - f32, f16, bf16 weights times f32: 16 partial sums p[0..15] = +0; for i0 = 0, 16, 32 … < n,
+ *    p[l] = fma(w[i0 + l], x[i0 + l], p[l]) for every l, with w = x = 0 past n; then the tree
+ *    a[l] = p[l] + p[l + 8] (l < 8), b[l] = a[l] + a[l + 4] (l < 4), c[l] = b[l] + b[l + 2]
+ *    (l < 2), result c[0] + c[1].
+ *  - quantized weights: per block, in block order, the block's exact integer sum (any order: it
+ *    is exact) enters one float chain s = +0:
+ *      q4_0, q5_0, q8_0, iq4_nl:  s = fma(d_w · d_y, (float)Σ level·q, s)
+ *      q4_1, q5_1:                s = fma(d_w · d_y, (float)Σ code·q, s); s = fma(m_w, s_y, s)
+ *      q2_K … q6_K:               s = fma(d_y · d, (float)Σ_g sc_g·Σ level·q, s); and for
+ *                                 q2_K, q4_K, q5_K: s = fma(-(d_y · dmin), (float)Σ_g mn_g·bsum_g, s)
+ *      iq4_xs:                    s = fma(d · d_y, (float)Σ_g (ls_g − 32)·Σ level·q, s)
+ *    (halves converted to float first; d_y of q8_K is a float; each product one rounding;
+ *    (float) of a total above 2^24 rounds to nearest, the same everywhere).
+ * vec_dot and gemm give the same bits. Preconditions: q8_K activations carry bsums equal to the
+ * sums of their 16-value groups (as from_float writes them; the x86 k-quant kernels apply the
+ * q3_K/q6_K offsets through them), and the FPU rounds to nearest without flushing subnormals (the
+ * default). A NaN result is NaN everywhere, but its payload is the CPU's. */
 /* s = dot(x, y) over n values; x of the weight type, y of its vec_dot_type. */
 typedef void (*q_vec_dot_fn)(int n, float *s, const void *x, const void *y);
 /* Unweighted row quantizer, used for activations (q8_0, q8_1, q8_K) and float conversions. */
@@ -26,8 +47,8 @@ typedef void (*q_from_float_fn)(const float *x, void *y, int64_t k);
 /* Matrix product: y[t * y_stride + r] = dot(w row r, x row t) for r < nrows, t < ntok, rows of n
  * values; w rows of the weight type start w_stride bytes apart, x rows of its vec_dot_type
  * x_stride bytes apart. Each element depends only on its two rows (never on nrows, ntok or the
- * position), so callers may split the work any way and get the same bits; it agrees with
- * vec_dot up to float rounding order. */
+ * position), so callers may split the work any way and get the same bits; it equals vec_dot bit
+ * for bit (the canonical order above). */
 typedef void (*q_gemm_fn)(int n, int64_t nrows, int ntok, const void *w, size_t w_stride,
                           const void *x, size_t x_stride, float *y /* [ntok][y_stride] */,
                           size_t y_stride);

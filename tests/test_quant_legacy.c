@@ -962,7 +962,17 @@ static void test_float_dot_random(void **state)
     }
     float s, s2;
     q_vec_dot_f32_f32(N, &s, x, y);
-    tu_assert_near((double)s, (double)ref, fabs((double)ref) * 0x1p-24 + (double)mag * 1e-13);
+    /* 16 chains of ceil(N/16) FMAs and a 4-level tree: each step one rounding. */
+    tu_assert_near((double)s, (double)ref, (double)mag * ((N + 15) / 16 + 4) * 0x1p-24);
+    /* The canonical order of quant.h, written out: lanes i mod 16, zero padding, the tree. */
+    float p[16] = {0};
+    for (int i0 = 0; i0 < N; i0 += 16)
+        for (int l = 0; l < 16; l++)
+            p[l] = fmaf(i0 + l < N ? x[i0 + l] : 0.0f, i0 + l < N ? y[i0 + l] : 0.0f, p[l]);
+    for (int w = 8; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++)
+            p[l] = p[l] + p[l + w];
+    assert_true(q_f32_bits(s) == q_f32_bits(p[0]));
 
     q_from_float_f16(x, xh, N);
     q_dequantize_row_f16(xh, xd, N);
