@@ -15,7 +15,35 @@
 #ifndef QKIT_CALIB_DETMATH_H
 #define QKIT_CALIB_DETMATH_H
 
-float qk_expf(float x);
+#include <math.h>
+
+#include <stdint.h>
+#include <string.h>
+
+/* 2^(j/32), j < 32, correctly rounded. */
+extern const double qk_exp2_32[32];
+
+/* e^x in float: x = (k/32)·ln2 + r with |r| <= ln2/64, e^r by its Taylor polynomial to degree 5
+ * (remainder < 3e-15), times 2^(k/32) from the table. Inline: the softmax, SiLU and log-softmax
+ * loops call it 10^7 times per chunk. */
+static inline float qk_expf(float x)
+{
+    if (!(x < 88.73f))
+        return x != x ? x : INFINITY;
+    if (x < -104.0f)
+        return 0.0f;
+    const double magic = 6755399441055744.0; /* 1.5·2^52: adding and removing it rounds to an integer */
+    const double kd = ((double)x * 0x1.71547652b82fep+5 + magic) - magic;
+    const int64_t k = (int64_t)kd, j = k & 31;
+    const double r = (double)x - kd * 0x1.62e42fefa39efp-6;
+    const double p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0)))));
+    uint64_t bits;
+    memcpy(&bits, &qk_exp2_32[j], sizeof bits);
+    bits += (uint64_t)((k - j) / 32) << 52; /* the exponent of a double in [1, 2) plus (k - j)/32 */
+    double s;
+    memcpy(&s, &bits, sizeof s);
+    return (float)(s * p);
+}
 double qk_exp(double x);
 double qk_log(double x);        /* x <= 0: -inf for 0, NaN below */
 float qk_powf(float b, float e); /* b > 0 */

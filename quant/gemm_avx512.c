@@ -7,7 +7,7 @@
 #define QG_F_RM 4
 #define QG_F_RN 6
 #define QG_B_RM 4
-#define QG_B_RN 3
+#define QG_B_RN 4
 #define QG_K_RM 2
 #define QG_K_RN 4
 #include "gemm_x86.h"

@@ -132,9 +132,11 @@ QG_INLINE void qg_float_tile(int kind, int RM, int RN, int n, const char *w, siz
 }
 
 /* ---- block totals ------------------------------------------------------------------------------ */
-/* The canonical order (quant.h) needs each block's exact integer total per output element. Four
- * 8-lane integer vectors reduce together (three horizontal adds and one add), so the reduction
- * costs about one instruction per element and block. */
+/* The canonical order (quant.h) needs each block's exact integer total per output element, then
+ * one FMA chain per element. The quantized tiles are RM rows × RN tokens with RN = 4 (or 1 at the
+ * edges): a row's four token totals reduce together (three horizontal adds and one add) into the
+ * lanes of one 128-bit vector, and the float chain runs on those lanes — lane t is element
+ * (row, token t), so every lane follows exactly the scalar chain. */
 
 QG_INLINE __m128i qg_hsum4_epi32(__m256i a, __m256i b, __m256i c, __m256i d)
 {
@@ -142,21 +144,22 @@ QG_INLINE __m128i qg_hsum4_epi32(__m256i a, __m256i b, __m256i c, __m256i d)
     return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
 }
 
-/* tot[e] = the sum of v[e]'s lanes for e < ne (ne <= 16). */
-QG_INLINE void qg_totals(const __m256i *v, int ne, int32_t *tot)
+/* The totals of v[0..RN) in lanes 0..RN-1 (RN = 4 or 1), the other lanes 0. */
+QG_INLINE __m128 qg_totals(const __m256i *v, int RN)
 {
+    if (RN == 1)
+        return _mm_cvtepi32_ps(_mm_cvtsi32_si128(qx_hsum_epi32(v[0])));
+    return _mm_cvtepi32_ps(qg_hsum4_epi32(v[0], v[1], v[2], v[3]));
+}
+
+/* Lanes t < RN of acc to y[t * ys]. */
+QG_INLINE void qg_store_lanes(__m128 acc, int RN, float *y, size_t ys)
+{
+    _Alignas(16) float f[4];
+    _mm_store_ps(f, acc);
     QG_UNROLL
-    for (int e = 0; e < ne; e += 4) {
-        const __m256i z = _mm256_setzero_si256();
-        const __m128i t = qg_hsum4_epi32(v[e], e + 1 < ne ? v[e + 1] : z, e + 2 < ne ? v[e + 2] : z,
-                                         e + 3 < ne ? v[e + 3] : z);
-        _Alignas(16) int32_t buf[4];
-        _mm_store_si128((__m128i *)buf, t);
-        QG_UNROLL
-        for (int j = 0; j < 4; j++)
-            if (e + j < ne)
-                tot[e + j] = buf[j];
-    }
+    for (int t = 0; t < RN; t++)
+        y[(size_t)t * ys] = f[t];
 }
 
 /* ---- 32-value blocks: q8_0 and q4_0 weights times q8_0 activations ----------------------------- */
@@ -167,14 +170,13 @@ QG_INLINE void qg_b32_tile(int kind, int RM, int RN, int n, const char *w, size_
                            size_t xs, float *y, size_t ys)
 {
     const size_t wb = kind == QG_Q8_0 ? sizeof(block_q8_0) : sizeof(block_q4_0);
-    float acc[QG_B_RM * QG_B_RN];
+    __m128 acc[QG_B_RM];
     QG_UNROLL
-    for (int e = 0; e < RM * RN; e++)
-        acc[e] = 0.0f;
+    for (int r = 0; r < RM; r++)
+        acc[r] = _mm_setzero_ps();
     for (int b = 0; b < n / 32; b++) {
-        __m256i yq[QG_B_RN], yoff[QG_B_RN], sums[QG_B_RM * QG_B_RN];
-        float yd[QG_B_RN], wd[QG_B_RM];
-        int32_t tot[QG_B_RM * QG_B_RN];
+        __m256i yq[4], yoff[4], sums[4];
+        _Alignas(16) float yd[4] = {0};
         QG_UNROLL
         for (int t = 0; t < RN; t++) {
             const block_q8_0 *yb = (const block_q8_0 *)(x + (size_t)t * xs) + b;
@@ -184,34 +186,28 @@ QG_INLINE void qg_b32_tile(int kind, int RM, int RN, int n, const char *w, size_
             if (kind == QG_Q4_0)
                 yoff[t] = qx_dpbusd(_mm256_setzero_si256(), _mm256_set1_epi8(8), yq[t]);
         }
+        const __m128 ydv = _mm_load_ps(yd);
         QG_UNROLL
         for (int r = 0; r < RM; r++) {
             const uint8_t *blk = (const uint8_t *)(w + (size_t)r * ws) + (size_t)b * wb;
             uint16_t dh;
             memcpy(&dh, blk, sizeof dh);
-            wd[r] = qx_h2f(dh);
             /* q8_0: |w| times y with w's sign; q4_0: unsigned codes times y. */
             const __m256i c = kind == QG_Q8_0 ? _mm256_loadu_si256((const __m256i *)(blk + 2))
                                               : qx_nibbles32(blk + 2);
             const __m256i u = kind == QG_Q8_0 ? _mm256_sign_epi8(c, c) : c;
             QG_UNROLL
             for (int t = 0; t < RN; t++)
-                sums[r * RN + t] = kind == QG_Q8_0
-                                       ? qx_dpbusd(_mm256_setzero_si256(), u, _mm256_sign_epi8(yq[t], c))
-                                       : _mm256_sub_epi32(qx_dpbusd(_mm256_setzero_si256(), u, yq[t]), yoff[t]);
+                sums[t] = kind == QG_Q8_0
+                              ? qx_dpbusd(_mm256_setzero_si256(), u, _mm256_sign_epi8(yq[t], c))
+                              : _mm256_sub_epi32(qx_dpbusd(_mm256_setzero_si256(), u, yq[t]), yoff[t]);
+            /* s = fma(d_w · d_y, (float)total, s) per lane */
+            acc[r] = _mm_fmadd_ps(_mm_mul_ps(_mm_set1_ps(qx_h2f(dh)), ydv), qg_totals(sums, RN), acc[r]);
         }
-        qg_totals(sums, RM * RN, tot);
-        QG_UNROLL
-        for (int r = 0; r < RM; r++)
-            QG_UNROLL
-            for (int t = 0; t < RN; t++)
-                acc[r * RN + t] = fmaf(wd[r] * yd[t], (float)tot[r * RN + t], acc[r * RN + t]);
     }
     QG_UNROLL
     for (int r = 0; r < RM; r++)
-        QG_UNROLL
-        for (int t = 0; t < RN; t++)
-            y[(size_t)t * ys + r] = acc[r * RN + t];
+        qg_store_lanes(acc[r], RN, y + r, ys);
 }
 
 /* ---- k-quants times q8_K activations ------------------------------------------------------------ */
@@ -223,16 +219,16 @@ QG_INLINE void qg_kq_tile(int kind, size_t bsize, int RM, int RN, int n, const c
                           const char *x, size_t xs, float *y, size_t ys)
 {
     const int asym = kind == QX_Q2K || kind == QX_Q4K || kind == QX_Q5K;
-    float acc[QG_K_RM * QG_K_RN];
+    __m128 acc[QG_K_RM];
     QG_UNROLL
-    for (int e = 0; e < RM * RN; e++)
-        acc[e] = 0.0f;
+    for (int r = 0; r < RM; r++)
+        acc[r] = _mm_setzero_ps();
     for (int b = 0; b < n / Q_QK_K; b++) {
         const void *blk[QG_K_RM];
         qx_kq_head h[QG_K_RM];
-        __m256i lo[QG_K_RM], hi[QG_K_RM], isum[QG_K_RM * QG_K_RN], msum[QG_K_RM * QG_K_RN];
-        int32_t itot[QG_K_RM * QG_K_RN], mtot[QG_K_RM * QG_K_RN];
-        const block_q8_K *yb[QG_K_RN];
+        __m256i lo[QG_K_RM], hi[QG_K_RM], isum[QG_K_RM][4], msum[4];
+        const block_q8_K *yb[4];
+        _Alignas(16) float yd[4] = {0};
         QG_UNROLL
         for (int r = 0; r < RM; r++) {
             blk[r] = w + (size_t)r * ws + (size_t)b * bsize;
@@ -241,13 +237,16 @@ QG_INLINE void qg_kq_tile(int kind, size_t bsize, int RM, int RN, int n, const c
             hi[r] = _mm256_permute2x128_si256(h[r].sc, h[r].sc, 0x11);
             QG_UNROLL
             for (int t = 0; t < RN; t++)
-                isum[r * RN + t] = _mm256_setzero_si256();
+                isum[r][t] = _mm256_setzero_si256();
         }
         QG_UNROLL
-        for (int t = 0; t < RN; t++)
+        for (int t = 0; t < RN; t++) {
             yb[t] = (const block_q8_K *)(x + (size_t)t * xs) + b;
+            yd[t] = yb[t]->d;
+        }
+        const __m128 ydv = _mm_load_ps(yd);
         for (int c = 0; c < 8; c++) {
-            __m256i yq[QG_K_RN];
+            __m256i yq[4];
             QG_UNROLL
             for (int t = 0; t < RN; t++)
                 yq[t] = qx_load32((const uint8_t *)yb[t]->qs + 32 * c);
@@ -256,40 +255,29 @@ QG_INLINE void qg_kq_tile(int kind, size_t bsize, int RM, int RN, int n, const c
                 const __m256i codes = qx_kq_run(kind, blk[r], c), mult = qx_group_pair(lo[r], hi[r], c);
                 QG_UNROLL
                 for (int t = 0; t < RN; t++)
-                    isum[r * RN + t] = qx_dpwssd(isum[r * RN + t], _mm256_maddubs_epi16(codes, yq[t]), mult);
+                    isum[r][t] = qx_dpwssd(isum[r][t], _mm256_maddubs_epi16(codes, yq[t]), mult);
             }
         }
         QG_UNROLL
-        for (int t = 0; t < RN; t++) {
-            const __m256i bsums = _mm256_loadu_si256((const __m256i *)yb[t]->bsums);
-            QG_UNROLL
-            for (int r = 0; r < RM; r++) {
-                if (h[r].off)
-                    isum[r * RN + t] =
-                        _mm256_sub_epi32(isum[r * RN + t], _mm256_mullo_epi32(_mm256_madd_epi16(h[r].sc, bsums),
-                                                                              _mm256_set1_epi32(h[r].off)));
-                if (asym)
-                    msum[r * RN + t] = _mm256_madd_epi16(h[r].mn, bsums);
-            }
-        }
-        qg_totals(isum, RM * RN, itot);
-        if (asym)
-            qg_totals(msum, RM * RN, mtot);
-        QG_UNROLL
-        for (int r = 0; r < RM; r++)
+        for (int r = 0; r < RM; r++) {
             QG_UNROLL
             for (int t = 0; t < RN; t++) {
-                float a = fmaf(yb[t]->d * h[r].d, (float)itot[r * RN + t], acc[r * RN + t]);
+                const __m256i bsums = _mm256_loadu_si256((const __m256i *)yb[t]->bsums);
+                if (h[r].off)
+                    isum[r][t] = _mm256_sub_epi32(isum[r][t], _mm256_mullo_epi32(_mm256_madd_epi16(h[r].sc, bsums),
+                                                                                _mm256_set1_epi32(h[r].off)));
                 if (asym)
-                    a = fmaf(-(yb[t]->d * h[r].dmin), (float)mtot[r * RN + t], a);
-                acc[r * RN + t] = a;
+                    msum[t] = _mm256_madd_epi16(h[r].mn, bsums);
             }
+            /* s = fma(d_y · d, (float)isum, s); with mins s = fma(-(d_y · dmin), (float)msum, s) */
+            acc[r] = _mm_fmadd_ps(_mm_mul_ps(ydv, _mm_set1_ps(h[r].d)), qg_totals(isum[r], RN), acc[r]);
+            if (asym)
+                acc[r] = _mm_fnmadd_ps(_mm_mul_ps(ydv, _mm_set1_ps(h[r].dmin)), qg_totals(msum, RN), acc[r]);
+        }
     }
     QG_UNROLL
     for (int r = 0; r < RM; r++)
-        QG_UNROLL
-        for (int t = 0; t < RN; t++)
-            y[(size_t)t * ys + r] = acc[r * RN + t];
+        qg_store_lanes(acc[r], RN, y + r, ys);
 }
 
 /* ---- drivers ------------------------------------------------------------------------------------ */
