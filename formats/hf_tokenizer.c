@@ -148,7 +148,7 @@ static int parse_vocab_object(hf_tokenizer *t, const cJSON *obj, const char *nam
         hf_vocab_entry *v = &t->vocab[t->n_vocab];
         if (!json_token_id(e, &v->id))
             return qk_err_set(err, QK_EFORMAT, "%s: vocab entry '%s' has no valid id (0..%d)", name,
-                              e->string, HF_MAX_TOKEN_ID);
+                              qk_show(e->string).s, HF_MAX_TOKEN_ID);
         v->len = (uint32_t)strlen(e->string);
         if (!(v->text = dup_n(e->string, v->len)))
             return oom(name, err);
@@ -312,7 +312,7 @@ static int parse_added_object(hf_added_token **arr, uint32_t *n, const cJSON *ob
         }
         if (!content || id < 0)
             return qk_err_set(err, QK_EFORMAT, "%s: added token '%s' has no valid id and content",
-                              name, e->string);
+                              name, qk_show(e->string).s);
         int rc =
             push_added(arr, n, content, id, by_id && json_bool(e, "special", false), name, err);
         if (rc)

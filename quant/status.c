@@ -4,6 +4,15 @@
 #include <stdio.h>
 #include <string.h>
 
+/* Control bytes (a newline in a tensor name, say) become '?': a message is always one line,
+ * whatever names from files it quotes. */
+static void one_line(char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            *s = '?';
+}
+
 int qk_err_set(qk_err *err, int code, const char *fmt, ...)
 {
     if (err) {
@@ -11,6 +20,7 @@ int qk_err_set(qk_err *err, int code, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
         va_end(ap);
+        one_line(err->msg);
     }
     return code;
 }
