@@ -9,6 +9,7 @@
 
 #include "../calib/tokenizer.h"
 #include "../formats/awq.h"
+#include "../formats/bgwrite.h"
 #include "../formats/hash.h"
 #include "../formats/mapping.h"
 #include "../formats/safetensors.h"
@@ -708,8 +709,9 @@ static int write_metadata(const cv_plan *p, gguf_writer *w, qk_err *err)
 /* ================================================================ writing: tensor data */
 
 typedef struct {
-    float *f32;   /* [chunk values] */
-    uint8_t *out; /* [chunk values × 4] */
+    float *f32;      /* [chunk values] */
+    uint8_t *out;    /* [chunk values × 4]: the piece being converted (one of outs) */
+    uint8_t *outs[2]; /* two, so that one is written while the other is filled */
     int n_threads;
 } scratch;
 
@@ -777,11 +779,8 @@ static void src_row_f32(const src_ref *s, int64_t row, float *dst)
     } else if (s->type == Q_TYPE_F32) {
         memcpy(dst, from, (size_t)s->cols * sizeof *dst);
     } else {
-        for (int64_t i = 0; i < s->cols; i++) {
-            uint16_t h;
-            memcpy(&h, from + 2 * i, 2); /* mapped tensors need not be 2-byte aligned */
-            dst[i] = s->type == Q_TYPE_F16 ? q_fp16_to_fp32(h) : q_bf16_to_fp32(h);
-        }
+        /* the active ISA's dequantizer: exact, and mapped tensors need not be 2-byte aligned */
+        q_kernels_get(s->type)->dequantize(from, dst, s->cols);
     }
 }
 
@@ -790,10 +789,8 @@ static void from_f32(int type, const float *tmp, uint8_t *to, int64_t n)
 {
     if (type == Q_TYPE_F32)
         memcpy(to, tmp, (size_t)n * sizeof *tmp);
-    else if (type == Q_TYPE_F16)
-        q_from_float_f16(tmp, to, n);
-    else if (type == Q_TYPE_BF16)
-        q_from_float_bf16(tmp, to, n);
+    else if (type == Q_TYPE_F16 || type == Q_TYPE_BF16)
+        q_kernels_get(type)->from_float(tmp, to, n); /* SIMD where the ISA has it: the same bytes */
 }
 
 /* Transposed expert tensors (Llama 4): one 3-D source [n_expert][ne0][W]; output unit u is
@@ -942,20 +939,36 @@ static const uint8_t *copy_bytes(const plan_tensor *pt)
     return pt->out.n_src ? pt->src[0].t->data : pt->data;
 }
 
-static int write_tensor(const plan_tensor *pt, gguf_writer *w, const scratch *s, progress_state *ps,
-                        qk_err *err)
+/* gguf_writer_write as a background writer's sink. */
+static int gguf_write_sink(void *w, const void *data, size_t n, qk_err *err)
+{
+    if (gguf_writer_write(w, data, n))
+        return qk_err_set(err, QK_EIO, "%s", gguf_writer_error(w));
+    return QK_OK;
+}
+
+/* Converts piece after piece into the two scratch buffers in turn while the background writer
+ * writes the previous piece (formats/bgwrite.h): conversion and disk work at once. Copied pieces
+ * are the mapped source itself, whose pages are dropped only once written. */
+static int write_tensor(const plan_tensor *pt, gguf_writer *w, bg_writer *bg, scratch *s, int *turn,
+                        progress_state *ps, qk_err *err)
 {
     layout l = layout_of(pt);
     int64_t step = units_per_chunk(&l);
     bool copy = is_copy(pt);
     for (int64_t u0 = 0; u0 < l.n_units; u0 += step) {
         int64_t nu = l.n_units - u0 < step ? l.n_units - u0 : step;
-        const void *bytes = copy ? copy_bytes(pt) + (size_t)u0 * l.out_unit_bytes : s->out;
-        int rc = copy ? QK_OK : convert_chunk(pt, &l, u0, nu, s, err);
-        if (!rc && gguf_writer_write(w, bytes, (size_t)nu * l.out_unit_bytes))
-            rc = qk_err_set(err, QK_EIO, "%s", gguf_writer_error(w));
+        scratch one = *s;
+        one.out = s->outs[*turn];
+        const void *bytes = copy ? copy_bytes(pt) + (size_t)u0 * l.out_unit_bytes : one.out;
+        int rc = copy ? QK_OK : convert_chunk(pt, &l, u0, nu, &one, err);
+        if (!rc)
+            rc = bg_submit(bg, gguf_write_sink, w, bytes, (size_t)nu * l.out_unit_bytes, err);
+        if (!rc && copy)
+            rc = bg_wait(bg, err); /* the mapped pages are dropped next */
         if (rc)
             return rc;
+        *turn ^= !copy;
         if (pt->out.n_src)
             drop_sources(pt, &l, u0, nu);
         ps->in_done += pt->info.in_bytes * (uint64_t)nu / (uint64_t)l.n_units;
@@ -1015,11 +1028,16 @@ static int alloc_scratch(const cv_plan *p, const cv_options *o, scratch *s, qk_e
         values = v > values ? v : values;
     }
     s->f32 = malloc((size_t)values * sizeof(float));
-    s->out = malloc((size_t)values * sizeof(float));
+    s->outs[0] = malloc((size_t)values * sizeof(float));
+    s->outs[1] = malloc((size_t)values * sizeof(float));
+    s->out = s->outs[0];
+    /* One core is left to the background writer: converting floats outruns a disk on one
+     * core, and idle OpenMP threads spinning next to the writer would slow it down. */
     s->n_threads = o && o->n_threads > 0 ? o->n_threads : omp_get_max_threads();
-    if (!s->f32 || !s->out) { /* the caller frees them */
+    s->n_threads = s->n_threads > 1 ? s->n_threads - 1 : 1;
+    if (!s->f32 || !s->outs[0] || !s->outs[1]) { /* the caller frees them */
         return qk_err_set(err, QK_ENOMEM, "convert: out of memory for %lld bytes of scratch",
-                          (long long)values * 8);
+                          (long long)values * 12);
     }
     return QK_OK;
 }
@@ -1069,12 +1087,27 @@ int cv_plan_write(const cv_plan *p, const char *out_path, const cv_options *o, c
     if (!rc)
         rc = write_metadata(p, w, err);
     progress_state ps = {o, 0, p->n, 0, 0};
+    /* Which tensors this job writes (else: another shard's part), asked before the writer thread
+     * starts changing the writer's state. */
+    bool *mine = rc ? NULL : malloc(p->n ? p->n : 1);
+    if (!rc && !mine)
+        rc = qk_err_set(err, QK_ENOMEM, "convert: out of memory");
+    for (size_t i = 0; i < p->n && !rc; i++)
+        mine[i] = gguf_writer_writes(w, p->t[i].info.name);
+    bg_writer bg = {0};
+    int turn = 0;
+    if (!rc)
+        bg_start(&bg);
     for (size_t i = 0; i < p->n && !rc; i++) {
         ps.index = i;
-        if (gguf_writer_writes(w, p->t[i].info.name)) /* else: another shard's part */
-            rc = write_tensor(&p->t[i], w, &s, &ps, err);
+        if (mine[i])
+            rc = write_tensor(&p->t[i], w, &bg, &s, &turn, &ps, err);
         report(&ps, i + 1);
     }
+    const int bg_rc = bg_wait(&bg, rc ? NULL : err); /* the writer is idle past here */
+    rc = rc ? rc : bg_rc;
+    bg_stop(&bg);
+    free(mine);
     cv_result r = {.n_tensors = p->n, .in_bytes = p->in_bytes, .out_bytes = p->out_bytes};
     if (w) {
         r.n_parts = gguf_writer_n_parts(w);
@@ -1089,7 +1122,8 @@ int cv_plan_write(const cv_plan *p, const char *out_path, const cv_options *o, c
         gguf_writer_abort(w);
     }
     free(s.f32);
-    free(s.out);
+    free(s.outs[0]);
+    free(s.outs[1]);
     if (!rc && res)
         *res = r;
     return rc;

@@ -4,7 +4,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../formats/bgwrite.h"
 #include "../formats/file.h"
 #include "../formats/outfile.h"
 #include "../quant/fp16.h"
@@ -512,102 +512,10 @@ static int copy_if_present(const char *src, const char *dst, int *copied, qk_err
     return rc;
 }
 
-/* ---- background writer -------------------------------------------------------------------- */
-
-/* Writes one buffer while the next is generated, so the disk and the generator work at once at
- * any thread count. A hand-off waits for the previous write, which also frees the buffer the
- * generator fills next. The writer's first error is kept and returned by the next hand-off. */
-typedef struct {
-    pthread_t th;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int started, busy, quit, rc;
-    st_writer *w;
-    const void *data;
-    size_t n;
-    qk_err err;
-} bg_writer;
-
-static void *bg_main(void *arg)
+/* st_writer_write as a background writer's sink. */
+static int st_write_sink(void *w, const void *data, size_t n, qk_err *err)
 {
-    bg_writer *b = arg;
-    pthread_mutex_lock(&b->mu);
-    for (;;) {
-        while (!b->busy && !b->quit)
-            pthread_cond_wait(&b->cv, &b->mu);
-        if (!b->busy)
-            break;
-        pthread_mutex_unlock(&b->mu);
-        int rc = st_writer_write(b->w, b->data, b->n, &b->err);
-        pthread_mutex_lock(&b->mu);
-        b->rc = rc;
-        b->busy = 0;
-        pthread_cond_broadcast(&b->cv);
-    }
-    pthread_mutex_unlock(&b->mu);
-    return NULL;
-}
-
-/* Without a thread (creation failed) every write is synchronous: slower, same bytes. */
-static void bg_start(bg_writer *b)
-{
-    if (pthread_mutex_init(&b->mu, NULL) != 0)
-        return;
-    if (pthread_cond_init(&b->cv, NULL) != 0) {
-        pthread_mutex_destroy(&b->mu);
-        return;
-    }
-    b->started = 1 + (pthread_create(&b->th, NULL, bg_main, b) == 0);
-}
-
-/* Waits for the write in flight; returns its status (err gets its message). */
-static int bg_wait(bg_writer *b, qk_err *err)
-{
-    if (b->started != 2)
-        return QK_OK;
-    pthread_mutex_lock(&b->mu);
-    while (b->busy)
-        pthread_cond_wait(&b->cv, &b->mu);
-    int rc = b->rc;
-    b->rc = QK_OK;
-    pthread_mutex_unlock(&b->mu);
-    if (rc != QK_OK && err)
-        *err = b->err;
-    return rc;
-}
-
-static int bg_submit(bg_writer *b, st_writer *w, const void *data, size_t n, qk_err *err)
-{
-    if (b->started != 2)
-        return st_writer_write(w, data, n, err);
-    int rc = bg_wait(b, err);
-    if (rc != QK_OK)
-        return rc;
-    pthread_mutex_lock(&b->mu);
-    b->w = w;
-    b->data = data;
-    b->n = n;
-    b->busy = 1;
-    pthread_cond_broadcast(&b->cv);
-    pthread_mutex_unlock(&b->mu);
-    return QK_OK;
-}
-
-static void bg_stop(bg_writer *b)
-{
-    if (b->started == 2) {
-        bg_wait(b, NULL);
-        pthread_mutex_lock(&b->mu);
-        b->quit = 1;
-        pthread_cond_broadcast(&b->cv);
-        pthread_mutex_unlock(&b->mu);
-        pthread_join(b->th, NULL);
-    }
-    if (b->started) {
-        pthread_cond_destroy(&b->cv);
-        pthread_mutex_destroy(&b->mu);
-    }
-    b->started = 0;
+    return st_writer_write(w, data, n, err);
 }
 
 /* ---- a run -------------------------------------------------------------------------------- */
@@ -951,7 +859,7 @@ static void *next_buf(job *j)
 /* Hands a filled buffer to the writer and reports progress. */
 static int submit(job *j, st_writer *w, const void *buf, size_t n, qk_err *err)
 {
-    int rc = bg_submit(&j->bg, w, buf, n, err);
+    int rc = bg_submit(&j->bg, st_write_sink, w, buf, n, err);
     if (rc != QK_OK)
         return rc;
     j->done += n;

@@ -20,7 +20,7 @@ one() {
     n=$1
     c=${n#fuzz_}
     mkdir -p build-fuzz/corpus/$c
-    ASAN_OPTIONS=detect_leaks=1 build-fuzz/fuzz/$n -max_total_time=$secs -timeout=10 -rss_limit_mb=2048 \
+    ASAN_OPTIONS=detect_leaks=1 build-fuzz/fuzz/$n -max_total_time=$secs -timeout=30 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix=build-fuzz/crashes/$n- \
         build-fuzz/corpus/$c tests/fuzz/corpus/$c >build-fuzz/$n.log 2>&1
     rc=$?
