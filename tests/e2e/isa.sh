@@ -84,3 +84,25 @@ for i in $ISAS; do
     if [ -z "$first" ]; then first=$TMP/im-$i.gguf; elif ! cmp -s "$first" "$TMP/im-$i.gguf"; then ok=0; echo "  imatrix $i differs"; fi
 done
 [ $ok = 1 ] && echo "PASS imatrix-same-bytes" || echo "FAIL imatrix-same-bytes"
+
+# A size-budget allocation (its sensitivities are engine measurements) and an AWQ search (scales,
+# clipping) write the same bytes on every ISA. The scalar kernels take a minute or two here: they
+# join in the long tier (QKIT_LONG=1).
+FAST=
+for i in $ISAS; do [ "$i" = scalar ] && [ -z "${QKIT_LONG:-}" ] || FAST="$FAST $i"; done
+head -c 6000 "$SHARED/text/tinystories-calib.txt" >"$TMP/c.txt"
+first=
+ok=1
+for i in $FAST; do
+    QKIT_ISA=$i "$QKIT" quantize -q "$TMP/f32.gguf" "$TMP/t-$i.gguf" --target-bpw 4.5 --calib "$TMP/c.txt" \
+        --calib-ctx 128 --calib-chunks 4 || ok=0
+    if [ -z "$first" ]; then first=$TMP/t-$i.gguf; elif ! cmp -s "$first" "$TMP/t-$i.gguf"; then ok=0; echo "  target $i differs"; fi
+done
+[ $ok = 1 ] && echo "PASS target-size-same-bytes ($FAST )" || echo "FAIL target-size-same-bytes"
+first=
+ok=1
+for i in $FAST; do
+    QKIT_ISA=$i "$QKIT" awq -q "$HF" -f "$TMP/c.txt" -o "$TMP/awq-$i" --format awq --samples 4 --seq-len 128 || ok=0
+    if [ -z "$first" ]; then first=$TMP/awq-$i; elif ! diff -r "$first" "$TMP/awq-$i" >/dev/null; then ok=0; echo "  awq $i differs"; fi
+done
+[ $ok = 1 ] && echo "PASS awq-same-bytes ($FAST )" || echo "FAIL awq-same-bytes"
