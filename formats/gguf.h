@@ -63,6 +63,10 @@
 
 #define GGUF_VERSION 3
 #define GGUF_DEFAULT_ALIGNMENT 32
+/* The largest general.alignment qkit reads or writes: every tensor is padded to it, so a 100-byte
+ * hostile file asking for 2^31 would make each rewrite of it write gigabytes of zeros (files in
+ * the wild use 32, sometimes 64 or 4096). */
+#define GGUF_MAX_ALIGNMENT (1u << 20)
 #define GGUF_MAX_DIMS 4
 #define GGUF_MAX_NAME 64  /* tensor names must be shorter (ggml's GGML_MAX_NAME) */
 #define GGUF_MAX_DEPTH 8  /* arrays nested deeper than this are rejected */

@@ -389,6 +389,9 @@ static int read_special_keys(part *pt, qk_err *err)
     if (pt->alignment == 0 || (pt->alignment & (pt->alignment - 1)))
         return qk_err_set(err, QK_EFORMAT, "%s: %s = %u is not a non-zero power of two", pt->path,
                           GGUF_KEY_ALIGNMENT, pt->alignment);
+    if (pt->alignment > GGUF_MAX_ALIGNMENT)
+        return qk_err_set(err, QK_EFORMAT, "%s: %s = %u is above qkit's limit of %u", pt->path,
+                          GGUF_KEY_ALIGNMENT, pt->alignment, GGUF_MAX_ALIGNMENT);
     pt->has_split = no || count || total;
     if (!pt->has_split)
         return QK_OK;

@@ -164,6 +164,9 @@ static int check_key(gguf_writer *w, const char *key, const gguf_value *v)
     if (v->u32 == 0 || (v->u32 & (v->u32 - 1)))
         return fail(w, QK_EFORMAT, "%s: %s = %u is not a non-zero power of two", w->path, key,
                     v->u32);
+    if (v->u32 > GGUF_MAX_ALIGNMENT)
+        return fail(w, QK_EFORMAT, "%s: %s = %u is above qkit's limit of %u", w->path, key, v->u32,
+                    GGUF_MAX_ALIGNMENT);
     return QK_OK;
 }
 

@@ -1438,6 +1438,20 @@ static void test_bad_alignment_key(void **state)
     bb_kv_u16(&b, "general.alignment", 64);
     expect_fail(&b, QK_EFORMAT, "key 'general.alignment' must be a u32, found u16");
     bb_free(&b);
+    /* a power of two, but every tensor would be padded to 2 GiB (fuzz_gguf: 97 bytes took 5 s) */
+    bb big = {0};
+    bb_hdr(&big, 3, 0, 1);
+    bb_kv_u32(&big, "general.alignment", 1u << 31);
+    expect_fail(&big, QK_EFORMAT, "general.alignment = 2147483648 is above qkit's limit of 1048576");
+    bb_free(&big);
+    bb ok = {0}; /* the limit itself is fine */
+    bb_hdr(&ok, 3, 0, 1);
+    bb_kv_u32(&ok, "general.alignment", 1u << 20);
+    gguf_ctx *ctx = NULL;
+    qk_err err = {{0}};
+    assert_int_equal(gguf_open_mem(&ctx, ok.p, ok.n, "ok.gguf", &err), QK_OK);
+    gguf_close(ctx);
+    bb_free(&ok);
 }
 
 static void test_bad_key_names(void **state)
