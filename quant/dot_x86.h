@@ -308,19 +308,9 @@ static inline __m256i qx_dot_offset(__m256i c, int off, __m256i y)
 
 static inline __m256i qx_load_q8_0(const int8_t *qs) { return _mm256_loadu_si256((const __m256i *)qs); }
 
-static inline __m256i qx_sums_q4_0(const block_q4_0 *x, const block_q8_0 *y)
-{
-    return qx_dot_offset(qx_nibbles32(x->qs), 8, qx_load_q8_0(y->qs));
-}
-
 static inline __m256i qx_sums_q5_0(const block_q5_0 *x, const block_q8_0 *y)
 {
     return qx_dot_offset(qx_q5_codes(x->qs, x->qh), 16, qx_load_q8_0(y->qs));
-}
-
-static inline __m256i qx_sums_q8_0(const block_q8_0 *x, const block_q8_0 *y)
-{
-    return qx_dot_s8(qx_load_q8_0(x->qs), qx_load_q8_0(y->qs));
 }
 
 static inline __m256i qx_sums_iq4_nl(const block_iq4_nl *x, const block_q8_0 *y)
