@@ -17,8 +17,6 @@
 #ifndef QKIT_QUANT_GEMM_X86_H
 #define QKIT_QUANT_GEMM_X86_H
 
-#include <math.h>
-
 #include "dot_x86.h"
 
 #define QG_INLINE static inline __attribute__((always_inline))
