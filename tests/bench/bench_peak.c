@@ -27,9 +27,11 @@ __attribute__((target("avx512f"))) static float fma512(long iters)
     const __m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
     for (int k = 0; k < CHAINS; k++)
         a[k] = _mm512_set1_ps((float)k);
-    for (long i = 0; i < iters; i++)
+    for (long i = 0; i < iters; i++) {
+#pragma GCC unroll 12 /* the chains must live in registers */
         for (int k = 0; k < CHAINS; k++)
             a[k] = _mm512_fmadd_ps(a[k], m, c);
+    }
     float s = 0;
     for (int k = 0; k < CHAINS; k++)
         s += _mm512_reduce_add_ps(a[k]);
@@ -42,9 +44,11 @@ __attribute__((target("avx2,fma"))) static float fma256(long iters)
     const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
     for (int k = 0; k < CHAINS; k++)
         a[k] = _mm256_set1_ps((float)k);
-    for (long i = 0; i < iters; i++)
+    for (long i = 0; i < iters; i++) {
+#pragma GCC unroll 12
         for (int k = 0; k < CHAINS; k++)
             a[k] = _mm256_fmadd_ps(a[k], m, c);
+    }
     float f[8], s = 0;
     for (int k = 0; k < CHAINS; k++) {
         _mm256_storeu_ps(f, a[k]);
