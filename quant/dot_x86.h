@@ -288,8 +288,8 @@ QX_KERNEL void QX(q_dequantize_row_iq4_xs)(const void *vx, float *y, int64_t k)
 
 /* ---- block-32 types: dot products ------------------------------------------------------------ */
 /* Per block, the exact integer sums land in 8 int32 lanes (qx_sums_<t>) and are reduced to the
- * block's total; the float steps are the canonical chain of quant.h. q8_0 and q4_0 use the tiled
- * products of gemm_x86.h (same order) instead. */
+ * block's total; the float steps are the canonical chain of quant.h. q8_0, q4_0, the k-quants
+ * and iq4_xs use the tiled products of gemm_x86.h (same order) instead. */
 
 /* Σ (c - off)·y = Σ c·y - off·Σ y, with c unsigned: two unsigned multiply-adds instead of the
  * sign trick's three steps. Without VNNI the difference is taken in int16 (|pair sums| <= 2·31·127)
@@ -370,33 +370,6 @@ QX_BLOCK32_DOT(q_vec_dot_q4_1_q8_1, block_q4_1, block_q8_1, qx_sums_q4_1, qx_min
 QX_BLOCK32_DOT(q_vec_dot_q5_0_q8_0, block_q5_0, block_q8_0, qx_sums_q5_0, qx_min_none)
 QX_BLOCK32_DOT(q_vec_dot_q5_1_q8_1, block_q5_1, block_q8_1, qx_sums_q5_1, qx_min_q5_1)
 QX_BLOCK32_DOT(q_vec_dot_iq4_nl_q8_0, block_iq4_nl, block_q8_0, qx_sums_iq4_nl, qx_min_none)
-
-/* Per group of 32: the levels times q (sign trick, then maddubs), weighted by the group's
- * multiplier; the super-block's sum is scaled once. */
-QX_KERNEL void QX(q_vec_dot_iq4_xs_q8_K)(int n, float *s, const void *vx, const void *vy)
-{
-    const block_iq4_xs *x = vx;
-    const block_q8_K *y = vy;
-    const __m256i table = qx_iq4_table();
-    float acc = 0.0f;
-    for (int i = 0; i < n / Q_QK_K; i++) {
-        const __m256i sc = _mm256_broadcastsi128_si256(qx_iq4_xs_scales(&x[i]));
-        __m256i sum0 = _mm256_setzero_si256(), sum1 = sum0;
-#pragma GCC unroll 4
-        for (int ib = 0; ib < 8; ib += 2) {
-            const __m256i w0 = _mm256_shuffle_epi8(table, qx_nibbles32(x[i].qs + 16 * ib));
-            const __m256i w1 = _mm256_shuffle_epi8(table, qx_nibbles32(x[i].qs + 16 * ib + 16));
-            const __m256i y0 = _mm256_loadu_si256((const __m256i *)(y[i].qs + 32 * ib));
-            const __m256i y1 = _mm256_loadu_si256((const __m256i *)(y[i].qs + 32 * ib + 32));
-            const __m256i p0 = _mm256_maddubs_epi16(_mm256_sign_epi8(w0, w0), _mm256_sign_epi8(y0, w0));
-            const __m256i p1 = _mm256_maddubs_epi16(_mm256_sign_epi8(w1, w1), _mm256_sign_epi8(y1, w1));
-            sum0 = qx_dpwssd(sum0, p0, _mm256_shuffle_epi8(sc, QX_SEL16(ib)));
-            sum1 = qx_dpwssd(sum1, p1, _mm256_shuffle_epi8(sc, QX_SEL16(ib + 1)));
-        }
-        acc = fmaf(qx_h2f(x[i].d) * y[i].d, (float)qx_hsum_epi32(_mm256_add_epi32(sum0, sum1)), acc);
-    }
-    *s = acc;
-}
 
 /* ---- k-quants ---------------------------------------------------------------------------------- */
 /* A super-block is 8 runs of 32 values; run c holds values 32c..32c+31, i.e. groups 2c and 2c+1
@@ -641,7 +614,7 @@ QX_INLINE __m256i qx_group_pair(__m256i lo, __m256i hi, int c)
         [Q_TYPE_Q5_K] = QX_DEQ(q5_K),                                                                  \
         [Q_TYPE_Q6_K] = QX_DEQ(q6_K),                                                                  \
         [Q_TYPE_IQ4_NL] = QX_ENTRY(iq4_nl, q8_0),                                                  \
-        [Q_TYPE_IQ4_XS] = QX_ENTRY(iq4_xs, q8_K),                                                  \
+        [Q_TYPE_IQ4_XS] = QX_DEQ(iq4_xs),                                                           \
     }
 
 #endif

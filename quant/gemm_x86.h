@@ -278,6 +278,63 @@ QG_INLINE void qg_kq_tile(int kind, size_t bsize, int RM, int RN, int n, const c
         qg_store_lanes(acc[r], RN, y + r, ys);
 }
 
+/* ---- iq4_xs times q8_K activations ------------------------------------------------------------- */
+/* Per super-block and group of 32: the levels (table lookup of the nibbles) times q with the sign
+ * trick, weighted by the group's int16 multiplier (ls - 32); the block's total, then the
+ * canonical step d·d_y·isum. The tile shapes are the k-quants'. */
+
+QG_INLINE void qg_iq4xs_tile(int unused, int RM, int RN, int n, const char *w, size_t ws, const char *x,
+                             size_t xs, float *y, size_t ys)
+{
+    (void)unused;
+    const __m256i table = qx_iq4_table();
+    __m128 acc[QG_K_RM];
+    QG_UNROLL
+    for (int r = 0; r < RM; r++)
+        acc[r] = _mm_setzero_ps();
+    for (int b = 0; b < n / Q_QK_K; b++) {
+        const block_iq4_xs *blk[QG_K_RM];
+        __m256i sc[QG_K_RM], isum[QG_K_RM][4];
+        const block_q8_K *yb[4];
+        _Alignas(16) float yd[4] = {0};
+        QG_UNROLL
+        for (int r = 0; r < RM; r++) {
+            blk[r] = (const block_iq4_xs *)(w + (size_t)r * ws) + b;
+            sc[r] = _mm256_broadcastsi128_si256(qx_iq4_xs_scales(blk[r]));
+            QG_UNROLL
+            for (int t = 0; t < RN; t++)
+                isum[r][t] = _mm256_setzero_si256();
+        }
+        QG_UNROLL
+        for (int t = 0; t < RN; t++) {
+            yb[t] = (const block_q8_K *)(x + (size_t)t * xs) + b;
+            yd[t] = yb[t]->d;
+        }
+        const __m128 ydv = _mm_load_ps(yd);
+        for (int ib = 0; ib < 8; ib++) {
+            __m256i yq[4];
+            QG_UNROLL
+            for (int t = 0; t < RN; t++)
+                yq[t] = _mm256_loadu_si256((const __m256i *)(yb[t]->qs + 32 * ib));
+            QG_UNROLL
+            for (int r = 0; r < RM; r++) {
+                const __m256i wl = _mm256_shuffle_epi8(table, qx_nibbles32(blk[r]->qs + 16 * ib));
+                const __m256i u = _mm256_sign_epi8(wl, wl), mult = _mm256_shuffle_epi8(sc[r], QX_SEL16(ib));
+                QG_UNROLL
+                for (int t = 0; t < RN; t++)
+                    isum[r][t] = qx_dpwssd(isum[r][t], _mm256_maddubs_epi16(u, _mm256_sign_epi8(yq[t], wl)), mult);
+            }
+        }
+        /* s = fma(d · d_y, (float)isum, s) per lane */
+        QG_UNROLL
+        for (int r = 0; r < RM; r++)
+            acc[r] = _mm_fmadd_ps(_mm_mul_ps(_mm_set1_ps(qx_h2f(blk[r]->d)), ydv), qg_totals(isum[r], RN), acc[r]);
+    }
+    QG_UNROLL
+    for (int r = 0; r < RM; r++)
+        qg_store_lanes(acc[r], RN, y + r, ys);
+}
+
 /* ---- drivers ------------------------------------------------------------------------------------ */
 /* Token blocks outermost (their activations stay in L2), then row tiles (their weights stay in
  * L1 while the block's tokens pass), then token tiles; the edges use the 1-wide variants. */
@@ -318,6 +375,7 @@ QG_DRIVER(QX(q_gemm_q3_K), qg_kq_tile, QG_K_RM, QG_K_RN, QX_Q3K, sizeof(block_q3
 QG_DRIVER(QX(q_gemm_q4_K), qg_kq_tile, QG_K_RM, QG_K_RN, QX_Q4K, sizeof(block_q4_K))
 QG_DRIVER(QX(q_gemm_q5_K), qg_kq_tile, QG_K_RM, QG_K_RN, QX_Q5K, sizeof(block_q5_K))
 QG_DRIVER(QX(q_gemm_q6_K), qg_kq_tile, QG_K_RM, QG_K_RN, QX_Q6K, sizeof(block_q6_K))
+QG_DRIVER(QX(q_gemm_iq4_xs), qg_iq4xs_tile, QG_K_RM, QG_K_RN, 0)
 
 /* vec_dot is the 1 × 1 product: the same instructions, so the same bits as any gemm element. */
 #define QG_DOT(T)                                                                                   \
@@ -335,6 +393,7 @@ QG_DOT(q3_K)
 QG_DOT(q4_K)
 QG_DOT(q5_K)
 QG_DOT(q6_K)
+QG_DOT(iq4_xs)
 
 #define QG_ENTRY(T) {.gemm = QX(q_gemm_##T), .vec_dot = QX(q_vec_dot_gemm_##T)}
 /* Designated initializers: the table sets gemm and vec_dot; everything else falls back. */
@@ -344,7 +403,7 @@ QG_DOT(q6_K)
         [Q_TYPE_Q8_0] = QG_ENTRY(q8_0), [Q_TYPE_Q4_0] = QG_ENTRY(q4_0),                             \
         [Q_TYPE_Q2_K] = QG_ENTRY(q2_K), [Q_TYPE_Q3_K] = QG_ENTRY(q3_K),                             \
         [Q_TYPE_Q4_K] = QG_ENTRY(q4_K), [Q_TYPE_Q5_K] = QG_ENTRY(q5_K),                             \
-        [Q_TYPE_Q6_K] = QG_ENTRY(q6_K),                                                             \
+        [Q_TYPE_Q6_K] = QG_ENTRY(q6_K), [Q_TYPE_IQ4_XS] = QG_ENTRY(iq4_xs),                          \
     }
 
 #endif
