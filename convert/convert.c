@@ -1030,7 +1030,6 @@ static int alloc_scratch(const cv_plan *p, const cv_options *o, scratch *s, qk_e
     s->f32 = malloc((size_t)values * sizeof(float));
     s->outs[0] = malloc((size_t)values * sizeof(float));
     s->outs[1] = malloc((size_t)values * sizeof(float));
-    s->out = s->outs[0];
     /* One core is left to the background writer: converting floats outruns a disk on one
      * core, and idle OpenMP threads spinning next to the writer would slow it down. */
     s->n_threads = o && o->n_threads > 0 ? o->n_threads : omp_get_max_threads();

@@ -208,6 +208,19 @@ QG_INLINE void qg_b32_tile(int kind, int RM, int RN, int n, const char *w, size_
         qg_store_lanes(acc[r], RN, y + r, ys);
 }
 
+/* Block b of RN (<= 4) q8_K activation rows x apart: their addresses in yb, their scales d_y in
+ * the lanes of the result (the other lanes 0). */
+QG_INLINE __m128 qg_q8K_tokens(const char *x, size_t xs, int b, int RN, const block_q8_K *yb[4])
+{
+    _Alignas(16) float yd[4] = {0};
+    QG_UNROLL
+    for (int t = 0; t < RN; t++) {
+        yb[t] = (const block_q8_K *)(x + (size_t)t * xs) + b;
+        yd[t] = yb[t]->d;
+    }
+    return _mm_load_ps(yd);
+}
+
 /* ---- k-quants times q8_K activations ------------------------------------------------------------ */
 /* Per super-block, as qx_kq_isum: integer sums per group pair weighted by the int16 multipliers
  * and the offset correction through bsums, reduced to the block's total; then the canonical
@@ -226,7 +239,6 @@ QG_INLINE void qg_kq_tile(int kind, size_t bsize, int RM, int RN, int n, const c
         qx_kq_head h[QG_K_RM];
         __m256i lo[QG_K_RM], hi[QG_K_RM], isum[QG_K_RM][4], msum[4];
         const block_q8_K *yb[4];
-        _Alignas(16) float yd[4] = {0};
         QG_UNROLL
         for (int r = 0; r < RM; r++) {
             blk[r] = w + (size_t)r * ws + (size_t)b * bsize;
@@ -237,12 +249,7 @@ QG_INLINE void qg_kq_tile(int kind, size_t bsize, int RM, int RN, int n, const c
             for (int t = 0; t < RN; t++)
                 isum[r][t] = _mm256_setzero_si256();
         }
-        QG_UNROLL
-        for (int t = 0; t < RN; t++) {
-            yb[t] = (const block_q8_K *)(x + (size_t)t * xs) + b;
-            yd[t] = yb[t]->d;
-        }
-        const __m128 ydv = _mm_load_ps(yd);
+        const __m128 ydv = qg_q8K_tokens(x, xs, b, RN, yb);
         for (int c = 0; c < 8; c++) {
             __m256i yq[4];
             QG_UNROLL
@@ -296,7 +303,6 @@ QG_INLINE void qg_iq4xs_tile(int unused, int RM, int RN, int n, const char *w, s
         const block_iq4_xs *blk[QG_K_RM];
         __m256i sc[QG_K_RM], isum[QG_K_RM][4];
         const block_q8_K *yb[4];
-        _Alignas(16) float yd[4] = {0};
         QG_UNROLL
         for (int r = 0; r < RM; r++) {
             blk[r] = (const block_iq4_xs *)(w + (size_t)r * ws) + b;
@@ -305,12 +311,7 @@ QG_INLINE void qg_iq4xs_tile(int unused, int RM, int RN, int n, const char *w, s
             for (int t = 0; t < RN; t++)
                 isum[r][t] = _mm256_setzero_si256();
         }
-        QG_UNROLL
-        for (int t = 0; t < RN; t++) {
-            yb[t] = (const block_q8_K *)(x + (size_t)t * xs) + b;
-            yd[t] = yb[t]->d;
-        }
-        const __m128 ydv = _mm_load_ps(yd);
+        const __m128 ydv = qg_q8K_tokens(x, xs, b, RN, yb);
         for (int ib = 0; ib < 8; ib++) {
             __m256i yq[4];
             QG_UNROLL
