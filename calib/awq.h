@@ -18,12 +18,30 @@
  * `group` columns, or a ggml type's own quantizer per tensor (type_of), with importance weights
  * from the captured inputs' mean x² (scaled by 1/s²) — so a GGUF target is searched with the
  * quantizer that will write it.
+ * With gptq (AutoAWQ's quantizer only), the linears are then rounded by GPTQ (Frantar et al., 2022)
+ * instead of to nearest, once the block's folds are done, on the inputs as the folded model sees
+ * them (experts on their own routed rows), and skip the clipping search; awq_codes() hands out
+ * the codes.
  *
  * The model is changed in place: every processed linear points to an owned f32 copy (folded and
  * clipped, not quantized: awq_weight() hands it to writers), norms and biases are the engine's
  * owned f32 vectors, changed in place. While later blocks are processed, earlier blocks run with
- * their fake-quantized weights. Mixture-of-experts feed-forwards are left unscaled (attention is
- * processed). Deterministic: no randomness, fixed summation orders, any thread count. */
+ * their fake-quantized weights. Deterministic: no randomness, fixed summation orders, any thread
+ * count.
+ *
+ * Mixture-of-experts blocks (AutoAWQ's Mixtral / Qwen3-MoE recipe):
+ *   - gate, up ← ffn norm: every expert's gate and up (3-D tensors, searched as one matrix of
+ *     n_expert · rows rows) and the shared expert's gate and up get one scale vector, the input
+ *     captured at the router (every token's normed input), scored by the block's output error;
+ *     folding divides the ffn norm weight by s and multiplies the columns of the linears and of
+ *     the router (it reads the same input and stays unquantized: routing is unchanged);
+ *   - down ← up per expert: expert e's down input is captured where the engine runs expert e's
+ *     slice (only the tokens routed to it); its own s is scored by the error of that expert's
+ *     down output on those rows (AutoAWQ inspects the linear itself here: one block evaluation
+ *     per expert and candidate would cost n_expert times the dense search), folded into expert
+ *     e's up rows; experts that received no token keep s = 1 and are not clipped;
+ *   - the shared expert's down ← its up, as a dense block's;
+ *   - clipping of every expert linear over its captured rows, as for dense linears. */
 #ifndef QKIT_CALIB_AWQ_H
 #define QKIT_CALIB_AWQ_H
 
@@ -49,6 +67,9 @@ typedef struct {
                               quantized, through all later blocks and the head) instead of the
                               block's output error: costlier, closer to what perplexity sees */
     int clip_tokens;       /* tokens for the clipping search; 0: 512 */
+    int gptq;              /* AutoAWQ's quantizer: round with GPTQ's error feedback (after the
+                              scales) instead of to nearest; no clipping search then (ranges tuned
+                              for rounding to nearest made GPTQ worse) */
     /* NULL: AutoAWQ's quantizer for every linear; else the ggml type (enum q_type) a linear will
      * be written in, searched with that type's quantizer */
     int (*type_of)(void *user, const char *name);
@@ -60,9 +81,13 @@ typedef struct {
 typedef struct {
     char name[64];         /* the group's first linear */
     int block;
+    int expert;            /* the group is one expert's down projection: its index; else -1 */
     double alpha;          /* chosen */
     double loss0, loss;    /* output MSE at α = 0 and at the chosen α (fake-quantized) */
 } awq_group_report;
+
+/* Captured input rows GPTQ's Hessians use (at most; evenly spaced over the samples) */
+enum { AWQ_GPTQ_ROWS = 16384 };
 
 typedef struct awq_run awq_run;
 
@@ -74,14 +99,26 @@ void awq_run_free(awq_run *r); /* accepts NULL; the model's weights then point t
                                   free the model first or do not use it */
 
 /* The processed (folded, clipped, unquantized) f32 weight of a GGUF-named linear, NULL when AWQ
- * did not change it; [ne1][ne0]. Borrowed until awq_run_free. */
+ * did not change it; [ne1][ne0]. A 3-D expert tensor comes as all its experts' rows: ne1 is
+ * n_expert · rows per expert, expert e's matrix the e-th n_expert-th of them. Borrowed until
+ * awq_run_free. */
 const float *awq_weight(const awq_run *r, const char *name, int64_t *ne0, int64_t *ne1);
 
-/* The factor s [ne0] a linear's input columns were multiplied by (its inputs are divided by it in
- * the folded model), NULL when unscaled. An importance matrix of the original model becomes
- * Σx²/s² for it. */
-const float *awq_input_scale(const awq_run *r, const char *name);
+/* 1 when the weight awq_weight returns was only folded and is to be written unquantized (a
+ * mixture-of-experts router, whose columns were scaled with the experts' inputs), else 0. */
+int awq_weight_dense(const awq_run *r, const char *name);
 
+/* The factor s a linear's input columns were multiplied by (its inputs are divided by it in the
+ * folded model), NULL when unscaled: [n_mat][ne0], n_mat the tensor's matrix count (n_expert for
+ * a 3-D expert tensor, expert e's scales at s + e · ne0; 1 for a plain matrix), into *n_mat when
+ * not NULL. An importance matrix of the original model becomes Σx²/s² for it, matrix by
+ * matrix. */
+const float *awq_input_scale(const awq_run *r, const char *name, int64_t *n_mat);
+
+/* GPTQ's codes [ne1][ne0], scales and zeros [ne1][ne0 / group] of a linear (AutoAWQ's grid): 1
+ * when it has them (its awq_weight() is then their dequantized values), else 0. Borrowed. */
+int awq_codes(const awq_run *r, const char *name, const uint8_t **codes, const float **scales,
+              const uint8_t **zeros);
 size_t awq_n_groups(const awq_run *r);
 const awq_group_report *awq_group(const awq_run *r, size_t i);
 

@@ -13,12 +13,13 @@
 static const char USAGE[] =
     "usage: qkit awq MODEL -f CALIB_TEXT -o OUT --format awq|ct|gguf:TYPE [--bits 4]\n"
     "                [--group-size 128] [--samples N] [--seq-len L] [--grid 20] [--no-clip]\n"
-    "                [--no-duo] [--rtn] [--loss block|output] [--imatrix F] [--threads N]\n"
-    "                [--json] [-q]\n"
+    "                [--no-duo] [--no-gptq] [--rtn] [--loss block|output] [--imatrix F]\n"
+    "                [--threads N] [--json] [-q]\n"
     "  MODEL: a Hugging Face folder, or (gguf:TYPE only) a GGUF F32/F16/BF16. awq: AutoAWQ's GEMM\n"
     "  folder; ct: compressed-tensors pack-quantized (W4A16 asymmetric); gguf:TYPE: any quantize\n"
     "  type or mix (Q4_K_M, Q4_0 ...), searched with that type's own quantizer. --rtn writes plain\n"
-    "  round-to-nearest (no scales, no clipping): the baseline.\n";
+    "  round-to-nearest (no scales, no clipping): the baseline. awq and ct round with GPTQ's error\n"
+    "  feedback after the scales and clipping; --no-gptq rounds to nearest as AutoAWQ does.\n";
 
 typedef struct {
     aw_params p;
@@ -42,6 +43,7 @@ static int parse_args(int argc, char **argv, awq_args *a)
     a->p.grid = 20;
     a->p.clip = 1;
     a->p.duo = 1;
+    a->p.gptq = 1;
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "-h") || !strcmp(f, "--help")) {
@@ -49,10 +51,11 @@ static int parse_args(int argc, char **argv, awq_args *a)
             return -1;
         }
         if (!strcmp(f, "--json") || !strcmp(f, "-q") || !strcmp(f, "--quiet") || !strcmp(f, "--no-clip") ||
-            !strcmp(f, "--no-duo") || !strcmp(f, "--rtn")) {
+            !strcmp(f, "--no-duo") || !strcmp(f, "--no-gptq") || !strcmp(f, "--rtn")) {
             if (!strcmp(f, "--json")) a->json = 1;
             else if (!strcmp(f, "--no-clip")) a->p.clip = 0;
             else if (!strcmp(f, "--no-duo")) a->p.duo = 0;
+            else if (!strcmp(f, "--no-gptq")) a->p.gptq = 0;
             else if (!strcmp(f, "--rtn")) a->p.rtn = 1;
             else a->quiet = 1;
             continue;

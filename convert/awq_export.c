@@ -95,7 +95,7 @@ static int search_model(const aw_params *p, cv_eval_model *em, int (*type_of)(vo
     const double t0 = now_s();
     if (!rc) {
         awq_opts o = {.bits = p->bits, .group = p->group, .grid = p->grid, .clip = p->clip,
-                      .asym_clip = 1, .rtn = p->rtn, .duo = p->duo, .output_loss = p->output_loss,
+                      .asym_clip = 1, .rtn = p->rtn, .duo = p->duo, .gptq = p->gptq, .output_loss = p->output_loss,
                       .use_imatrix = type_of && p->imatrix != NULL, .type_of = type_of,
                       .user = types, .progress = p->progress, .progress_user = p->user};
         rc = awq_run_model(run, &em->m, tok, n_seq, L, &o, err);
@@ -205,7 +205,14 @@ static int rescale_imatrix(const char *in, const awq_run *run, const char *path,
     rc = e && sums && counts ? QK_OK : qk_err_set(err, QK_ENOMEM, "out of memory");
     for (size_t i = 0; !rc && i < n; i++) {
         const imx_entry *x = imx_entry_at(f, i);
-        const float *s = awq_input_scale(run, x->name);
+        int64_t s_mat = 1, ne0 = 0, ne1 = 0;
+        const float *s = awq_input_scale(run, x->name, &s_mat);
+        if (s && (!awq_weight(run, x->name, &ne0, &ne1) || ne0 != x->n_per_mat || s_mat != x->n_mat)) {
+            rc = qk_err_set(err, QK_EFORMAT, "%s: entry '%s' holds %lld x %lld values but the model's "
+                            "tensor has %lld matrices of %lld columns", in, x->name, (long long)x->n_mat,
+                            (long long)x->n_per_mat, (long long)s_mat, (long long)ne0);
+            break;
+        }
         const int64_t nv = x->n_per_mat * x->n_mat;
         sums[i] = malloc((size_t)nv * 2 * sizeof **sums);
         counts[i] = malloc((size_t)x->n_mat * sizeof **counts);
@@ -218,8 +225,8 @@ static int rescale_imatrix(const char *in, const awq_run *run, const char *path,
             counts[i][m] = cnt;
             for (int64_t j = 0; j < x->n_per_mat && !rc; j++) {
                 double v = (double)x->values[m * x->n_per_mat + j] * (double)cnt;
-                if (s)
-                    v /= (double)s[j] * (double)s[j];
+                if (s) /* an expert tensor's matrix m has its own scales */
+                    v /= (double)s[m * x->n_per_mat + j] * (double)s[m * x->n_per_mat + j];
                 if (imx_fx_from_double(v, sums[i] + 2 * (m * x->n_per_mat + j)))
                     rc = qk_err_set(err, QK_ERANGE, "%s: entry '%s' does not fit after rescaling", in, x->name);
             }
@@ -332,8 +339,38 @@ static int ends_with(const char *s, const char *suffix)
     return n >= m && !strcmp(s + n - m, suffix);
 }
 
-/* config.json with the quantization_config of the format, torch_dtype float16. */
-static int write_config(const aw_params *p, const char *dir, qk_err *err)
+/* The mixture-of-experts routers, which stay unquantized: their module names (checkpoint names
+ * without ".weight", "model.layers.3.mlp.gate") appended to full, and those names relative to
+ * their block ("mlp.gate", each once) to rel. */
+static void router_modules(const cv_eval_model *em, cJSON *full, cJSON *rel)
+{
+    for (int l = 0; l < em->m.n_layer; l++) {
+        char gname[GGUF_MAX_NAME], mod[192], key[32];
+        long i;
+        if (!em->m.layers[l].moe || !ga_tensor_name(GA_T_FFN_GATE_INP, l, gname, sizeof gname) ||
+            (i = cv_plan_find(em->plan, gname)) < 0)
+            continue;
+        const char *src = cv_plan_tensor(em->plan, (size_t)i)->src_name;
+        const size_t len = strlen(src) - (ends_with(src, ".weight") ? 7 : 0);
+        snprintf(mod, sizeof mod, "%.*s", (int)len, src);
+        cJSON_AddItemToArray(full, cJSON_CreateString(mod));
+        snprintf(key, sizeof key, "layers.%d.", l);
+        const char *in_block = strstr(mod, key) ? strstr(mod, key) + strlen(key) : mod;
+        int seen = 0;
+        const cJSON *it;
+        cJSON_ArrayForEach(it, rel)
+            seen |= !strcmp(it->valuestring, in_block);
+        if (!seen)
+            cJSON_AddItemToArray(rel, cJSON_CreateString(in_block));
+    }
+}
+
+/* config.json with the quantization_config of the format, torch_dtype float16. The routers of a
+ * mixture of experts stay f16: AutoAWQ's modules_to_not_convert names them relative to their
+ * block ("mlp.gate": loaders match it as a substring of the module name, so AutoAWQ's own "gate"
+ * would also exclude Qwen3-MoE's experts' gate_proj), compressed-tensors' ignore lists every
+ * router module as llm-compressor saves it (each ignored module by name, then lm_head). */
+static int write_config(const aw_params *p, const cv_eval_model *em, const char *dir, qk_err *err)
 {
     char path[4200], *text = NULL;
     size_t n;
@@ -352,13 +389,20 @@ static int write_config(const aw_params *p, const char *dir, qk_err *err)
     cJSON_DeleteItemFromObjectCaseSensitive(c, "dtype");
     cJSON_AddStringToObject(c, "torch_dtype", "float16");
     cJSON *q = cJSON_AddObjectToObject(c, "quantization_config");
+    cJSON *routers = cJSON_CreateArray(), *in_block = cJSON_CreateArray();
+    router_modules(em, routers, in_block);
+    cJSON_AddItemToArray(routers, cJSON_CreateString("lm_head"));
     if (p->format == AW_AWQ) {
         cJSON_AddStringToObject(q, "quant_method", "awq");
         cJSON_AddBoolToObject(q, "zero_point", 1);
         cJSON_AddNumberToObject(q, "group_size", p->group);
         cJSON_AddNumberToObject(q, "bits", p->bits);
         cJSON_AddStringToObject(q, "version", "gemm");
-        cJSON_AddNullToObject(q, "modules_to_not_convert");
+        if (cJSON_GetArraySize(in_block) > 0) {
+            cJSON_AddItemToObject(q, "modules_to_not_convert", in_block);
+            in_block = NULL;
+        } else
+            cJSON_AddNullToObject(q, "modules_to_not_convert");
     } else {
         cJSON *g = cJSON_AddObjectToObject(cJSON_AddObjectToObject(q, "config_groups"), "group_0");
         cJSON_AddStringToObject(g, "format", "pack-quantized");
@@ -378,7 +422,8 @@ static int write_config(const aw_params *p, const char *dir, qk_err *err)
         cJSON_AddStringToObject(w, "type", "int");
         cJSON_AddStringToObject(q, "format", "pack-quantized");
         cJSON_AddNullToObject(q, "global_compression_ratio");
-        cJSON_AddItemToObject(q, "ignore", cJSON_CreateStringArray((const char *[]){"lm_head"}, 1));
+        cJSON_AddItemToObject(q, "ignore", routers);
+        routers = NULL;
         cJSON_AddNullToObject(q, "kv_cache_scheme");
         cJSON_AddStringToObject(q, "quant_method", "compressed-tensors");
         cJSON_AddStringToObject(q, "quantization_status", "compressed");
@@ -386,6 +431,8 @@ static int write_config(const aw_params *p, const char *dir, qk_err *err)
         cJSON_AddItemToObject(q, "transform_config", cJSON_CreateObject());
         cJSON_AddStringToObject(q, "version", "0.12.2");
     }
+    cJSON_Delete(routers);
+    cJSON_Delete(in_block);
     char *out = cJSON_Print(c);
     cJSON_Delete(c);
     if (!out)
@@ -427,21 +474,48 @@ typedef struct {
     const aw_params *p;
 } hf_out;
 
-/* A quantized linear's tensors, or a dense tensor as f16. */
-static int n_parts_of(const hf_out *h, const cv_tensor *t)
+/* Whether tensor t is written as 4-bit linears (else as one f16 tensor: a router stays dense). */
+static int packed(const hf_out *h, const cv_tensor *t)
 {
     int64_t a, b;
-    return awq_weight(h->run, t->name, &a, &b) ? (h->p->format == AW_AWQ ? 3 : 4) : 1;
+    return awq_weight(h->run, t->name, &a, &b) && !awq_weight_dense(h->run, t->name);
 }
 
-static void spec_of(const hf_out *h, const cv_tensor *t, int part, st_tensor_spec *s, char *name, size_t nsz)
+/* The matrices of t written as linears of their own: the experts of a stacked 3-D tensor. */
+static int64_t n_mats(const cv_tensor *t)
+{
+    return t->n_dims == 3 ? t->ne[2] : 1;
+}
+
+/* A quantized linear's tensors (for each expert of a 3-D tensor), or a dense tensor as f16. */
+static int64_t n_parts_of(const hf_out *h, const cv_tensor *t)
+{
+    return packed(h, t) ? (h->p->format == AW_AWQ ? 3 : 4) * n_mats(t) : 1;
+}
+
+/* The checkpoint name of matrix e of t: a stacked expert tensor's "…experts.*.w1.weight" with
+ * the '*' replaced by e (as AutoAWQ and llm-compressor write Mixtral's and Qwen3-MoE's experts),
+ * else the source name itself. */
+static void mat_name(const cv_tensor *t, int64_t e, char *out, size_t size)
+{
+    const char *star = strchr(t->src_name, '*');
+    if (star)
+        snprintf(out, size, "%.*s%lld%s", (int)(star - t->src_name), t->src_name, (long long)e, star + 1);
+    else
+        snprintf(out, size, "%s", t->src_name);
+}
+
+static void spec_of(const hf_out *h, const cv_tensor *t, int64_t part, st_tensor_spec *s, char *name, size_t nsz)
 {
     int64_t in = t->ne[0], out = t->n_dims > 1 ? t->ne[1] : 1, g = h->p->group;
-    size_t base = strlen(t->src_name) > 7 && ends_with(t->src_name, ".weight") ? strlen(t->src_name) - 7
-                                                                                 : strlen(t->src_name);
+    const int64_t per = h->p->format == AW_AWQ ? 3 : 4; /* parts per matrix */
+    char src[192];
+    mat_name(t, packed(h, t) ? part / per : 0, src, sizeof src);
+    part %= per;
+    size_t base = strlen(src) > 7 && ends_with(src, ".weight") ? strlen(src) - 7 : strlen(src);
     memset(s, 0, sizeof *s);
     s->name = name;
-    if (n_parts_of(h, t) == 1) {
+    if (!packed(h, t)) {
         snprintf(name, nsz, "%s", t->src_name);
         s->dtype = ST_F16;
         s->n_dims = (int)t->n_dims;
@@ -451,7 +525,7 @@ static void spec_of(const hf_out *h, const cv_tensor *t, int part, st_tensor_spe
     }
     static const char *const AWQ[] = {"qweight", "qzeros", "scales"};
     static const char *const CT[] = {"weight_packed", "weight_scale", "weight_zero_point", "weight_shape"};
-    snprintf(name, nsz, "%.*s.%s", (int)base, t->src_name, h->p->format == AW_AWQ ? AWQ[part] : CT[part]);
+    snprintf(name, nsz, "%.*s.%s", (int)base, src, h->p->format == AW_AWQ ? AWQ[part] : CT[part]);
     s->n_dims = 2;
     if (h->p->format == AW_AWQ) {
         const int64_t shapes[3][2] = {{in, out / 8}, {in / g, out / 8}, {in / g, out}};
@@ -469,38 +543,23 @@ static void spec_of(const hf_out *h, const cv_tensor *t, int part, st_tensor_spe
     }
 }
 
-/* Writes the bytes of one output tensor (all its parts) to w. */
-static int write_hf_tensor(const hf_out *h, size_t i, const cv_tensor *t, st_writer *w, qk_err *err)
+/* Writes the packed tensors of one linear aw [ne1][ne0] to w: GPTQ's codes, scales and zeros when
+ * cq is not NULL, else aw rounded to nearest. */
+static int write_packed(const hf_out *h, const float *aw, const uint8_t *cq, const float *cs, const uint8_t *cz,
+                        int64_t ne0, int64_t ne1, st_writer *w, qk_err *err)
 {
-    int64_t ne0, ne1;
-    const float *aw = awq_weight(h->run, t->name, &ne0, &ne1);
-    if (!aw) {
-        uint64_t n = 1;
-        for (uint32_t d = 0; d < t->n_dims; d++)
-            n *= (uint64_t)t->ne[d];
-        float *f = malloc((size_t)n * sizeof *f);
-        uint16_t *hb = malloc((size_t)n * sizeof *hb);
-        int rc = f && hb ? QK_OK : qk_err_set(err, QK_ENOMEM, "out of memory");
-        const float *v = changed_vector(&h->em->m, t->name);
-        if (!rc) {
-            if (v)
-                memcpy(f, v, (size_t)n * sizeof *f);
-            else
-                cv_plan_read_f32(h->plan, i, f, h->p->n_threads);
-            q_from_float_f16(f, hb, (int64_t)n);
-            rc = st_writer_write(w, hb, (size_t)n * 2, err);
-        }
-        free(f);
-        free(hb);
-        return rc;
-    }
     const int64_t g = h->p->group, ng = ne0 / g;
     uint8_t *q = malloc((size_t)(ne0 * ne1)), *z = malloc((size_t)(ne1 * ng));
     float *sc = malloc((size_t)(ne1 * ng) * sizeof *sc);
     uint16_t *sh = malloc((size_t)(ne1 * ng) * sizeof *sh);
     int32_t *a = malloc((size_t)(ne0 * ne1) / 2 + 64), *b = malloc((size_t)(ne1 * ng) / 2 + 64 + (size_t)ng * 4);
     int rc = q && z && sc && sh && a && b ? QK_OK : qk_err_set(err, QK_ENOMEM, "out of memory");
-    for (int64_t o = 0; !rc && o < ne1; o++)
+    if (!rc && cq) {
+        memcpy(q, cq, (size_t)(ne0 * ne1));
+        memcpy(sc, cs, (size_t)(ne1 * ng) * sizeof *sc);
+        memcpy(z, cz, (size_t)(ne1 * ng));
+    }
+    for (int64_t o = 0; !rc && !cq && o < ne1; o++)
         awq_quantize_row(aw + o * ne0, ne0, (int)g, h->p->bits, q + o * ne0, sc + o * ng, z + o * ng, NULL);
     if (!rc && h->p->format == AW_AWQ) {
         awq_gemm_pack(q, z, ne1, ne0, g, a, b);
@@ -529,6 +588,44 @@ static int write_hf_tensor(const hf_out *h, size_t i, const cv_tensor *t, st_wri
     return rc;
 }
 
+/* Writes the bytes of one output tensor (all its parts; a stacked expert tensor's experts one
+ * after the other, as spec_of names them) to w. */
+static int write_hf_tensor(const hf_out *h, size_t i, const cv_tensor *t, st_writer *w, qk_err *err)
+{
+    int64_t ne0, ne1;
+    const float *aw = awq_weight(h->run, t->name, &ne0, &ne1);
+    if (!packed(h, t)) { /* f16: as read, or as folded (norms, biases, a router) */
+        uint64_t n = 1;
+        for (uint32_t d = 0; d < t->n_dims; d++)
+            n *= (uint64_t)t->ne[d];
+        float *f = malloc((size_t)n * sizeof *f);
+        uint16_t *hb = malloc((size_t)n * sizeof *hb);
+        int rc = f && hb ? QK_OK : qk_err_set(err, QK_ENOMEM, "out of memory");
+        const float *v = aw ? aw : changed_vector(&h->em->m, t->name);
+        if (!rc) {
+            if (v)
+                memcpy(f, v, (size_t)n * sizeof *f);
+            else
+                cv_plan_read_f32(h->plan, i, f, h->p->n_threads);
+            q_from_float_f16(f, hb, (int64_t)n);
+            rc = st_writer_write(w, hb, (size_t)n * 2, err);
+        }
+        free(f);
+        free(hb);
+        return rc;
+    }
+    const int64_t n_mat = n_mats(t), rows = ne1 / n_mat; /* expert e: rows e · rows .. */
+    const uint8_t *cq = NULL, *cz = NULL;
+    const float *cs = NULL;
+    const int64_t ng = ne0 / h->p->group;
+    const int gptq = awq_codes(h->run, t->name, &cq, &cs, &cz);
+    int rc = QK_OK;
+    for (int64_t e = 0; !rc && e < n_mat; e++)
+        rc = write_packed(h, aw + e * rows * ne0, gptq ? cq + e * rows * ne0 : NULL,
+                          gptq ? cs + e * rows * ng : NULL, gptq ? cz + e * rows * ng : NULL, ne0, rows, w, err);
+    return rc;
+}
+
 static int write_weights(const hf_out *h, const char *dir, qk_err *err)
 {
     const size_t n = cv_plan_n_tensors(h->plan);
@@ -547,7 +644,7 @@ static int write_weights(const hf_out *h, const char *dir, qk_err *err)
         const cv_tensor *t = cv_plan_tensor(h->plan, i);
         if (!t->src_name[0])
             continue;
-        for (int part = 0; part < n_parts_of(h, t); part++, k++)
+        for (int64_t part = 0; part < n_parts_of(h, t); part++, k++)
             spec_of(h, t, part, &specs[k], names[k], sizeof names[k]);
     }
     char path[4200];
@@ -580,18 +677,27 @@ static int run_hf(const aw_params *p, aw_result *r, qk_err *err)
         return rc;
     cv_eval_model em = {0};
     rc = cv_eval_open(&em, p->model, err);
-    if (!rc && em.m.n_expert > 0)
-        rc = qk_err_set(err, QK_EUNSUPPORTED, "%s: mixture-of-experts models are written with --format "
-                        "gguf:TYPE (AutoAWQ/compressed-tensors expert layouts are not written)", p->model);
+    /* experts are written one linear each under their checkpoint names: stacked ones only */
+    for (size_t i = 0; !rc && em.plan && i < cv_plan_n_tensors(em.plan); i++) {
+        const cv_tensor *t = cv_plan_tensor(em.plan, i);
+        if (t->n_dims == 3 && !strchr(t->src_name, '*'))
+            rc = qk_err_set(err, QK_EUNSUPPORTED, "%s: tensor '%s' comes from the fused expert tensor '%s'; "
+                            "--format awq and ct write experts stored one per linear (Mixtral, Qwen3-MoE): "
+                            "use --format gguf:TYPE", p->model, t->name, t->src_name);
+    }
     for (int l = 0; !rc && l < em.m.n_layer; l++) {
         static const ga_kind K[] = {GA_T_ATTN_Q, GA_T_ATTN_K, GA_T_ATTN_V, GA_T_ATTN_OUT, GA_T_FFN_GATE,
-                                    GA_T_FFN_UP, GA_T_FFN_DOWN};
+                                    GA_T_FFN_UP, GA_T_FFN_DOWN, GA_T_FFN_GATE_EXPS, GA_T_FFN_UP_EXPS,
+                                    GA_T_FFN_DOWN_EXPS, GA_T_FFN_GATE_SHEXP, GA_T_FFN_UP_SHEXP,
+                                    GA_T_FFN_DOWN_SHEXP};
         for (size_t k = 0; !rc && k < sizeof K / sizeof K[0]; k++) {
             const eng_tensor *t = &em.m.layers[l].w[K[k]];
-            if (t->data && (t->ne0 % p->group || t->ne1 % 8))
+            if (t->data && t->ne0 % p->group)
                 rc = qk_err_set(err, QK_EFORMAT, "%s: tensor '%s': %lld input columns are not a multiple "
-                                "of --group-size %d (or %lld rows not of 8)", p->model, t->name,
-                                (long long)t->ne0, p->group, (long long)t->ne1);
+                                "of --group-size %d", p->model, t->name, (long long)t->ne0, p->group);
+            else if (t->data && t->ne1 % 8) /* 8 output columns per packed int32 */
+                rc = qk_err_set(err, QK_EFORMAT, "%s: tensor '%s': %lld output rows%s are not a multiple "
+                                "of 8", p->model, t->name, (long long)t->ne1, t->ne2 > 1 ? " per expert" : "");
         }
     }
     awq_run *run = NULL;
@@ -609,7 +715,7 @@ static int run_hf(const aw_params *p, aw_result *r, qk_err *err)
         rc = write_weights(&h, tmp, err);
     }
     if (!rc)
-        rc = write_config(p, tmp, err);
+        rc = write_config(p, &em, tmp, err);
     if (!rc)
         rc = copy_side_files(p->model, tmp, err);
     if (!rc)

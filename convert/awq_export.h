@@ -28,6 +28,7 @@ typedef struct {
     const char *imatrix;   /* AW_GGUF: optional, rescaled by the AWQ scales */
     int bits, group;       /* AW_AWQ / AW_CT: 4, 128 */
     int grid, clip, duo;
+    int gptq;              /* --format awq/ct: GPTQ rounding (default on; --no-gptq) */
     int rtn;               /* no search at all: plain round-to-nearest (the baseline) */
     int output_loss;       /* candidates scored by the model's output KLD (calib/awq.h) */
     int samples, seq_len;  /* calibration sequences (defaults 128 x 512, or what the text holds) */

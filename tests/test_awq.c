@@ -2,7 +2,7 @@
  * from the formats' own sources (AutoAWQ awq/utils/packing_utils.py and gemm.py: AWQ_ORDER
  * [0,2,4,6,1,3,5,7]; compressed-tensors pack_quantized: q + 8 in little-endian nibbles), then
  * pack → row decode round trips on random data, including zero points packed along the output
- * dimension. */
+ * dimension; and AWQ's folding on a mixture of experts (storiesMoE) keeping the model's function. */
 #include "tu.h"
 
 #include <math.h>
@@ -10,7 +10,9 @@
 #include <string.h>
 
 #include "../calib/awq.h"
+#include "../convert/eval_model.h"
 #include "../formats/awq.h"
+#include "../quant/types.h"
 
 /* One row of eight output columns: q = [0,3,5,6,8,12,15,8] packs to 0x8C63F850 (AutoAWQ order). */
 static void test_awq_word(void **state)
@@ -96,6 +98,101 @@ static void test_roundtrips(void **state)
     free(q), free(z), free(s_og), free(s_go), free(qw), free(qz), free(wp), free(zp);
 }
 
+/* A mixture of experts: AWQ scales every expert's gate/up together (with a shared expert's; the
+ * router's columns folded alongside) and each expert's down on its own; the folded, unclipped
+ * weights put back unquantized compute the model's function, routing included. dir: the model's
+ * folder, n_expert its experts. */
+static void moe_fold_keeps_function(const char *dir, int n_expert)
+{
+    cv_eval_model em = {0};
+    qk_err err = {{0}};
+    assert_int_equal(cv_eval_open(&em, dir, &err), QK_OK);
+    eng_model *m = &em.m;
+    assert_int_equal(m->n_expert, n_expert);
+    enum { N_SEQ = 4, L = 64 };
+    int32_t tok[N_SEQ * L];
+    uint64_t seed = 5;
+    for (int i = 0; i < N_SEQ * L; i++)
+        tok[i] = i % L == 0 && m->bos_id >= 0 ? m->bos_id : 3 + (int32_t)(tu_rand(&seed) % (uint64_t)(m->n_vocab - 3));
+    const size_t nl = (size_t)L * (size_t)m->n_vocab;
+    float *ref = malloc(nl * sizeof *ref), *got = malloc(nl * sizeof *got);
+    eng_ctx *ctx = NULL;
+    assert_int_equal(eng_ctx_create(&ctx, m, L, &err), QK_OK);
+    assert_int_equal(eng_forward(ctx, tok, L, ref, &err), QK_OK);
+    eng_ctx_free(ctx);
+
+    awq_opts o = {.bits = 4, .group = 128, .grid = 10, .clip = 0, .duo = 1};
+    awq_run *run = NULL;
+    assert_int_equal(awq_run_model(&run, m, tok, N_SEQ, L, &o, &err), QK_OK);
+    /* every expert's down has its own scales, gate/up one set for all, the router is folded only */
+    int64_t n_mat = 0, ne0, ne1;
+    const float *sd = awq_input_scale(run, "blk.1.ffn_down_exps.weight", &n_mat);
+    assert_non_null(sd);
+    assert_int_equal(n_mat, n_expert);
+    assert_true(memcmp(sd, sd + m->n_ff_exp, (size_t)m->n_ff_exp * sizeof *sd) != 0);
+    const float *sg = awq_input_scale(run, "blk.1.ffn_gate_exps.weight", &n_mat);
+    assert_non_null(sg);
+    assert_int_equal(n_mat, n_expert);
+    assert_memory_equal(sg, sg + (n_expert - 1) * m->n_embd, (size_t)m->n_embd * sizeof *sg);
+    if (m->layers[1].w[GA_T_FFN_GATE_SHEXP].data) { /* the shared expert reads the same input */
+        const float *ss = awq_input_scale(run, "blk.1.ffn_up_shexp.weight", &n_mat);
+        assert_non_null(ss);
+        assert_int_equal(n_mat, 1);
+        assert_memory_equal(ss, sg, (size_t)m->n_embd * sizeof *sg);
+        assert_non_null(awq_input_scale(run, "blk.1.ffn_down_shexp.weight", NULL));
+    }
+    assert_non_null(awq_weight(run, "blk.1.ffn_gate_inp.weight", &ne0, &ne1));
+    assert_true(awq_weight_dense(run, "blk.1.ffn_gate_inp.weight"));
+    assert_false(awq_weight_dense(run, "blk.1.ffn_up_exps.weight"));
+    assert_non_null(awq_weight(run, "blk.1.ffn_up_exps.weight", &ne0, &ne1));
+    assert_int_equal(ne1, (int64_t)n_expert * m->n_ff_exp);
+    int experts = 0, scaled = 0;
+    for (size_t i = 0; i < awq_n_groups(run); i++) {
+        experts += awq_group(run, i)->expert >= 0;
+        scaled += awq_group(run, i)->alpha > 0;
+    }
+    assert_int_equal(experts, m->n_layer * n_expert); /* random tokens reach every expert */
+    assert_true(scaled > experts / 2);
+
+    /* the processed weights, unquantized, back into the engine */
+    for (int l = 0; l < m->n_layer; l++)
+        for (int k = 0; k < GA_T_COUNT; k++) {
+            eng_tensor *t = &m->layers[l].w[k];
+            const float *w = t->data ? awq_weight(run, t->name, &ne0, &ne1) : NULL;
+            if (w) {
+                t->type = Q_TYPE_F32;
+                t->data = w;
+            }
+        }
+    assert_int_equal(eng_ctx_create(&ctx, m, L, &err), QK_OK);
+    assert_int_equal(eng_forward(ctx, tok, L, got, &err), QK_OK);
+    eng_ctx_free(ctx);
+    double worst = 0;
+    for (size_t i = 0; i < nl; i++)
+        worst = fabs((double)got[i] - ref[i]) > worst ? fabs((double)got[i] - ref[i]) : worst;
+    print_message("%s folded: largest logit change %.3g\n", dir, worst);
+    assert_true(worst < 1e-3);
+    free(ref), free(got);
+    awq_run_free(run);
+    cv_eval_close(&em);
+}
+
+/* storiesMoE: a trained Qwen3-MoE, 8 experts, top-2 softmax routing. */
+static void test_moe_fold_keeps_function(void **state)
+{
+    (void)state;
+    TU_SHARED(dir, "models/storiesMoE");
+    moe_fold_keeps_function(dir, 8);
+}
+
+/* llama4-tiny: 4 experts and a shared expert, sigmoid routing that weights the experts' input. */
+static void test_moe_shared_fold_keeps_function(void **state)
+{
+    (void)state;
+    TU_SHARED(dir, "models/llama4-tiny");
+    moe_fold_keeps_function(dir, 4);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -103,6 +200,8 @@ int main(void)
         cmocka_unit_test(test_ct_words),
         cmocka_unit_test(test_quantize_example),
         cmocka_unit_test(test_roundtrips),
+        cmocka_unit_test(test_moe_fold_keeps_function),
+        cmocka_unit_test(test_moe_shared_fold_keeps_function),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 # End-to-end checks of `qkit awq`: the AutoAWQ and compressed-tensors folders decoded by an
 # independent reader (tests/e2e/tools/w4_reader.py: round-to-nearest output within half a step
 # of the original weights, both layouts the same floats), read back as models, folding that keeps
-# the function, determinism, and bad input (one line, exit 2, nothing at OUT).
+# the function, determinism, the same for a mixture of experts (storiesMoE: one packed linear per
+# expert, routers f16), and bad input (one line, exit 2, nothing at OUT).
 . tests/e2e/lib.inc
 have_shared || { echo "shared data missing: awq e2e skipped"; exit 0; }
 M=$SHARED/models/stories3M
@@ -45,6 +46,45 @@ check awq-gguf-1t 0 "$QKIT" awq "$M" -f "$C" -o "$TMP/b.gguf" --format gguf:Q4_K
 check awq-gguf-deterministic 0 cmp "$TMP/a.gguf" "$TMP/b.gguf"
 check awq-gguf-ppl 0 "$QKIT" perplexity "$TMP/a.gguf" -f "$E" --ctx 128 --chunks 2 -q
 
+# ---- mixture of experts: storiesMoE (Qwen3-MoE, 8 experts, top-2) --------------------------------
+MOE=$SHARED/models/storiesMoE
+SM="--samples 2 --seq-len 128"
+check moe-rtn-awq 0 "$QKIT" awq "$MOE" -f "$C" -o "$TMP/moe-rtn-awq" --format awq --rtn $SM -q
+check moe-rtn-ct 0 "$QKIT" awq "$MOE" -f "$C" -o "$TMP/moe-rtn-ct" --format ct --rtn $SM -q
+# 4 blocks x (4 attention linears + 8 experts x 3) = 112 linears, each expert its own; two checks each
+python3 tests/e2e/tools/w4_reader.py check "$TMP/moe-rtn-awq" "$TMP/moe-rtn-ct" "$MOE" 0.51 | grep -c '^PASS' |
+    sed 's/^224$/PASS moe-rtn-within-half-a-step-awq-ct-same (112 linears)/;t;s/^/FAIL moe-rtn-within-half-a-step: passes: /'
+check moe-awq 0 "$QKIT" awq "$MOE" -f "$C" -o "$TMP/moe-awq" --format awq $SM --json
+expect_json moe-awq-json 'd["blocks"] == 4 and d["groups"] == 4 * (1 + 1 + 8)'
+check moe-ct 0 "$QKIT" awq "$MOE" -f "$C" -o "$TMP/moe-ct" --format ct $SM -q --threads 1
+python3 tests/e2e/tools/w4_reader.py check "$TMP/moe-awq" "$TMP/moe-ct" - 0 | grep -c PASS |
+    sed 's/^112$/PASS moe-awq-ct-same-floats-after-search (112 linears)/;t;s/^/FAIL moe-awq-ct-same-floats-after-search: /'
+# experts under their checkpoint names, the routers f16 and left out of the quantization
+check moe-layout 0 python3 -c 'import json,struct,sys
+def hdr(d):
+    b = open(d + "/model.safetensors", "rb").read(); return json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])
+a, c = hdr(sys.argv[1]), hdr(sys.argv[2])
+for h, k in ((a, "qweight"), (c, "weight_packed")):
+    assert all("model.layers.%d.mlp.experts.%d.%s.%s" % (l, e, p, k) in h for l in range(4) for e in range(8)
+               for p in ("gate_proj", "up_proj", "down_proj")), k
+    assert all(h["model.layers.%d.mlp.gate.weight" % l]["dtype"] == "F16" and
+               h["model.layers.%d.mlp.gate.weight" % l]["shape"] == [8, 256] for l in range(4))
+    assert not any(".experts.*" in n or n.startswith("model.layers.0.mlp.gate.q") for n in h)
+qa = json.load(open(sys.argv[1] + "/config.json"))["quantization_config"]
+qc = json.load(open(sys.argv[2] + "/config.json"))["quantization_config"]
+assert qa["modules_to_not_convert"] == ["mlp.gate"], qa
+assert qc["ignore"] == ["model.layers.%d.mlp.gate" % l for l in range(4)] + ["lm_head"], qc' "$TMP/moe-awq" "$TMP/moe-ct"
+check moe-awq-ppl 0 "$QKIT" perplexity "$TMP/moe-awq" -f "$E" --ctx 128 --chunks 4 --json
+P2=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ppl"])' "$OUT")
+check moe-ct-ppl 0 "$QKIT" perplexity "$TMP/moe-ct" -f "$E" --ctx 128 --chunks 4 --json
+expect_json moe-awq-ct-same-ppl "d['ppl'] == $P2"
+check moe-verify 0 "$QKIT" verify --ref "$MOE" "$TMP/moe-rtn-awq" "$TMP/moe-awq" -f "$E" --ctx 128 --chunks 8 --json
+expect_json moe-verify-json 'all(0 < c["kld_mean"] < 0.1 and c["top1"] > 80 for c in d["candidates"])'
+# folding keeps the function: the router's columns are scaled with the experts' inputs
+check moe-fold-f32 0 "$QKIT" awq "$MOE" -f "$C" -o "$TMP/moe-fold.gguf" --format gguf:F32 $SM -q
+check moe-fold-verify 0 "$QKIT" verify --ref "$MOE" "$TMP/moe-fold.gguf" -f "$E" --ctx 128 --chunks 4 --json
+expect_json moe-fold-same-function 'abs(d["candidates"][0]["kld_mean"]) < 1e-6 and d["candidates"][0]["top1"] == 100'
+
 # ---- bad input ---------------------------------------------------------------------------------
 check bad-gguf-to-awq 2 "$QKIT" awq "$TMP/a.gguf" -f "$C" -o "$TMP/bad" --format awq $S
 expect_err bad-gguf-to-awq-msg "need the Hugging Face folder"
@@ -54,8 +94,17 @@ printf 'Once upon a time.' >"$TMP/short.txt"
 check bad-short-text 2 "$QKIT" awq "$M" -f "$TMP/short.txt" -o "$TMP/bad" --format awq
 expect_err bad-short-text-msg "are needed"
 check bad-format 2 "$QKIT" awq "$M" -f "$C" -o "$TMP/bad" --format gguf:Q9_X
-check bad-moe-awq 2 "$QKIT" awq "$SHARED/models/storiesMoE" -f "$C" -o "$TMP/bad" --format awq $S
-expect_err bad-moe-awq-msg "mixture-of-experts models are written with --format gguf:TYPE"
+# mixtures whose experts do not fit the packing: rows per expert not a multiple of 8, expert
+# columns not of the group size (synthetic storiesMoE shapes, one block)
+for ff in 252 200; do
+    python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); c["moe_intermediate_size"]=int(sys.argv[2]); json.dump(c, open(sys.argv[3],"w"))' \
+        "$MOE/config.json" $ff "$TMP/moe$ff.json"
+    "$QKIT" synth --config "$TMP/moe$ff.json" -o "$TMP/moe$ff" --tokenizer-from "$MOE" --layers 1 -q
+done
+check bad-moe-rows 2 "$QKIT" awq "$TMP/moe252" -f "$C" -o "$TMP/bad" --format awq $SM
+expect_err bad-moe-rows-msg "'blk.0.ffn_gate_exps.weight': 252 output rows per expert are not a multiple of 8"
+check bad-moe-group 2 "$QKIT" awq "$TMP/moe200" -f "$C" -o "$TMP/bad" --format ct $SM
+expect_err bad-moe-group-msg "'blk.0.ffn_down_exps.weight': 200 input columns are not a multiple of --group-size 128"
 nothing_at bad-nothing "$TMP/bad"
 # a folder whose quantization_config or shapes do not fit is refused when read
 mkdir -p "$TMP/b8"
