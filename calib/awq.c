@@ -621,71 +621,66 @@ static void clip_linear(awq_run *r, owned_w *L, const float *x, int T, const flo
  * starts, as AutoGPTQ does. Rows are independent, so each thread takes whole rows: the result does
  * not depend on the thread count. */
 
-/* The upper Cholesky factor U of H⁻¹ (H⁻¹ = Uᵀ U) in place of h [n][n] (symmetric, damped). Returns
- * -1 when H is not positive definite. */
-static int chol_inverse_upper(double *h, int64_t n)
+/* A = L Lᵀ: the lower Cholesky factor into the lower triangle of a [n][n] (read from it), rows of
+ * L in parallel. -1 when A is not positive definite. */
+static int chol_lower(double *a, int64_t n)
 {
-    /* H = L Lᵀ, L lower, into the lower triangle */
     for (int64_t j = 0; j < n; j++) {
-        double d = h[j * n + j];
+        double d = a[j * n + j];
         for (int64_t k = 0; k < j; k++)
-            d -= h[j * n + k] * h[j * n + k];
+            d -= a[j * n + k] * a[j * n + k];
         if (!(d > 0))
             return -1;
         d = sqrt(d);
-        h[j * n + j] = d;
+        a[j * n + j] = d;
 #pragma omp parallel for schedule(static) if (n - j > 256)
         for (int64_t i = j + 1; i < n; i++) {
-            double v = h[i * n + j];
+            double v = a[i * n + j];
             for (int64_t k = 0; k < j; k++)
-                v -= h[i * n + k] * h[j * n + k];
-            h[i * n + j] = v / d;
+                v -= a[i * n + k] * a[j * n + k];
+            a[i * n + j] = v / d;
         }
     }
-    /* L⁻¹ into the lower triangle, column by column */
+    return 0;
+}
+
+/* The upper Cholesky factor U of H⁻¹ (H⁻¹ = Uᵀ U) in the upper triangle of h [n][n] (symmetric,
+ * damped). -1 when H is not positive definite, -2 out of memory. */
+static int chol_inverse_upper(double *h, int64_t n)
+{
+    if (chol_lower(h, n))
+        return -1;
+    /* L⁻¹ transposed into mt (mt[j][i] = (L⁻¹)[i][j]): columns are independent, each one thread's */
+    double *mt = calloc((size_t)(n * n), sizeof *mt);
+    if (!mt)
+        return -2;
+#pragma omp parallel for schedule(dynamic, 8)
     for (int64_t j = 0; j < n; j++) {
-        h[j * n + j] = 1.0 / h[j * n + j];
+        double *c = mt + j * n;
+        c[j] = 1.0 / h[j * n + j];
         for (int64_t i = j + 1; i < n; i++) {
             double v = 0;
             for (int64_t k = j; k < i; k++)
-                v -= h[i * n + k] * h[k * n + j];
-            h[i * n + j] = v / h[i * n + i];
+                v -= h[i * n + k] * c[k];
+            c[i] = v / h[i * n + i];
         }
     }
-    /* H⁻¹ = L⁻ᵀ L⁻¹ into the upper triangle: (i, j ≥ i) = Σ_{k ≥ j} l[k][i] l[k][j]. The diagonal of
-     * L⁻¹ is read from a copy, since the result overwrites it; everything else read is strictly
-     * lower, everything written upper. */
-    double *dm = malloc((size_t)n * sizeof *dm);
-    if (!dm)
-        return -1;
-    for (int64_t i = 0; i < n; i++)
-        dm[i] = h[i * n + i];
+    /* H⁻¹ = L⁻ᵀ L⁻¹, whole: (i, j) = Σ_{k ≥ max(i, j)} (L⁻¹)[k][i] (L⁻¹)[k][j] */
 #pragma omp parallel for schedule(dynamic, 16)
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = i; j < n; j++) {
-            double v = (j == i ? dm[i] : h[j * n + i]) * dm[j];
-            for (int64_t k = j + 1; k < n; k++)
-                v += h[k * n + i] * h[k * n + j];
-            h[i * n + j] = v;
+            double v = 0;
+            for (int64_t k = j; k < n; k++)
+                v += mt[i * n + k] * mt[j * n + k];
+            h[i * n + j] = h[j * n + i] = v;
         }
-    free(dm);
-    /* H⁻¹ = Uᵀ U: the Cholesky factorization run on the upper triangle */
-    for (int64_t i = 0; i < n; i++) {
-        double d = h[i * n + i];
-        for (int64_t k = 0; k < i; k++)
-            d -= h[k * n + i] * h[k * n + i];
-        if (!(d > 0))
-            return -1;
-        d = sqrt(d);
-        h[i * n + i] = d;
-#pragma omp parallel for schedule(static) if (n - i > 256)
-        for (int64_t j = i + 1; j < n; j++) {
-            double v = h[i * n + j];
-            for (int64_t k = 0; k < i; k++)
-                v -= h[k * n + i] * h[k * n + j];
-            h[i * n + j] = v / d;
-        }
-    }
+    free(mt);
+    /* H⁻¹ = Uᵀ U with U = Lᵀ of H⁻¹'s lower factor */
+    if (chol_lower(h, n))
+        return -1;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i + 1; j < n; j++)
+            h[i * n + j] = h[j * n + i];
     return 0;
 }
 
@@ -724,11 +719,12 @@ static int gptq_hessian(awq_run *r, const float *x, int T, int64_t n, double **u
             h[i * n + i] = 1;
         h[i * n + i] += 0.01 * (mean > 0 ? mean : 1);
     }
-    if (chol_inverse_upper(h, n))
+    const int c = chol_inverse_upper(h, n);
+    if (c)
         free(h);
     else
         *u = h;
-    return QK_OK;
+    return c == -2 ? qk_err_set(r->err, QK_ENOMEM, "out of memory for GPTQ's inverse Hessian") : QK_OK;
 }
 
 /* GPTQ on the rows w [rows][n] with U from gptq_hessian (NULL: round to nearest): w gets the
