@@ -97,9 +97,76 @@ QG_INLINE qg_vf qg_load(int kind, const void *p, int m)
 #endif
 
 /* ---- float weights (f32, f16, bf16) times f32 activations ------------------------------------- */
+/* The accumulators of a tile are the canonical lanes, so a tile may stop after any multiple of 16
+ * values, store them and go on later: a float stored and loaded is unchanged. That lets the
+ * products run in chunks of QG_F_KC values. Per chunk and tile of RN tokens, the first row tile
+ * reads the tokens' rows and leaves a packed copy (16 values of each token in turn, one
+ * contiguous stream) that every other row tile of the call reads from L1. Reading the rows
+ * directly costs more: the engine's activation rows are 8 or 22 KB apart, so six of them and the
+ * weight rows compete for the same L1 sets; and a separate copying pass stalls on the reads
+ * while the multipliers wait. Measured on the 2-core Zen 5 (AVX-512, 2 threads, calls of 32 rows
+ * by 512 tokens as the engine makes them, peak 445 GFLOP/s), before -> after, GFLOP/s:
+ * n = 2048: f32 211 -> 307, f16 286 -> 347, bf16 281 -> 350; n = 5632: f32 178 -> 264, f16
+ * 241 -> 320, bf16 233 -> 315. Other orders measured slower: 6 x 4, 8 x 3, 3 x 8 and 5 x 5
+ * tiles, chunks of 512 or 2048, software prefetching of the next chunk's tokens. */
+#define QG_F_KC 1024
+/* Rows whose partial sums wait between chunks (the engine's calls have 32): 12 KB of them with
+ * 4 x 6 tiles, which stay in L1 beside the packed tokens (24 KB). */
+#define QG_F_RG 32
 
-QG_INLINE void qg_float_tile(int kind, int RM, int RN, int n, const char *w, size_t ws, const char *x,
-                             size_t xs, float *y, size_t ys)
+/* Where a tile's activations come from: their rows, their rows while packing them, the pack. */
+enum { QG_X_ROWS, QG_X_ROWS_PACK, QG_X_PACK };
+
+#if defined(__AVX512F__)
+QG_INLINE qg_vf qg_load_packed(const float *p) { return _mm512_load_ps(p); }
+QG_INLINE void qg_store_packed(float *p, qg_vf v) { _mm512_store_ps(p, v); }
+
+/* qg_hsum of a[r][t] for 4 rows and 4 tokens at once, into y[t * ys + r] for t < nt: the same
+ * additions of the same lanes (l + 8, l + 4, l + 2, l + 1), so the same bits, but four results
+ * share each instruction. Tokens pair up across 128-bit blocks first, so that block t ends with
+ * token t's four rows, next to each other as y holds them. */
+QG_INLINE void qg_hsum4x4(const qg_vf a[4][4], int nt, float *y, size_t ys)
+{
+    __m512 b[4], c[2];
+    QG_UNROLL
+    for (int r = 0; r < 4; r++) {
+        /* blocks: token 0's lanes 0-3, 4-7, token 1's lanes 0-3, 4-7 (plus their l + 8) */
+        const __m512 h01 = _mm512_add_ps(_mm512_shuffle_f32x4(a[r][0], a[r][1], 0x44),
+                                         _mm512_shuffle_f32x4(a[r][0], a[r][1], 0xEE));
+        const __m512 h23 = _mm512_add_ps(_mm512_shuffle_f32x4(a[r][2], a[r][3], 0x44),
+                                         _mm512_shuffle_f32x4(a[r][2], a[r][3], 0xEE));
+        /* block t: token t's lanes l + l+4, l < 4 */
+        b[r] = _mm512_add_ps(_mm512_shuffle_f32x4(h01, h23, 0x88), _mm512_shuffle_f32x4(h01, h23, 0xDD));
+    }
+    /* per block: rows 2j and 2j+1, lanes l + l+2 (l < 2) */
+    QG_UNROLL
+    for (int j = 0; j < 2; j++)
+        c[j] = _mm512_add_ps(_mm512_shuffle_ps(b[2 * j], b[2 * j + 1], 0x44),
+                             _mm512_shuffle_ps(b[2 * j], b[2 * j + 1], 0xEE));
+    /* per block: rows 0..3, lanes 0 + 1 */
+    const __m512 d = _mm512_add_ps(_mm512_shuffle_ps(c[0], c[1], 0x88), _mm512_shuffle_ps(c[0], c[1], 0xDD));
+    _mm_storeu_ps(y, _mm512_castps512_ps128(d));
+    if (nt > 1)
+        _mm_storeu_ps(y + ys, _mm512_extractf32x4_ps(d, 1));
+    if (nt > 2)
+        _mm_storeu_ps(y + 2 * ys, _mm512_extractf32x4_ps(d, 2));
+    if (nt > 3)
+        _mm_storeu_ps(y + 3 * ys, _mm512_extractf32x4_ps(d, 3));
+}
+#else
+QG_INLINE qg_vf qg_load_packed(const float *p) { return (qg_vf){_mm256_load_ps(p), _mm256_load_ps(p + 8)}; }
+QG_INLINE void qg_store_packed(float *p, qg_vf v)
+{
+    _mm256_store_ps(p, v.lo);
+    _mm256_store_ps(p + 8, v.hi);
+}
+#endif
+
+/* Values [k0, k1) of RM weight rows times RN tokens. The lanes start at 0 when k0 = 0, else from
+ * part[r * RN + t]; they end in part when k1 < n, else reduced into y. xp: the chunk's packed
+ * tokens, [(k1 - k0) / 16][RN][16] floats (unused with QG_X_ROWS). */
+QG_INLINE void qg_float_tile(int kind, int RM, int RN, int src, int n, int k0, int k1, const char *w, size_t ws,
+                             const char *x, size_t xs, float *xp, qg_vf *part, float *y, size_t ys)
 {
     const size_t esize = kind == QG_F32 ? 4 : 2;
     qg_vf acc[QG_F_RM][QG_F_RN];
@@ -107,13 +174,20 @@ QG_INLINE void qg_float_tile(int kind, int RM, int RN, int n, const char *w, siz
     for (int r = 0; r < RM; r++)
         QG_UNROLL
         for (int t = 0; t < RN; t++)
-            acc[r][t] = qg_zero();
-    for (int i = 0; i < n; i += QG_VL) {
+            acc[r][t] = k0 > 0 ? part[r * RN + t] : qg_zero();
+    for (int i = k0; i < k1; i += QG_VL, xp += RN * QG_VL) {
         const int m = n - i;
         qg_vf xv[QG_F_RN];
         QG_UNROLL
-        for (int t = 0; t < RN; t++)
-            xv[t] = qg_load(QG_F32, x + (size_t)t * xs + (size_t)i * 4, m);
+        for (int t = 0; t < RN; t++) {
+            if (src == QG_X_PACK) {
+                xv[t] = qg_load_packed(xp + t * QG_VL);
+            } else {
+                xv[t] = qg_load(QG_F32, x + (size_t)t * xs + (size_t)i * 4, m);
+                if (src == QG_X_ROWS_PACK)
+                    qg_store_packed(xp + t * QG_VL, xv[t]);
+            }
+        }
         QG_UNROLL
         for (int r = 0; r < RM; r++) {
             const qg_vf wv = qg_load(kind, w + (size_t)r * ws + (size_t)i * esize, m);
@@ -122,12 +196,96 @@ QG_INLINE void qg_float_tile(int kind, int RM, int RN, int n, const char *w, siz
                 acc[r][t] = qg_fma(wv, xv[t], acc[r][t]);
         }
     }
+    if (k1 < n) {
+        QG_UNROLL
+        for (int r = 0; r < RM; r++)
+            QG_UNROLL
+            for (int t = 0; t < RN; t++)
+                part[r * RN + t] = acc[r][t];
+        return;
+    }
+#if defined(__AVX512F__)
+    if (RM == 4) {
+        /* tokens in fours; a short last four repeats tokens, whose results are not stored */
+        QG_UNROLL
+        for (int t0 = 0; t0 < RN; t0 += 4) {
+            const qg_vf a[4][4] = {
+                {acc[0][t0], acc[0][(t0 + 1) % RN], acc[0][(t0 + 2) % RN], acc[0][(t0 + 3) % RN]},
+                {acc[1][t0], acc[1][(t0 + 1) % RN], acc[1][(t0 + 2) % RN], acc[1][(t0 + 3) % RN]},
+                {acc[2][t0], acc[2][(t0 + 1) % RN], acc[2][(t0 + 2) % RN], acc[2][(t0 + 3) % RN]},
+                {acc[3][t0], acc[3][(t0 + 1) % RN], acc[3][(t0 + 2) % RN], acc[3][(t0 + 3) % RN]},
+            };
+            qg_hsum4x4(a, RN - t0 < 4 ? RN - t0 : 4, y + (size_t)t0 * ys, ys);
+        }
+        return;
+    }
+#endif
     QG_UNROLL
     for (int r = 0; r < RM; r++)
         QG_UNROLL
         for (int t = 0; t < RN; t++)
             y[(size_t)t * ys + r] = qg_hsum(acc[r][t]);
 }
+
+/* Row groups, then tiles of RN tokens, then chunks, then row tiles (the first one packs); the
+ * tokens left over (ntok mod RN) one at a time over whole rows. n = 0 still writes zeros. */
+QG_INLINE void qg_float_gemm(int kind, int n, int64_t nrows, int ntok, const char *w, size_t ws, const char *x,
+                             size_t xs, float *y, size_t ys)
+{
+    enum { RM = QG_F_RM, RN = QG_F_RN };
+    _Alignas(64) float xp[RN * QG_F_KC];
+    qg_vf part[QG_F_RG * RN];
+    const int tfull = ntok - ntok % RN;
+    /* One chunk leaves no partial sums, so then all rows share each pack. */
+    const int64_t rg = n <= QG_F_KC ? nrows : QG_F_RG;
+    for (int64_t g0 = 0; g0 < nrows && tfull > 0; g0 += rg) {
+        const int64_t g1 = nrows - g0 < rg ? nrows : g0 + rg;
+        for (int t = 0; t < tfull; t += RN) {
+            const char *xt = x + (size_t)t * xs;
+            for (int k0 = 0; k0 == 0 || k0 < n; k0 += QG_F_KC) {
+                const int k1 = n - k0 < QG_F_KC ? n : k0 + QG_F_KC;
+                int64_t r = g0;
+                qg_vf *p = part;
+                for (; r + RM <= g1; r += RM, p += RM * RN) {
+                    const char *wr = w + (size_t)r * ws;
+                    float *yr = y + (size_t)t * ys + r;
+                    if (r == g0)
+                        qg_float_tile(kind, RM, RN, QG_X_ROWS_PACK, n, k0, k1, wr, ws, xt, xs, xp, p, yr, ys);
+                    else
+                        qg_float_tile(kind, RM, RN, QG_X_PACK, n, k0, k1, wr, ws, xt, xs, xp, p, yr, ys);
+                }
+                for (; r < g1; r++, p += RN) {
+                    const char *wr = w + (size_t)r * ws;
+                    float *yr = y + (size_t)t * ys + r;
+                    if (r == g0)
+                        qg_float_tile(kind, 1, RN, QG_X_ROWS_PACK, n, k0, k1, wr, ws, xt, xs, xp, p, yr, ys);
+                    else
+                        qg_float_tile(kind, 1, RN, QG_X_PACK, n, k0, k1, wr, ws, xt, xs, xp, p, yr, ys);
+                }
+            }
+        }
+    }
+    for (int t = tfull; t < ntok; t++) {
+        const char *xt = x + (size_t)t * xs;
+        int64_t r = 0;
+        for (; r + RM <= nrows; r += RM)
+            qg_float_tile(kind, RM, 1, QG_X_ROWS, n, 0, n, w + (size_t)r * ws, ws, xt, xs, NULL, NULL,
+                          y + (size_t)t * ys + r, ys);
+        for (; r < nrows; r++)
+            qg_float_tile(kind, 1, 1, QG_X_ROWS, n, 0, n, w + (size_t)r * ws, ws, xt, xs, NULL, NULL,
+                          y + (size_t)t * ys + r, ys);
+    }
+}
+
+#define QG_FLOAT_GEMM(T, KIND)                                                                             \
+    static void QX(q_gemm_##T)(int n, int64_t nrows, int ntok, const void *w, size_t ws, const void *x,      \
+                               size_t xs, float *y, size_t ys)                                            \
+    {                                                                                                     \
+        qg_float_gemm(KIND, n, nrows, ntok, w, ws, x, xs, y, ys);                                          \
+    }
+QG_FLOAT_GEMM(f32, QG_F32)
+QG_FLOAT_GEMM(f16, QG_F16)
+QG_FLOAT_GEMM(bf16, QG_BF16)
 
 /* ---- block totals ------------------------------------------------------------------------------ */
 /* The canonical order (quant.h) needs each block's exact integer total per output element, then
@@ -366,9 +524,6 @@ QG_INLINE void qg_iq4xs_tile(int unused, int RM, int RN, int n, const char *w, s
         }                                                                                                   \
     }
 
-QG_DRIVER(QX(q_gemm_f32), qg_float_tile, QG_F_RM, QG_F_RN, QG_F32)
-QG_DRIVER(QX(q_gemm_f16), qg_float_tile, QG_F_RM, QG_F_RN, QG_F16)
-QG_DRIVER(QX(q_gemm_bf16), qg_float_tile, QG_F_RM, QG_F_RN, QG_BF16)
 QG_DRIVER(QX(q_gemm_q8_0), qg_b32_tile, QG_B_RM, QG_B_RN, QG_Q8_0)
 QG_DRIVER(QX(q_gemm_q4_0), qg_b32_tile, QG_B_RM, QG_B_RN, QG_Q4_0)
 QG_DRIVER(QX(q_gemm_q2_K), qg_kq_tile, QG_K_RM, QG_K_RN, QX_Q2K, sizeof(block_q2_K))
