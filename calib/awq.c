@@ -1094,8 +1094,8 @@ static int process_block(awq_run *r, int l, eng_ctx *ctx, float *X, int n_seq)
         down->in_scale[j] = 1.0f;
     const int total = n_seq * r->seq_len;
     /* GPTQ's Hessian wants more rows than the losses */
-    const int want = r->o.gptq && !r->o.rtn && r->o.search_tokens < AWQ_GPTQ_ROWS ? AWQ_GPTQ_ROWS
-                                                                                  : r->o.search_tokens;
+    const int gptq = r->o.gptq && !r->o.rtn && !r->o.type_of; /* GPTQ rounds AutoAWQ's grid only */
+    const int want = gptq && r->o.search_tokens < AWQ_GPTQ_ROWS ? AWQ_GPTQ_ROWS : r->o.search_tokens;
     r->stride = total > want ? total / want : 1;
     const int cap = (int)((total + r->stride - 1) / r->stride);
     r->point[G_QKV] = &L->w[GA_T_ATTN_Q];
