@@ -16,7 +16,7 @@
 #include "../quant/fp16.h"
 #include "../quant/types.h"
 
-enum { N_SEQ = 8, L = 128 };
+enum { N_SEQ = 4, L = 128 };
 
 static const char *const LINEARS[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
 
