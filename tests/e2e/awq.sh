@@ -56,6 +56,10 @@ python3 tests/e2e/tools/w4_reader.py check "$TMP/moe-rtn-awq" "$TMP/moe-rtn-ct" 
     sed 's/^224$/PASS moe-rtn-within-half-a-step-awq-ct-same (112 linears)/;t;s/^/FAIL moe-rtn-within-half-a-step: passes: /'
 check moe-awq 0 "$QKIT" awq "$MOE" -f "$C" -o "$TMP/moe-awq" --format awq $SM --json
 expect_json moe-awq-json 'd["blocks"] == 4 and d["groups"] == 4 * (1 + 1 + 8)'
+# Under the sanitizers (CI time) the mixture's search runs once: the second format with one thread,
+# the layouts and the fold below repeat code the checks above already ran.
+case "$QKIT" in *asan*) ASAN=1 ;; *) ASAN= ;; esac
+if [ -z "$ASAN" ]; then
 check moe-ct 0 "$QKIT" awq "$MOE" -f "$C" -o "$TMP/moe-ct" --format ct $SM -q --threads 1
 python3 tests/e2e/tools/w4_reader.py check "$TMP/moe-awq" "$TMP/moe-ct" - 0 | grep -c PASS |
     sed 's/^112$/PASS moe-awq-ct-same-floats-after-search (112 linears)/;t;s/^/FAIL moe-awq-ct-same-floats-after-search: /'
@@ -78,12 +82,15 @@ check moe-awq-ppl 0 "$QKIT" perplexity "$TMP/moe-awq" -f "$E" --ctx 128 --chunks
 P2=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ppl"])' "$OUT")
 check moe-ct-ppl 0 "$QKIT" perplexity "$TMP/moe-ct" -f "$E" --ctx 128 --chunks 4 --json
 expect_json moe-awq-ct-same-ppl "d['ppl'] == $P2"
+fi
 check moe-verify 0 "$QKIT" verify --ref "$MOE" "$TMP/moe-rtn-awq" "$TMP/moe-awq" -f "$E" --ctx 128 --chunks 8 --json
 expect_json moe-verify-json 'all(0 < c["kld_mean"] < 0.1 and c["top1"] > 80 for c in d["candidates"])'
 # folding keeps the function: the router's columns are scaled with the experts' inputs
+if [ -z "$ASAN" ]; then
 check moe-fold-f32 0 "$QKIT" awq "$MOE" -f "$C" -o "$TMP/moe-fold.gguf" --format gguf:F32 $SM -q
 check moe-fold-verify 0 "$QKIT" verify --ref "$MOE" "$TMP/moe-fold.gguf" -f "$E" --ctx 128 --chunks 4 --json
 expect_json moe-fold-same-function 'abs(d["candidates"][0]["kld_mean"]) < 1e-6 and d["candidates"][0]["top1"] == 100'
+fi
 
 # ---- bad input ---------------------------------------------------------------------------------
 check bad-gguf-to-awq 2 "$QKIT" awq "$TMP/a.gguf" -f "$C" -o "$TMP/bad" --format awq $S
