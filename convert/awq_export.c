@@ -549,18 +549,16 @@ static int write_packed(const hf_out *h, const float *aw, const uint8_t *cq, con
                         int64_t ne0, int64_t ne1, st_writer *w, qk_err *err)
 {
     const int64_t g = h->p->group, ng = ne0 / g;
-    uint8_t *q = malloc((size_t)(ne0 * ne1)), *z = malloc((size_t)(ne1 * ng));
-    float *sc = malloc((size_t)(ne1 * ng) * sizeof *sc);
+    /* rounded here only without GPTQ's codes */
+    uint8_t *qr = cq ? NULL : malloc((size_t)(ne0 * ne1)), *zr = cq ? NULL : malloc((size_t)(ne1 * ng));
+    float *sr = cq ? NULL : malloc((size_t)(ne1 * ng) * sizeof *sr);
     uint16_t *sh = malloc((size_t)(ne1 * ng) * sizeof *sh);
     int32_t *a = malloc((size_t)(ne0 * ne1) / 2 + 64), *b = malloc((size_t)(ne1 * ng) / 2 + 64 + (size_t)ng * 4);
-    int rc = q && z && sc && sh && a && b ? QK_OK : qk_err_set(err, QK_ENOMEM, "out of memory");
-    if (!rc && cq) {
-        memcpy(q, cq, (size_t)(ne0 * ne1));
-        memcpy(sc, cs, (size_t)(ne1 * ng) * sizeof *sc);
-        memcpy(z, cz, (size_t)(ne1 * ng));
-    }
+    int rc = (cq || (qr && zr && sr)) && sh && a && b ? QK_OK : qk_err_set(err, QK_ENOMEM, "out of memory");
     for (int64_t o = 0; !rc && !cq && o < ne1; o++)
-        awq_quantize_row(aw + o * ne0, ne0, (int)g, h->p->bits, q + o * ne0, sc + o * ng, z + o * ng, NULL);
+        awq_quantize_row(aw + o * ne0, ne0, (int)g, h->p->bits, qr + o * ne0, sr + o * ng, zr + o * ng, NULL);
+    const uint8_t *q = cq ? cq : qr, *z = cq ? cz : zr;
+    const float *sc = cq ? cs : sr;
     if (!rc && h->p->format == AW_AWQ) {
         awq_gemm_pack(q, z, ne1, ne0, g, a, b);
         for (int64_t gi = 0; gi < ng; gi++) /* scales [in/g][out] */
@@ -584,7 +582,7 @@ static int write_packed(const hf_out *h, const float *aw, const uint8_t *cq, con
         if (!rc)
             rc = st_writer_write(w, shape, sizeof shape, err);
     }
-    free(q), free(z), free(sc), free(sh), free(a), free(b);
+    free(qr), free(zr), free(sr), free(sh), free(a), free(b);
     return rc;
 }
 
