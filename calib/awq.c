@@ -696,7 +696,7 @@ static int gptq_hessian(awq_run *r, const float *x, int T, int64_t n, double **u
                           (long long)n);
     /* H = Σ x xᵀ as one matrix product of xᵀ with itself: SIMD, canonical order (so exactly
      * symmetric and the same for any thread count) */
-    float *xt = malloc((size_t)n * (size_t)T * sizeof *xt), *hf = malloc((size_t)(n * n) * sizeof *hf);
+    float *xt = calloc((size_t)n * (size_t)T, sizeof *xt), *hf = malloc((size_t)(n * n) * sizeof *hf);
     if (!xt || !hf) {
         free(xt), free(hf), free(h);
         return qk_err_set(r->err, QK_ENOMEM, "out of memory for GPTQ's Hessian");
