@@ -4,13 +4,14 @@
 passed=0; failed=0; skipped=0
 log=$(mktemp); trap 'rm -f "$log"' EXIT
 count() { sed -n "s/^\[  $1 *\] \([0-9][0-9]*\) test(s).*/\1/p" "$log" | head -n 1; }
+# Each line ends with the seconds it took, so CI's time budget can be read off the log.
 for t in "$@"; do
-    name=$(basename "$t")
+    name=$(basename "$t"); t0=$(date +%s)
     case "$name" in
     fuzz_*)
         corpus="tests/fuzz/corpus/${name#fuzz_}"
         mkdir -p "$corpus"
-        if "$t" "$corpus" >"$log" 2>&1; then passed=$((passed + 1)); echo "PASS $name ($(cat "$log"))"
+        if "$t" "$corpus" >"$log" 2>&1; then passed=$((passed + 1)); echo "PASS $name ($(cat "$log")) $(($(date +%s) - t0))s"
         else failed=$((failed + 1)); echo "FAIL $name"; cat "$log"; fi
         ;;
     *)
@@ -21,7 +22,7 @@ for t in "$@"; do
             [ -z "$f" ] && failed=$((failed + 1))
             echo "FAIL $name"; cat "$log"
         else
-            echo "PASS $name (${p:-0} passed${s:+, $s skipped})"
+            echo "PASS $name (${p:-0} passed${s:+, $s skipped}) $(($(date +%s) - t0))s"
             grep -h 'skipped)' "$log" | sed 's/^/    /'
         fi
         ;;
@@ -29,6 +30,7 @@ for t in "$@"; do
 done
 for s in tests/e2e/*.sh; do
     [ -f "$s" ] || continue
+    t0=$(date +%s)
     sh "$s" >"$log" 2>&1; rc=$?
     p=$(grep -c '^PASS ' "$log"); f=$(grep -c '^FAIL ' "$log")
     passed=$((passed + p)); failed=$((failed + f))
@@ -36,7 +38,7 @@ for s in tests/e2e/*.sh; do
         [ "$f" -eq 0 ] && failed=$((failed + 1))
         echo "FAIL $(basename "$s")"; cat "$log"
     else
-        echo "PASS $(basename "$s") ($p checks)"
+        echo "PASS $(basename "$s") ($p checks) $(($(date +%s) - t0))s"
         if grep -q 'skipped' "$log"; then skipped=$((skipped + 1)); grep -h 'skipped' "$log" | sed 's/^/    /'; fi
     fi
 done
