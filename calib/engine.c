@@ -329,6 +329,26 @@ static void rmsnorm(float *y, const float *x, const float *weight /* [d] or NULL
             y[i] = x[i] * scale;
 }
 
+/* Elementwise loops over n rows of d values go to the threads above this many values (waking them
+ * costs more below); each value is computed alone, so the split never changes a bit. */
+#define ENG_PAR_VALUES 65536
+
+/* rmsnorm of each of n rows of d. */
+static void rmsnorm_rows(float *y, const float *x, const float *weight, int n, int d, float eps)
+{
+#pragma omp parallel for schedule(static) if ((int64_t)n * d >= ENG_PAR_VALUES)
+    for (int t = 0; t < n; t++)
+        rmsnorm(y + (size_t)t * d, x + (size_t)t * d, weight, d, eps);
+}
+
+/* x += y over n values. */
+static void add_rows(float *x, const float *y, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n >= ENG_PAR_VALUES)
+    for (size_t i = 0; i < n; i++)
+        x[i] += y[i];
+}
+
 /* cos/sin per position and pair, as ggml_rope_cache_init builds them. */
 static void rope_cache(eng_ctx *c, int n)
 {
@@ -413,6 +433,7 @@ static void transpose_v(eng_ctx *c, int n)
 {
     const eng_model *m = c->m;
     const int hd = m->head_dim, nkv = m->n_head_kv;
+#pragma omp parallel for schedule(static) collapse(2) if ((int64_t)n * nkv * hd >= ENG_PAR_VALUES)
     for (int kh = 0; kh < nkv; kh++)
         for (int i = 0; i < hd; i++) {
             float *row = c->vt + ((size_t)kh * hd + i) * c->n_ctx;
@@ -491,6 +512,7 @@ static void swiglu(eng_ctx *c, const ffn_weights *f, const float *x /* [n][n_emb
     matmul(c, &f->up, f->expert, x, n, c->hb2);
     add_bias(c->hb, f->gate_b, n, ff);
     add_bias(c->hb2, f->up_b, n, ff);
+#pragma omp parallel for schedule(static) if ((int64_t)n * ff >= ENG_PAR_VALUES)
     for (size_t i = 0; i < (size_t)n * ff; i++) {
         const float g = c->hb[i];
         c->hb[i] = g / (1.0f + qk_expf(-g)) * c->hb2[i];
@@ -646,8 +668,7 @@ static void layer_forward(eng_ctx *c, const eng_layer *L, int n)
 {
     const eng_model *m = c->m;
     const int d = m->n_embd, qd = m->n_head * m->head_dim, kvd = m->n_head_kv * m->head_dim;
-    for (int t = 0; t < n; t++)
-        rmsnorm(c->xb + (size_t)t * d, c->x + (size_t)t * d, L->v[GA_T_ATTN_NORM], d, m->rms_eps);
+    rmsnorm_rows(c->xb, c->x, L->v[GA_T_ATTN_NORM], n, d, m->rms_eps);
     matmul(c, &L->w[GA_T_ATTN_Q], -1, c->xb, n, c->q);
     matmul(c, &L->w[GA_T_ATTN_K], -1, c->xb, n, c->k);
     matmul(c, &L->w[GA_T_ATTN_V], -1, c->xb, n, c->v);
@@ -658,17 +679,14 @@ static void layer_forward(eng_ctx *c, const eng_layer *L, int n)
     attention(c, n, L->nope ? 0 : m->attn_chunk); /* Llama 4: NoPE blocks attend to everything */
     matmul(c, &L->w[GA_T_ATTN_OUT], -1, c->att_out, n, c->xb);
     add_bias(c->xb, L->v[GA_T_ATTN_OUT_B], n, d);
-    for (size_t i = 0; i < (size_t)n * d; i++)
-        c->x[i] += c->xb[i];
+    add_rows(c->x, c->xb, (size_t)n * d);
 
-    for (int t = 0; t < n; t++)
-        rmsnorm(c->xb + (size_t)t * d, c->x + (size_t)t * d, L->v[GA_T_FFN_NORM], d, m->rms_eps);
+    rmsnorm_rows(c->xb, c->x, L->v[GA_T_FFN_NORM], n, d, m->rms_eps);
     if (L->moe)
         ffn_moe(c, L, n);
     else
         ffn_dense(c, L, n);
-    for (size_t i = 0; i < (size_t)n * d; i++)
-        c->x[i] += c->xb[i];
+    add_rows(c->x, c->xb, (size_t)n * d);
 }
 
 int eng_embed(eng_ctx *c, const int32_t *tokens, int n, float *x, qk_err *err)
@@ -708,9 +726,7 @@ int eng_head(eng_ctx *c, const float *x, int n, float *logits, qk_err *err)
     const eng_model *m = c->m;
     if (n <= 0 || n > c->n_ctx)
         return qk_err_set(err, QK_ERANGE, "sequence of %d tokens for a context of %d", n, c->n_ctx);
-    for (int t = 0; t < n; t++)
-        rmsnorm(c->xb + (size_t)t * m->n_embd, x + (size_t)t * m->n_embd, m->output_norm,
-                m->n_embd, m->rms_eps);
+    rmsnorm_rows(c->xb, x, m->output_norm, n, m->n_embd, m->rms_eps);
     matmul(c, &m->output, -1, c->xb, n, logits);
     return QK_OK;
 }
@@ -724,9 +740,7 @@ int eng_forward(eng_ctx *c, const int32_t *tokens, int n, float *logits, qk_err 
     rope_cache(c, n);
     for (int l = 0; l < m->n_layer; l++)
         layer_forward(c, &m->layers[l], n);
-    for (int t = 0; t < n; t++)
-        rmsnorm(c->xb + (size_t)t * m->n_embd, c->x + (size_t)t * m->n_embd, m->output_norm,
-                m->n_embd, m->rms_eps);
+    rmsnorm_rows(c->xb, c->x, m->output_norm, n, m->n_embd, m->rms_eps);
     matmul(c, &m->output, -1, c->xb, n, logits);
     return QK_OK;
 }

@@ -57,19 +57,26 @@ int eng_perplexity(const eng_model *m, const int32_t *tokens, size_t n_tokens, c
     if (!rc)
         rc = eng_ctx_create(&c, m, o->n_ctx, err);
     const int first = o->n_ctx / 2;
+    double *nll = malloc((size_t)o->n_ctx * sizeof *nll);
+    if (!rc && !nll)
+        rc = qk_err_set(err, QK_ENOMEM, "out of memory");
     for (int ch = 0; !rc && ch < n_chunks; ch++) {
         chunk_tokens(tokens, ch, o, tok);
         rc = eng_forward(c, tok, o->n_ctx, logits, err);
-        for (int j = first; !rc && j < o->n_ctx - 1; j++) {
-            const int32_t next = tokens[(size_t)ch * o->n_ctx + j + 1];
-            eng_ppl_add(acc, eng_log_softmax(logits + (size_t)j * m->n_vocab, m->n_vocab, next, NULL));
-        }
+        /* the positions' log-softmaxes on the threads, added up in order */
+#pragma omp parallel for schedule(static) if (!rc)
+        for (int j = first; j < o->n_ctx - 1; j++)
+            nll[j] = eng_log_softmax(logits + (size_t)j * m->n_vocab, m->n_vocab,
+                                     tokens[(size_t)ch * o->n_ctx + j + 1], NULL);
+        for (int j = first; !rc && j < o->n_ctx - 1; j++)
+            eng_ppl_add(acc, nll[j]);
         if (!rc && cb)
             cb(user, ch, n_chunks);
     }
     eng_ctx_free(c);
     free(logits);
     free(tok);
+    free(nll);
     return rc;
 }
 
