@@ -6,6 +6,24 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "../quant/cpu.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+void qk_expf_array_avx512(float *y, const float *x, size_t n);
+#endif
+
+void qk_expf_array(float *y, const float *x, size_t n)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    if (q_isa_active() == Q_ISA_AVX512) {
+        qk_expf_array_avx512(y, x, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++)
+        y[i] = qk_expf(x[i]);
+}
+
 /* ln 2 split so that k · LN2_HI is exact for |k| < 2^20 (LN2_HI has 32 trailing zero bits). */
 static const double LN2_HI = 6.93147180369123816490e-01, LN2_LO = 1.90821492927058770002e-10;
 static const double LOG2E = 1.44269504088896338700e+00;

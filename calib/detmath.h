@@ -17,6 +17,7 @@
 
 #include <math.h>
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -44,6 +45,8 @@ static inline float qk_expf(float x)
     memcpy(&s, &bits, sizeof s);
     return (float)(s * p);
 }
+/* y[i] = qk_expf(x[i]) for i < n, the same bits; 8 lanes at a time with AVX-512 (y may be x). */
+void qk_expf_array(float *y, const float *x, size_t n);
 double qk_exp(double x);
 double qk_log(double x);        /* x <= 0: -inf for 0, NaN below */
 float qk_powf(float b, float e); /* b > 0 */

@@ -13,8 +13,15 @@ double eng_log_softmax(const float *logits, int n_vocab, int tok, float *out)
     for (int i = 1; i < n_vocab; i++)
         mx = logits[i] > mx ? logits[i] : mx;
     double sum = 0.0;
-    for (int i = 0; i < n_vocab; i++)
-        sum += qk_expf(logits[i] - mx);
+    float e[512];
+    for (int i0 = 0; i0 < n_vocab; i0 += 512) {
+        const int len = n_vocab - i0 < 512 ? n_vocab - i0 : 512;
+        for (int i = 0; i < len; i++)
+            e[i] = logits[i0 + i] - mx;
+        qk_expf_array(e, e, (size_t)len);
+        for (int i = 0; i < len; i++)
+            sum += e[i];
+    }
     const double lse = qk_log(sum);
     if (out)
         for (int i = 0; i < n_vocab; i++)

@@ -11,9 +11,11 @@
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../calib/detmath.h"
+#include "../quant/cpu.h"
 
 static int64_t ulps(double a, double b)
 {
@@ -90,6 +92,62 @@ static void test_exact_and_special_values(void **state)
     assert_true(qk_powf(10000.0f, -2.0f / 64.0f) == (float)pow(10000.0, -2.0 / 64.0));
 }
 
+/* qk_expf_array gives qk_expf's bits on every ISA the machine runs: a sweep over the whole float
+ * range the function distinguishes, the thresholds and their neighbours, every table index, and
+ * the specials; lengths that leave tails. */
+static void test_expf_array_same_bits(void **state)
+{
+    (void)state;
+    enum { N = 400003 };
+    float *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y);
+    assert_non_null(x);
+    assert_non_null(y);
+    size_t n = 0;
+    const float special[] = {0.0f, -0.0f, 88.73f, nextafterf(88.73f, 0), nextafterf(88.73f, 100), -104.0f,
+                             nextafterf(-104.0f, 0), nextafterf(-104.0f, -200), 1e-30f, -1e-30f, 1e-45f,
+                             FLT_MAX, -FLT_MAX, INFINITY, -INFINITY, NAN, -NAN, 87.0f, -87.5f, -103.9f};
+    for (size_t i = 0; i < sizeof special / sizeof *special; i++)
+        x[n++] = special[i];
+    uint32_t b = 0x9E3779B9u;
+    while (n < N / 2) { /* -120 .. 100, uniformly */
+        b = b * 1664525u + 1013904223u;
+        x[n++] = -120.0f + 220.0f * (float)(b >> 8) / 16777216.0f;
+    }
+    while (n < N) { /* any bit pattern */
+        b = b * 1664525u + 1013904223u;
+        memcpy(&x[n++], &b, sizeof b);
+    }
+    const q_isa isas[] = {Q_ISA_SCALAR, Q_ISA_AVX2, Q_ISA_AVX512, Q_ISA_NEON};
+    const q_isa keep = q_isa_active();
+    for (size_t k = 0; k < sizeof isas / sizeof *isas; k++) {
+        if (q_isa_set(isas[k]) != 0)
+            continue;
+        const size_t lens[] = {N, N - 1, 7, 9, 0};
+        for (size_t l = 0; l < sizeof lens / sizeof *lens; l++) {
+            memset(y, 0xA5, N * sizeof *y);
+            qk_expf_array(y, x, lens[l]);
+            for (size_t i = 0; i < lens[l]; i++) {
+                const float want = qk_expf(x[i]);
+                if (memcmp(&y[i], &want, sizeof want))
+                    fail_msg("%s: qk_expf_array(%a) = %a, qk_expf %a", q_isa_name(isas[k]), (double)x[i],
+                             (double)y[i], (double)want);
+            }
+            if (lens[l] < N)
+                assert_int_equal(((uint32_t *)y)[lens[l]], 0xA5A5A5A5u); /* nothing past n */
+        }
+        /* in place */
+        memcpy(y, x, N * sizeof *y);
+        qk_expf_array(y, y, N);
+        for (size_t i = 0; i < N; i++) {
+            const float want = qk_expf(x[i]);
+            assert_memory_equal(&y[i], &want, sizeof want);
+        }
+    }
+    q_isa_set(keep);
+    free(x);
+    free(y);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -97,6 +155,7 @@ int main(void)
         cmocka_unit_test(test_sincos_correctly_rounded),
         cmocka_unit_test(test_double_functions),
         cmocka_unit_test(test_exact_and_special_values),
+        cmocka_unit_test(test_expf_array_same_bits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
