@@ -78,13 +78,17 @@ deps:
 test: $(QKIT) $(TESTS) $(FUZZERS)
 	@QKIT=$(QKIT) BUILD=$(BUILD) sh tests/run.sh $(TESTS) $(FUZZERS)
 
+# The tests with long cases (QKIT_LONG=1); the rest already ran in the fast tier.
+LONG_TESTS := $(BUILD)/tests/test_engine $(BUILD)/tests/test_fp8 $(BUILD)/tests/test_simd_quant
+LONG_E2E   := isa.sh
+
 # Adds an ASan+UBSan build of every test, the long cases and a short libFuzzer run of every fuzz
 # target (FUZZ_SECONDS each, 10 here). test-more is that without the fast tier (CI runs `make
 # test` first, then test-more).
 test-all: test test-more
 test-more: $(QKIT) $(TESTS) test-neon
 	$(MAKE) BUILD=build-asan SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" test
-	@QKIT_LONG=1 QKIT=$(QKIT) BUILD=$(BUILD) sh tests/run.sh $(TESTS)
+	@QKIT_LONG=1 QKIT_E2E="$(LONG_E2E)" QKIT=$(QKIT) BUILD=$(BUILD) sh tests/run.sh $(LONG_TESTS)
 	$(MAKE) fuzz-smoke FUZZ_SECONDS=$${FUZZ_SECONDS:-10}
 
 # NEON kernels: cross-compiled for AArch64 and run under qemu-user (Debian: gcc-aarch64-linux-gnu,

@@ -28,8 +28,10 @@ for t in "$@"; do
         ;;
     esac
 done
+# QKIT_E2E, when set, names the scripts to run (e.g. "isa.sh"); otherwise every one runs.
 for s in tests/e2e/*.sh; do
     [ -f "$s" ] || continue
+    if [ -n "${QKIT_E2E:-}" ]; then case " $QKIT_E2E " in *" $(basename "$s") "*) ;; *) continue ;; esac; fi
     t0=$(date +%s)
     sh "$s" >"$log" 2>&1; rc=$?
     p=$(grep -c '^PASS ' "$log"); f=$(grep -c '^FAIL ' "$log")

@@ -715,8 +715,17 @@ static void test_stories3m_against_llama(void **state)
     assert_int_equal(eng_imatrix_create(&im, &fx.em.m, NULL, &err), QK_OK);
     const eng_imatrix_run_opts ro = {256, 0, -1, 0, fx.bos};
     eng_ppl_acc ppl = {0};
-    if (eng_imatrix_run(im, fx.ids.ids, fx.ids.n, &ro, &ppl, NULL, NULL, &err))
+    /* Under the sanitizers 16 chunks exercise the same code for memory errors (all 639 take
+     * minutes there); the values against llama-imatrix's are checked in the fast tier. */
+    const size_t n_ids = SANITIZED ? 16 * 256 + 1 : fx.ids.n;
+    if (eng_imatrix_run(im, fx.ids.ids, n_ids, &ro, &ppl, NULL, NULL, &err))
         fail_msg("%s", err.msg);
+    if (SANITIZED) {
+        assert_int_equal(eng_imatrix_chunk_count(im), 16);
+        eng_imatrix_free(im);
+        close_fx(&fx);
+        return;
+    }
     assert_int_equal(eng_imatrix_chunk_count(im), 639);
     assert_int_equal(eng_imatrix_add_dataset(im, "text/tinystories-calib.txt", &err), QK_OK);
     assert_int_equal(eng_imatrix_write(im, path, IMX_GGUF, NULL, &err), QK_OK);

@@ -24,17 +24,6 @@
 
 /* ================================================================ helpers */
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
-
 /* Runs `call` (which reports into the local `err`) and checks its status and message. */
 #define EXPECT_ERR(call, code, fragment)                                                          \
     do {                                                                                          \

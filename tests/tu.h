@@ -10,6 +10,19 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+/* 1 in the AddressSanitizer build (gcc's macro, clang's feature test): the tier that looks for
+ * memory errors, where a test may trim work whose values the fast tier already checks. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED 0
+#endif
+
 /* Path of ../shared (or $QKIT_SHARED) joined with rel into a static buffer; NULL when it does not
  * exist. Use TU_SHARED(rel) in a test: it skips the test visibly when the data is missing. */
 const char *tu_shared(const char *rel);
