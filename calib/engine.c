@@ -516,11 +516,12 @@ static void swiglu(eng_ctx *c, const ffn_weights *f, const float *x /* [n][n_emb
     add_bias(c->hb, f->gate_b, n, ff);
     add_bias(c->hb2, f->up_b, n, ff);
     /* silu(g) · u = g / (1 + e^-g) · u, in pieces of 256 values (the exponentials 8 at a time) */
-    const size_t total = (size_t)n * ff, piece = 256;
+    enum { PIECE = 256 };
+    const size_t total = (size_t)n * ff;
 #pragma omp parallel for schedule(static) if (total >= ENG_PAR_VALUES)
-    for (size_t i0 = 0; i0 < total; i0 += piece) {
-        const size_t len = total - i0 < piece ? total - i0 : piece;
-        float e[256], *g = c->hb + i0;
+    for (size_t i0 = 0; i0 < total; i0 += PIECE) {
+        const size_t len = total - i0 < PIECE ? total - i0 : PIECE;
+        float e[PIECE], *g = c->hb + i0;
         const float *u = c->hb2 + i0;
         for (size_t i = 0; i < len; i++)
             e[i] = -g[i];
@@ -751,7 +752,5 @@ int eng_forward(eng_ctx *c, const int32_t *tokens, int n, float *logits, qk_err 
     rope_cache(c, n);
     for (int l = 0; l < m->n_layer; l++)
         layer_forward(c, &m->layers[l], n);
-    rmsnorm_rows(c->xb, c->x, m->output_norm, n, m->n_embd, m->rms_eps);
-    matmul(c, &m->output, -1, c->xb, n, logits);
-    return QK_OK;
+    return eng_head(c, c->x, n, logits, err);
 }

@@ -13,9 +13,10 @@ double eng_log_softmax(const float *logits, int n_vocab, int tok, float *out)
     for (int i = 1; i < n_vocab; i++)
         mx = logits[i] > mx ? logits[i] : mx;
     double sum = 0.0;
-    float e[512];
-    for (int i0 = 0; i0 < n_vocab; i0 += 512) {
-        const int len = n_vocab - i0 < 512 ? n_vocab - i0 : 512;
+    enum { PIECE = 512 }; /* the exponentials a piece at a time, 8 per instruction */
+    float e[PIECE];
+    for (int i0 = 0; i0 < n_vocab; i0 += PIECE) {
+        const int len = n_vocab - i0 < PIECE ? n_vocab - i0 : PIECE;
         for (int i = 0; i < len; i++)
             e[i] = logits[i0 + i] - mx;
         qk_expf_array(e, e, (size_t)len);
