@@ -340,12 +340,11 @@ static int ends_with(const char *s, const char *suffix)
 }
 
 /* The mixture-of-experts routers, which stay unquantized: their module names (checkpoint names
- * without ".weight", "model.layers.3.mlp.gate") appended to full, and those names relative to
- * their block ("mlp.gate", each once) to rel. */
-static void router_modules(const cv_eval_model *em, cJSON *full, cJSON *rel)
+ * without ".weight", "model.layers.3.mlp.gate") appended to mods. */
+static void router_modules(const cv_eval_model *em, cJSON *mods)
 {
     for (int l = 0; l < em->m.n_layer; l++) {
-        char gname[GGUF_MAX_NAME], mod[192], key[32];
+        char gname[GGUF_MAX_NAME], mod[192];
         long i;
         if (!em->m.layers[l].moe || !ga_tensor_name(GA_T_FFN_GATE_INP, l, gname, sizeof gname) ||
             (i = cv_plan_find(em->plan, gname)) < 0)
@@ -353,23 +352,16 @@ static void router_modules(const cv_eval_model *em, cJSON *full, cJSON *rel)
         const char *src = cv_plan_tensor(em->plan, (size_t)i)->src_name;
         const size_t len = strlen(src) - (ends_with(src, ".weight") ? 7 : 0);
         snprintf(mod, sizeof mod, "%.*s", (int)len, src);
-        cJSON_AddItemToArray(full, cJSON_CreateString(mod));
-        snprintf(key, sizeof key, "layers.%d.", l);
-        const char *in_block = strstr(mod, key) ? strstr(mod, key) + strlen(key) : mod;
-        int seen = 0;
-        const cJSON *it;
-        cJSON_ArrayForEach(it, rel)
-            seen |= !strcmp(it->valuestring, in_block);
-        if (!seen)
-            cJSON_AddItemToArray(rel, cJSON_CreateString(in_block));
+        cJSON_AddItemToArray(mods, cJSON_CreateString(mod));
     }
 }
 
 /* config.json with the quantization_config of the format, torch_dtype float16. The routers of a
- * mixture of experts stay f16: AutoAWQ's modules_to_not_convert names them relative to their
- * block ("mlp.gate": loaders match it as a substring of the module name, so AutoAWQ's own "gate"
- * would also exclude Qwen3-MoE's experts' gate_proj), compressed-tensors' ignore lists every
- * router module as llm-compressor saves it (each ignored module by name, then lm_head). */
+ * mixture of experts stay f16, named module by module ("model.layers.3.mlp.gate") in AutoAWQ's
+ * modules_to_not_convert and in compressed-tensors' ignore (then lm_head), as llm-compressor saves
+ * it. Loaders match modules_to_not_convert as substrings of module names, so a name relative to
+ * the block ("gate", "mlp.gate") would also leave the experts' or a dense block's gate_proj
+ * unquantized; a whole router name is a substring of no other module. */
 static int write_config(const aw_params *p, const cv_eval_model *em, const char *dir, qk_err *err)
 {
     char path[4200], *text = NULL;
@@ -389,18 +381,17 @@ static int write_config(const aw_params *p, const cv_eval_model *em, const char 
     cJSON_DeleteItemFromObjectCaseSensitive(c, "dtype");
     cJSON_AddStringToObject(c, "torch_dtype", "float16");
     cJSON *q = cJSON_AddObjectToObject(c, "quantization_config");
-    cJSON *routers = cJSON_CreateArray(), *in_block = cJSON_CreateArray();
-    router_modules(em, routers, in_block);
-    cJSON_AddItemToArray(routers, cJSON_CreateString("lm_head"));
+    cJSON *routers = cJSON_CreateArray();
+    router_modules(em, routers);
     if (p->format == AW_AWQ) {
         cJSON_AddStringToObject(q, "quant_method", "awq");
         cJSON_AddBoolToObject(q, "zero_point", 1);
         cJSON_AddNumberToObject(q, "group_size", p->group);
         cJSON_AddNumberToObject(q, "bits", p->bits);
         cJSON_AddStringToObject(q, "version", "gemm");
-        if (cJSON_GetArraySize(in_block) > 0) {
-            cJSON_AddItemToObject(q, "modules_to_not_convert", in_block);
-            in_block = NULL;
+        if (cJSON_GetArraySize(routers) > 0) {
+            cJSON_AddItemToObject(q, "modules_to_not_convert", routers);
+            routers = NULL;
         } else
             cJSON_AddNullToObject(q, "modules_to_not_convert");
     } else {
@@ -422,6 +413,7 @@ static int write_config(const aw_params *p, const cv_eval_model *em, const char 
         cJSON_AddStringToObject(w, "type", "int");
         cJSON_AddStringToObject(q, "format", "pack-quantized");
         cJSON_AddNullToObject(q, "global_compression_ratio");
+        cJSON_AddItemToArray(routers, cJSON_CreateString("lm_head"));
         cJSON_AddItemToObject(q, "ignore", routers);
         routers = NULL;
         cJSON_AddNullToObject(q, "kv_cache_scheme");
@@ -432,7 +424,6 @@ static int write_config(const aw_params *p, const cv_eval_model *em, const char 
         cJSON_AddStringToObject(q, "version", "0.12.2");
     }
     cJSON_Delete(routers);
-    cJSON_Delete(in_block);
     char *out = cJSON_Print(c);
     cJSON_Delete(c);
     if (!out)

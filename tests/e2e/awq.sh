@@ -87,7 +87,7 @@ for h, k in ((a, "qweight"), (c, "weight_packed")):
     assert not any(".experts.*" in n or n.startswith("model.layers.0.mlp.gate.q") for n in h)
 qa = json.load(open(sys.argv[1] + "/config.json"))["quantization_config"]
 qc = json.load(open(sys.argv[2] + "/config.json"))["quantization_config"]
-assert qa["modules_to_not_convert"] == ["mlp.gate"], qa
+assert qa["modules_to_not_convert"] == ["model.layers.%d.mlp.gate" % l for l in range(4)], qa
 assert qc["ignore"] == ["model.layers.%d.mlp.gate" % l for l in range(4)] + ["lm_head"], qc' "$TMP/moe-awq" "$TMP/moe-ct"
 check moe-awq-ppl 0 "$QKIT" perplexity "$TMP/moe-awq" -f "$E" --ctx 128 --chunks 4 --json
 P2=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ppl"])' "$OUT")
