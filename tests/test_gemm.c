@@ -185,7 +185,7 @@ static void test_gemm_empty(void **state)
  * gemm_x86.h's tiles. Every token count from 1 to SW_TOK, row counts on both sides of 16 and 32,
  * one block, several, and more than a chunk, each from a shifted origin: the reference's bits,
  * and nothing written outside the product. */
-#define SW_ROWS 37
+#define SW_ROWS 133 /* past the float tiles' row group of 128 */
 #define SW_TOK 40
 #define SW_STRIDE (SW_ROWS + 3)
 
@@ -247,16 +247,16 @@ static void test_gemm_shapes(void **state)
 }
 
 /* ---- float chunks ------------------------------------------------------------------------------ */
-/* The float products run in chunks of 1024 values, with the partial sums of up to 32 rows waiting
+/* The float products run in chunks of 1024 values, with the partial sums of up to 128 rows waiting
  * between chunks, and tokens in tiles whose first row tile packs the activations for the others
- * (gemm_x86.h). Lengths on both sides of a chunk, row counts on both sides of a tile and of 32,
+ * (gemm_x86.h). Lengths on both sides of a chunk, row counts on both sides of a tile and of 128,
  * every token count up to 13 and all 40, from shifted origins: the reference's bits, and nothing
  * written outside the product. */
 static void test_gemm_float_chunks(void **state)
 {
     const q_isa isa = isa_or_skip(state);
     static const int NS[] = {1, 15, 1024, 1039, 3079};
-    static const int ROWS[] = {1, 3, 4, 5, 31, 32, 33, 37};
+    static const int ROWS[] = {1, 3, 4, 5, 31, 32, 33, 37, 127, 128, 129, 133};
     float *ref = xcalloc(sizeof(float) * SW_TOK * SW_ROWS), *y = xcalloc(sizeof(float) * SW_TOK * SW_STRIDE);
     for (size_t ti = 0; ti < N_TYPES; ti++) {
         const int type = TYPES[ti].type;

@@ -2,9 +2,10 @@
  * q_kernels_get(type)->gemm on a TinyLlama-1.1B feed-forward shape, 5632 rows of 2048 inputs
  * times 512 tokens (one 512-token perplexity chunk through ffn_gate or ffn_up). The activations
  * are random floats through the type's from_float, as the engine quantizes them; the rows are
- * split over the OpenMP threads (OMP_NUM_THREADS) in blocks of 32, as calib/engine.c's matmul
- * does. Prints GFLOP/s (2 per multiply-add) and milliseconds per product, the best of ROUNDS
- * rounds in which the types take turns, so that a busy machine disturbs all of them alike.
+ * split over the OpenMP threads (OMP_NUM_THREADS) in blocks of 128 rows for float weights and 32
+ * for quantized ones, as calib/engine.c's matmul does. Prints GFLOP/s (2 per multiply-add) and
+ * milliseconds per product, the best of ROUNDS rounds in which the types take turns, so that a busy
+ * machine disturbs all of them alike.
  * Arguments, when given, name the types to run (default: all below). */
 #include <omp.h>
 #include <stdint.h>
@@ -19,7 +20,8 @@
 #define N_IN 2048
 #define N_ROWS 5632
 #define N_TOK 512
-#define ROW_BLOCK 32 /* rows per gemm call, as the engine */
+/* rows per gemm call, as the engine's row_block */
+#define ROW_BLOCK(type) ((type) == Q_TYPE_F32 || (type) == Q_TYPE_F16 || (type) == Q_TYPE_BF16 ? 128 : 32)
 #define ROUNDS 3
 #define RUNS 2 /* products per type and round */
 
@@ -51,6 +53,7 @@ typedef struct {
     const q_kernels *k;
     void *w, *x; /* [N_ROWS][wrow], [N_TOK][xrow] */
     size_t wrow, xrow;
+    int64_t rb; /* rows per call */
     double best; /* seconds per product */
 } case_t;
 
@@ -64,6 +67,7 @@ static int case_make(case_t *c, int type, const float *wf, const float *xf)
     c->w = malloc(c->wrow * N_ROWS);
     c->x = malloc(c->xrow * N_TOK);
     c->best = 1e30;
+    c->rb = ROW_BLOCK(type);
     if (!c->w || !c->x || !c->k->gemm)
         return -1;
     if (q_quantize_rows(type, wf, c->w, N_ROWS, N_IN, NULL, 0, NULL, &err) != QK_OK) {
@@ -79,8 +83,8 @@ static double run(const case_t *c, float *y)
 {
     const double t0 = now();
 #pragma omp parallel for schedule(static)
-    for (int64_t r0 = 0; r0 < N_ROWS; r0 += ROW_BLOCK) {
-        const int64_t nr = N_ROWS - r0 < ROW_BLOCK ? N_ROWS - r0 : ROW_BLOCK;
+    for (int64_t r0 = 0; r0 < N_ROWS; r0 += c->rb) {
+        const int64_t nr = N_ROWS - r0 < c->rb ? N_ROWS - r0 : c->rb;
         c->k->gemm(N_IN, nr, N_TOK, (const char *)c->w + (size_t)r0 * c->wrow, c->wrow, c->x, c->xrow,
                    y + r0, N_ROWS);
     }
