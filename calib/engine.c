@@ -271,15 +271,6 @@ void eng_ctx_set_observer(eng_ctx *c, eng_matmul_observer fn, void *user)
 
 /* Y[t][r] = W[r] · X[t] for t < n. Activations are quantized once to the dot partner type; the
  * observer sees them before that, as float. expert: W's index in its 3-D tensor, or -1. */
-/* Rows per gemm call. Float weights: 128, the row group over which the float tiles share each
- * packed chunk of the tokens (QG_F_RG in quant/gemm_x86.h), so that the activations are read from
- * L3 once per 128 rows instead of once per 32 (2 threads, f16 × 512 tokens, rows × inputs:
- * 5632 × 2048 322 -> 338 GFLOP/s, 2048 × 5632 245 -> 294). Quantized weights: 32. */
-static int64_t row_block(int type)
-{
-    return type == Q_TYPE_F32 || type == Q_TYPE_F16 || type == Q_TYPE_BF16 ? 128 : 32;
-}
-
 static void matmul(eng_ctx *c, const eng_tensor *W, int expert, const float *X, int n, float *Y)
 {
     if (c->observe)
@@ -300,7 +291,7 @@ static void matmul(eng_ctx *c, const eng_tensor *W, int expert, const float *X, 
     const int par = (double)ne0 * (double)ne1 * n > 1e6;
     /* Fixed blocks of rows × every token: each element's value depends only on its rows (the gemm
      * contract), so the split, and the thread count, never changes a bit. */
-    const int64_t rb = row_block(W->type);
+    const int64_t rb = q_gemm_rows(W->type);
 #pragma omp parallel for schedule(static) if (par)
     for (int64_t r0 = 0; r0 < ne1; r0 += rb) {
         const int64_t nr = ne1 - r0 < rb ? ne1 - r0 : rb;
@@ -313,7 +304,7 @@ void eng_gemm_f32(const float *w, int64_t n_out, int64_t n_in, const float *x, i
     const q_kernels *k = q_kernels_get(Q_TYPE_F32);
     const size_t row = (size_t)n_in * sizeof(float);
     const int par = (double)n_in * (double)n_out * n > 1e6;
-    const int64_t rb = row_block(Q_TYPE_F32);
+    const int64_t rb = q_gemm_rows(Q_TYPE_F32);
 #pragma omp parallel for schedule(static) if (par)
     for (int64_t r0 = 0; r0 < n_out; r0 += rb) {
         const int64_t nr = n_out - r0 < rb ? n_out - r0 : rb;

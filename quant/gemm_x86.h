@@ -111,13 +111,13 @@ QG_INLINE qg_vf qg_load(int kind, const void *p, int m)
  * tiles, chunks of 512 or 2048, software prefetching of the next chunk's tokens. */
 #define QG_F_KC 1024
 /* Rows whose partial sums wait between chunks, and which share each packed chunk of the tokens
- * (the engine's calls of float weights have 128): the pack is made once per 128 rows, so the
- * activations (4 MB for 512 tokens of 2048 values, 11 MB of 5632) stream from L3 a quarter as often
- * as with 32, while the group's weights (512 KB of f16 at n = 2048) stay in L2. The partial sums
+ * (q_gemm_rows: the engine's calls of float weights have 128): the pack is made once per 128
+ * rows, so the activations (4 MB for 512 tokens of 2048 values, 11 MB of 5632) stream from L3 a
+ * quarter as often as with 32, while the group's weights (512 KB of f16 at n = 2048) stay in L2. The partial sums
  * (48 KB with 4 x 6 tiles) are touched once per chunk and row tile. 2 threads, f16, calls of 128
  * against 32 rows, GFLOP/s: 5632 rows x 2048 inputs 322 -> 338, 2048 x 5632 245 -> 294; 256 rows
  * measured no better (n = 5632: its weights leave L2). */
-#define QG_F_RG 128
+#define QG_F_RG Q_GEMM_FLOAT_ROWS
 
 /* Where a tile's activations come from: their rows, their rows while packing them, the pack. */
 enum { QG_X_ROWS, QG_X_ROWS_PACK, QG_X_PACK };

@@ -151,6 +151,11 @@ const q_kernels *q_kernels_get_isa(int type, q_isa isa)
 
 const q_kernels *q_kernels_get(int type) { return q_kernels_get_isa(type, q_isa_active()); }
 
+int q_gemm_rows(int type)
+{
+    return type == Q_TYPE_F32 || type == Q_TYPE_F16 || type == Q_TYPE_BF16 ? Q_GEMM_FLOAT_ROWS : 32;
+}
+
 int64_t q_find_nonfinite(const float *x, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)

@@ -62,6 +62,13 @@ typedef struct {
     q_gemm_fn gemm; /* tiled where an ISA has it, else a vec_dot loop; NULL iff vec_dot is */
 } q_kernels;
 
+/* Rows per gemm call the tiled products are built for (any split gives the same bits; this one is
+ * the fast one): float weights (f32, f16, bf16) share each packed chunk of the activations over a
+ * group of Q_GEMM_FLOAT_ROWS rows (quant/gemm_x86.h), so that 512 tokens' activations stream from
+ * L3 once per 128 rows; quantized weights: 32. */
+#define Q_GEMM_FLOAT_ROWS 128
+int q_gemm_rows(int type);
+
 /* The kernels for type on the active ISA (scalar where no variant exists); NULL when qkit has
  * no kernels for the type. Borrowed, static lifetime. */
 const q_kernels *q_kernels_get(int type);

@@ -2,8 +2,8 @@
  * q_kernels_get(type)->gemm on a TinyLlama-1.1B feed-forward shape, 5632 rows of 2048 inputs
  * times 512 tokens (one 512-token perplexity chunk through ffn_gate or ffn_up). The activations
  * are random floats through the type's from_float, as the engine quantizes them; the rows are
- * split over the OpenMP threads (OMP_NUM_THREADS) in blocks of 128 rows for float weights and 32
- * for quantized ones, as calib/engine.c's matmul does. Prints GFLOP/s (2 per multiply-add) and
+ * split over the OpenMP threads (OMP_NUM_THREADS) in blocks of q_gemm_rows (128 for float weights,
+ * 32 for quantized ones), as calib/engine.c's matmul does. Prints GFLOP/s (2 per multiply-add) and
  * milliseconds per product, the best of ROUNDS rounds in which the types take turns, so that a busy
  * machine disturbs all of them alike.
  * Arguments, when given, name the types to run (default: all below). */
@@ -20,8 +20,6 @@
 #define N_IN 2048
 #define N_ROWS 5632
 #define N_TOK 512
-/* rows per gemm call, as the engine's row_block */
-#define ROW_BLOCK(type) ((type) == Q_TYPE_F32 || (type) == Q_TYPE_F16 || (type) == Q_TYPE_BF16 ? 128 : 32)
 #define ROUNDS 3
 #define RUNS 2 /* products per type and round */
 
@@ -67,7 +65,7 @@ static int case_make(case_t *c, int type, const float *wf, const float *xf)
     c->w = malloc(c->wrow * N_ROWS);
     c->x = malloc(c->xrow * N_TOK);
     c->best = 1e30;
-    c->rb = ROW_BLOCK(type);
+    c->rb = q_gemm_rows(type);
     if (!c->w || !c->x || !c->k->gemm)
         return -1;
     if (q_quantize_rows(type, wf, c->w, N_ROWS, N_IN, NULL, 0, NULL, &err) != QK_OK) {
