@@ -14,8 +14,7 @@ NS=4 NL=128
 # Under the sanitizers (CI time: each search takes minutes there) every search runs once on fewer
 # tokens and a coarser grid: the second format with one thread, the one-thread GGUF, the layouts
 # and the folds repeat code that the checks before them already ran.
-case "$QKIT" in *asan*) ASAN=1 S="--samples 2 --seq-len 64 --grid 4" SM="--samples 1 --seq-len 64 --grid 4" NS=2 NL=64 ;;
-*) ASAN= ;; esac
+[ -n "$SANITIZED" ] && S="--samples 2 --seq-len 64 --grid 4" SM="--samples 1 --seq-len 64 --grid 4" NS=2 NL=64
 nothing_at() {
     if [ -e "$2" ] || ls "$(dirname "$2")" | grep -q "$(basename "$2")\.tmp-"; then echo "FAIL $1: $2 written"
     else echo "PASS $1"; fi
@@ -25,7 +24,7 @@ check ct-rtn 0 "$QKIT" awq "$M" -f "$C" -o "$TMP/rtn-ct" --format ct --rtn $S -q
 python3 tests/e2e/tools/w4_reader.py check "$TMP/rtn-awq" "$TMP/rtn-ct" "$M" 0.51 | sort | uniq -c | awk '{print $2, $3}' | sort -u
 check awq-search 0 "$QKIT" awq "$M" -f "$C" -o "$TMP/awq" --format awq $S --json
 expect_json awq-json "d['samples'] == $NS and d['seq_len'] == $NL and d['blocks'] == 4 and d['groups'] == 12"
-if [ -z "$ASAN" ]; then
+if [ -z "$SANITIZED" ]; then
 check ct-search 0 "$QKIT" awq "$M" -f "$C" -o "$TMP/ct" --format ct $S -q --threads 1
 python3 tests/e2e/tools/w4_reader.py check "$TMP/awq" "$TMP/ct" - 0 | grep -c PASS | sed 's/^28$/PASS awq-ct-same-floats-after-search (28 linears)/;t;s/^/FAIL awq-ct-same-floats-after-search: /'
 check awq-config 0 python3 -c 'import json,sys
@@ -40,7 +39,7 @@ check awq-tokenizer-copied 0 cmp "$M/tokenizer.model" "$TMP/awq/tokenizer.model"
 # both folders are models: the same perplexity (the same floats), and verify measures them
 check awq-ppl 0 "$QKIT" perplexity "$TMP/awq" -f "$E" --ctx 128 --chunks 4 --json
 P1=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ppl"])' "$OUT")
-if [ -z "$ASAN" ]; then
+if [ -z "$SANITIZED" ]; then
 check ct-ppl 0 "$QKIT" perplexity "$TMP/ct" -f "$E" --ctx 128 --chunks 4 --json
 expect_json awq-ct-same-ppl "d['ppl'] == $P1"
 fi
@@ -48,14 +47,14 @@ check awq-verify 0 "$QKIT" verify --ref "$M" "$TMP/rtn-awq" "$TMP/awq" -f "$E" -
 expect_json awq-verify-json 'all(0 < c["kld_mean"] < 0.1 and c["top1"] > 80 for c in d["candidates"])'
 check awq-inspect 0 "$QKIT" inspect "$TMP/awq"
 # folding keeps the function: gguf:F32 (no quantization) against the model
-if [ -z "$ASAN" ]; then
+if [ -z "$SANITIZED" ]; then
 check fold-f32 0 "$QKIT" awq "$M" -f "$C" -o "$TMP/fold.gguf" --format gguf:F32 $S -q
 check fold-verify 0 "$QKIT" verify --ref "$M" "$TMP/fold.gguf" -f "$E" --ctx 128 --chunks 4 --json
 expect_json fold-same-function 'abs(d["candidates"][0]["kld_mean"]) < 1e-6 and d["candidates"][0]["top1"] == 100'
 fi
 # gguf:TYPE with the searched type; deterministic across thread counts
 check awq-gguf 0 "$QKIT" awq "$M" -f "$C" -o "$TMP/a.gguf" --format gguf:Q4_K_M $S -q
-if [ -z "$ASAN" ]; then
+if [ -z "$SANITIZED" ]; then
 check awq-gguf-1t 0 "$QKIT" awq "$M" -f "$C" -o "$TMP/b.gguf" --format gguf:Q4_K_M $S -q --threads 1
 check awq-gguf-deterministic 0 cmp "$TMP/a.gguf" "$TMP/b.gguf"
 fi
@@ -70,7 +69,7 @@ python3 tests/e2e/tools/w4_reader.py check "$TMP/moe-rtn-awq" "$TMP/moe-rtn-ct" 
     sed 's/^224$/PASS moe-rtn-within-half-a-step-awq-ct-same (112 linears)/;t;s/^/FAIL moe-rtn-within-half-a-step: passes: /'
 check moe-awq 0 "$QKIT" awq "$MOE" -f "$C" -o "$TMP/moe-awq" --format awq $SM --json
 expect_json moe-awq-json 'd["blocks"] == 4 and d["groups"] == 4 * (1 + 1 + 8)'
-if [ -z "$ASAN" ]; then
+if [ -z "$SANITIZED" ]; then
 check moe-ct 0 "$QKIT" awq "$MOE" -f "$C" -o "$TMP/moe-ct" --format ct $SM -q --threads 1
 python3 tests/e2e/tools/w4_reader.py check "$TMP/moe-awq" "$TMP/moe-ct" - 0 | grep -c PASS |
     sed 's/^112$/PASS moe-awq-ct-same-floats-after-search (112 linears)/;t;s/^/FAIL moe-awq-ct-same-floats-after-search: /'
@@ -97,7 +96,7 @@ fi
 check moe-verify 0 "$QKIT" verify --ref "$MOE" "$TMP/moe-rtn-awq" "$TMP/moe-awq" -f "$E" --ctx 128 --chunks 8 --json
 expect_json moe-verify-json 'all(0 < c["kld_mean"] < 0.1 and c["top1"] > 80 for c in d["candidates"])'
 # folding keeps the function: the router's columns are scaled with the experts' inputs
-if [ -z "$ASAN" ]; then
+if [ -z "$SANITIZED" ]; then
 check moe-fold-f32 0 "$QKIT" awq "$MOE" -f "$C" -o "$TMP/moe-fold.gguf" --format gguf:F32 $SM -q
 check moe-fold-verify 0 "$QKIT" verify --ref "$MOE" "$TMP/moe-fold.gguf" -f "$E" --ctx 128 --chunks 4 --json
 expect_json moe-fold-same-function 'abs(d["candidates"][0]["kld_mean"]) < 1e-6 and d["candidates"][0]["top1"] == 100'

@@ -24,7 +24,7 @@ BEST=${ISAS##* }
 TYPES="Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 IQ4_NL Q2_K Q3_K_M Q4_K_M Q5_K_M Q6_K IQ4_XS"
 FLOATS="f32 f16 bf16"
 VERIFY="f16 Q8_0 Q4_K_M IQ4_XS Q2_K"
-case "$QKIT" in *asan*) TYPES="Q8_0 Q4_K_M" FLOATS="f16" VERIFY="Q4_K_M" THREADS=1 ;; esac
+[ -n "$SANITIZED" ] && TYPES="Q8_0 Q4_K_M" FLOATS="f16" VERIFY="Q4_K_M" THREADS=1
 
 # strip FILE: the JSON without the kernel name and timings, canonically printed.
 strip() {
@@ -104,7 +104,7 @@ fi
 # join in the long tier (QKIT_LONG=1).
 FAST=
 for i in $ISAS; do [ "$i" = scalar ] && [ -z "${QKIT_LONG:-}" ] || FAST="$FAST $i"; done
-case "$QKIT" in *asan*) FAST= ;; esac
+[ -n "$SANITIZED" ] && FAST=
 head -c 6000 "$SHARED/text/tinystories-calib.txt" >"$TMP/c.txt"
 first=
 ok=1

@@ -16,7 +16,7 @@ size_of() { stat -c %s "$1"; }
 check t-f32 0 "$QKIT" convert "$HF" -o "$TMP/f32.gguf" --outtype f32 -q
 # The sanitizer tier checks memory, not quality: a shorter calibration and no KLD goal there
 CHUNKS=""
-case "$QKIT" in *asan*) CHUNKS="--chunks 16" ;; esac
+[ -n "$SANITIZED" ] && CHUNKS="--chunks 16"
 check t-imatrix 0 "$QKIT" imatrix "$TMP/f32.gguf" -f "$C" --ctx 256 $CHUNKS -o "$TMP/imx.gguf" -q
 check t-q4km 0 "$QKIT" quantize -q --imatrix "$TMP/imx.gguf" "$TMP/f32.gguf" "$TMP/q4km.gguf" Q4_K_M
 S=$(size_of "$TMP/q4km.gguf")
@@ -36,7 +36,7 @@ expect_json t-cache-hit "d['target']['cache_hit'] and d['target']['engine_passes
 check t-again 0 "$QKIT" quantize -q --imatrix "$TMP/imx.gguf" "$TMP/f32.gguf" "$TMP/t-again.gguf" 1 \
     --target-size "$S" --calib "$C" --sens-cache "$TMP/sens.json"
 check t-deterministic 0 cmp "$TMP/t.gguf" "$TMP/t-again.gguf"
-if [ -z "$CHUNKS" ]; then # a second cold run: the fast tier checks this, the sanitizer tier skips it
+if [ -z "$SANITIZED" ]; then # a second cold run: the fast tier checks this, the sanitizer tier skips it
 check t-no-cache-1thread 0 "$QKIT" quantize -q --imatrix "$TMP/imx.gguf" "$TMP/f32.gguf" "$TMP/t-1.gguf" 1 \
     --target-size "$S" --calib "$C"
 check t-threads-same 0 cmp "$TMP/t.gguf" "$TMP/t-1.gguf"
@@ -45,7 +45,7 @@ check t-reads 0 "$QKIT" inspect "$TMP/t.gguf" --json
 expect_json t-ftype 'd["metadata"]["general.file_type"] in (1, 2, 7, 8, 10, 12, 15, 17, 18, 25, 30)'
 
 # ---- the goal: mean KLD on held-out text at most 0.45x llama.cpp's Q4_K_M with an imatrix ------
-if [ -z "$CHUNKS" ]; then
+if [ -z "$SANITIZED" ]; then
     check t-verify 0 "$QKIT" verify --ref "$TMP/f32.gguf" "$TMP/q4km.gguf" "$TMP/t.gguf" -f "$E" --ctx 256 --chunks 40 --json
     expect_json t-kld-goal 'd["candidates"][1]["kld_mean"] <= 0.45 * d["candidates"][0]["kld_mean"]'
 fi
